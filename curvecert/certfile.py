@@ -1,0 +1,154 @@
+"""Certificate files: CZMQ's `NAME` / `NAME_secret` pair (and pyzmq's `NAME.key`).
+
+The layout is CZMQ 4.2's byte for byte (header comments, a blank line, a `metadata`
+section, a `curve` section, 4-space indent, double-quoted values, LF), with three
+deliberate differences, all documented in docs/format.md:
+
+- the metadata is written to both files (pyzmq writes it to the secret file only);
+- a value containing `"` is single-quoted, and a value or name CZMQ could not read back is
+  refused (CZMQ writes such files, then cannot load them);
+- the secret file is 0600 from its first byte and after every `--force` rewrite
+  (CZMQ keeps an existing file's mode; pyzmq follows the umask).
+
+Reading accepts any ZPL CZMQ accepts. `curve/public-key` must be 40 valid Z85 characters;
+a `secret-key`, when present, must be valid and derive to the public key. CZMQ's
+"no secret" sentinel (forty `0` characters) means no secret.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+
+from curvecert import keys, zpl
+from curvecert.cert import Certificate
+from curvecert.errors import CertificateError, FileExists, InvalidKey, ZplError
+from curvecert.fileio import PRIVATE_MODE, PUBLIC_MODE, atomic_write, read_bytes
+
+__all__ = [
+    "SECRET_SUFFIX",
+    "dump",
+    "load",
+    "parse",
+    "save",
+    "save_public",
+    "save_secret",
+    "secret_path",
+]
+
+SECRET_SUFFIX = "_secret"
+# CZMQ zcert.c: zcert_new of a public-only cert keeps 40 '0' characters as the secret.
+_CZMQ_NO_SECRET = "0" * 40
+_PUBLIC_BANNER = (
+    "   ZeroMQ CURVE Public Certificate",
+    "   Exchange securely, or use a secure mechanism to verify the contents",
+    "   of this file after exchange. Store public certificates in your home",
+    "   directory, in the .curve subdirectory.",
+)
+_SECRET_BANNER = (
+    "   ZeroMQ CURVE **Secret** Certificate",
+    "   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.",
+)
+
+
+def secret_path(path: str | os.PathLike[str]) -> str:
+    """The secret file that goes with public file `path` (`alice` → `alice_secret`)."""
+    return os.fspath(path) + SECRET_SUFFIX
+
+
+def dump(cert: Certificate, *, secret: bool, generated: float | None = None) -> str:
+    """The ZPL text of the public (or, with `secret`, the secret) file of `cert`.
+
+    Raises `CertificateError` if the metadata cannot be written so that CZMQ reads it back.
+    """
+    if secret and cert.secret_key is None:
+        raise CertificateError("this certificate has no secret key to write")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(generated))
+    comments = [f"   ****  Generated on {stamp} by curvecert  ****"]
+    comments += _SECRET_BANNER if secret else _PUBLIC_BANNER
+    metadata = zpl.Node("metadata")
+    for name, value in cert.meta.items():
+        metadata.add(name, value)
+    curve = zpl.Node("curve")
+    curve.add("public-key", cert.public_txt)
+    if secret:
+        curve.add("secret-key", cert.secret_txt or "")
+    try:
+        return zpl.emit([metadata, curve], comments=comments)
+    except ZplError as exc:
+        raise CertificateError(f"metadata cannot be written: {exc}") from None
+
+
+def parse(data: str | bytes, *, path: str | os.PathLike[str] | None = None) -> Certificate:
+    """Build a `Certificate` from ZPL text; errors carry `path` and the line number."""
+    root = zpl.parse(data, path=path)
+    curve = root.child("curve")
+    pub_node = curve.child("public-key") if curve is not None else None
+    if pub_node is None:
+        raise CertificateError("no curve/public-key entry", path=path)
+    try:
+        public = keys.decode_key(pub_node.value, what="public-key")
+    except InvalidKey as exc:
+        raise CertificateError(str(exc), path=path, line=pub_node.line) from None
+    secret: bytes | None = None
+    sec_node = curve.child("secret-key") if curve is not None else None
+    if sec_node is not None and sec_node.value not in ("", _CZMQ_NO_SECRET):
+        try:
+            secret = keys.decode_key(sec_node.value, what="secret-key")
+        except InvalidKey as exc:
+            raise CertificateError(str(exc), path=path, line=sec_node.line) from None
+        if not keys.keys_equal(keys.derive_public(secret), public):
+            raise CertificateError("secret-key does not belong to public-key", path=path,
+                                   line=sec_node.line)
+    meta_node = root.child("metadata")
+    meta: list[tuple[str, str]] = []
+    if meta_node is not None:
+        meta = [(c.name, c.value) for c in meta_node.children]
+    return Certificate(public, secret, meta, check=False)
+
+
+def load(path: str | os.PathLike[str]) -> Certificate:
+    """Load exactly the file at `path`. It is never swapped for its `_secret` sibling."""
+    return parse(read_bytes(path), path=path)
+
+
+def save_public(cert: Certificate, path: str | os.PathLike[str], *, force: bool = False) -> None:
+    """Write the public file (0644)."""
+    atomic_write(path, dump(cert, secret=False).encode("utf-8"), mode=PUBLIC_MODE,
+                 overwrite=force)
+
+
+def save_secret(cert: Certificate, path: str | os.PathLike[str], *, force: bool = False) -> None:
+    """Write the secret file (0600 from its first byte, also when replacing)."""
+    atomic_write(path, dump(cert, secret=True).encode("utf-8"), mode=PRIVATE_MODE,
+                 overwrite=force)
+
+
+def save(cert: Certificate, path: str | os.PathLike[str], *, force: bool = False) -> None:
+    """Write `path` and, when `cert` has a secret, `path_secret`; all or nothing.
+
+    Without `force`, neither file is written if either exists. Both texts are built before
+    anything touches the disk, so a metadata error writes nothing.
+    """
+    path = os.fspath(path)
+    spath = secret_path(path)
+    public_text = dump(cert, secret=False).encode("utf-8")
+    secret_text = dump(cert, secret=True).encode("utf-8") if cert.has_secret else None
+    if not force:
+        for p in (path, spath) if secret_text is not None else (path,):
+            if os.path.lexists(p):
+                raise FileExists(p)
+    if secret_text is not None:
+        atomic_write(spath, secret_text, mode=PRIVATE_MODE, overwrite=force)
+    try:
+        atomic_write(path, public_text, mode=PUBLIC_MODE, overwrite=force)
+    except Exception:
+        if secret_text is not None and not force:
+            os.unlink(spath)  # we created it a moment ago; don't leave half a pair
+        raise
+
+
+def metadata_of(cert: Certificate) -> Mapping[str, str]:
+    """The certificate's metadata (kept for symmetry with pyzmq-style callers)."""
+    return cert.meta
