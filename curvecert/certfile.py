@@ -10,7 +10,8 @@ deliberate differences, all documented in docs/format.md:
 - the secret file is 0600 from its first byte and after every `--force` rewrite
   (CZMQ keeps an existing file's mode; pyzmq follows the umask).
 
-Reading accepts any ZPL CZMQ accepts. `curve/public-key` must be 40 valid Z85 characters;
+Reading accepts any ZPL CZMQ accepts. `curve/public-key` must be exactly 40 valid Z85
+characters (no surrounding spaces: CZMQ refuses those too);
 a `secret-key`, when present, must be valid and derive to the public key. CZMQ's
 "no secret" sentinel (forty `0` characters) means no secret.
 """
@@ -21,7 +22,7 @@ import os
 import time
 from collections.abc import Mapping
 
-from curvecert import keys, zpl
+from curvecert import keys, z85, zpl
 from curvecert.cert import Certificate
 from curvecert.errors import CertificateError, FileExists, InvalidKey, ZplError
 from curvecert.fileio import PRIVATE_MODE, PUBLIC_MODE, atomic_write, read_bytes
@@ -80,6 +81,17 @@ def dump(cert: Certificate, *, secret: bool, generated: float | None = None) -> 
         raise CertificateError(f"metadata cannot be written: {exc}") from None
 
 
+def _file_key(node: zpl.Node, what: str, path: str | os.PathLike[str] | None) -> bytes:
+    """A key value from a file: exactly 40 Z85 characters, as CZMQ requires (no trimming)."""
+    if len(node.value) != z85.KEY_TEXT_LEN:
+        raise CertificateError(f"{what} must be exactly 40 Z85 characters, got "
+                               f"{len(node.value)}", path=path, line=node.line)
+    try:
+        return keys.decode_key(node.value, what=what)
+    except InvalidKey as exc:
+        raise CertificateError(str(exc), path=path, line=node.line) from None
+
+
 def parse(data: str | bytes, *, path: str | os.PathLike[str] | None = None) -> Certificate:
     """Build a `Certificate` from ZPL text; errors carry `path` and the line number."""
     root = zpl.parse(data, path=path)
@@ -87,17 +99,11 @@ def parse(data: str | bytes, *, path: str | os.PathLike[str] | None = None) -> C
     pub_node = curve.child("public-key") if curve is not None else None
     if pub_node is None:
         raise CertificateError("no curve/public-key entry", path=path)
-    try:
-        public = keys.decode_key(pub_node.value, what="public-key")
-    except InvalidKey as exc:
-        raise CertificateError(str(exc), path=path, line=pub_node.line) from None
+    public = _file_key(pub_node, "public-key", path)
     secret: bytes | None = None
     sec_node = curve.child("secret-key") if curve is not None else None
     if sec_node is not None and sec_node.value not in ("", _CZMQ_NO_SECRET):
-        try:
-            secret = keys.decode_key(sec_node.value, what="secret-key")
-        except InvalidKey as exc:
-            raise CertificateError(str(exc), path=path, line=sec_node.line) from None
+        secret = _file_key(sec_node, "secret-key", path)
         if not keys.keys_equal(keys.derive_public(secret), public):
             raise CertificateError("secret-key does not belong to public-key", path=path,
                                    line=sec_node.line)

@@ -5,13 +5,20 @@ the 1-based line number: never a partial tree (CZMQ's loader has the same all-or
 rule, but only logs). The accepted grammar is CZMQ 4.2's, so a file curvecert accepts is a
 file CZMQ accepts:
 
-- lines end in LF or CR LF; trailing spaces, tabs and CR are dropped first;
-- indentation is spaces only, an exact multiple of 4, one level deeper than a parent;
+- lines end in LF or CR LF; trailing whitespace (C `isspace`: space, tab, CR, VT, FF) is
+  dropped first;
+- indentation is spaces only, an exact multiple of 4, one level deeper than a parent; a
+  tab after the indentation is allowed only before a comment;
 - names use `A-Z a-z 0-9 $ - _ @ . & + /`, with no `/` first or last;
-- `name`, `name =`, `name = value`, `name = "value"` and `name = 'value'`; quotes have no
-  escapes; an unquoted value stops at `#` and loses surrounding spaces (CZMQ's one quirk:
-  a bare value that *starts* with `#` is kept whole);
-- after a closing quote only spaces and a comment may follow.
+- `name`, `name =`, `name = value`, `name = "value"` and `name = 'value'`, with any
+  whitespace around `=`; quotes have no escapes; an unquoted value stops at `#` and loses
+  surrounding whitespace (CZMQ's quirk: a bare value that *starts* with `#` is kept whole
+  after `= `, and is empty after `=#`);
+- after a closing quote only whitespace and a comment may follow.
+
+Two deliberate differences, both stricter (a file curvecert accepts is still one CZMQ
+accepts): a NUL byte is an error (CZMQ silently ends the line there), and the text must be
+UTF-8 (CZMQ takes any bytes).
 
 `emit` is the writer. It never produces text `parse` cannot read back: values are double
 quoted, single quoted when they contain `"`, and refused when they contain both quote
@@ -33,6 +40,8 @@ __all__ = ["NAME_CHARS", "Node", "emit", "is_valid_name", "parse", "quote_value"
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789$-_@.&+/")
 _NAME_RE = re.compile(r"[A-Za-z0-9$\-_@.&+/]+")
 _INDENT = 4
+# C isspace() in the "C" locale: what zconfig.c skips around '=', after quotes and before '#'.
+_WS = " \t\n\v\f\r"
 
 
 @dataclass(slots=True)
@@ -81,7 +90,7 @@ def is_valid_name(name: str) -> bool:
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:
     for number, raw in enumerate(text.split("\n"), start=1):
-        yield number, raw.rstrip(" \t\r")
+        yield number, raw.rstrip(_WS)
 
 
 def parse(data: str | bytes, *, path: str | os.PathLike[str] | None = None) -> Node:
@@ -90,8 +99,8 @@ def parse(data: str | bytes, *, path: str | os.PathLike[str] | None = None) -> N
         try:
             text = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
-            line = bytes(data).count(b"\n", 0, exc.start) + 1
-            raise ZplSyntaxError("text is not valid UTF-8", line=line, path=path) from None
+            bad_line = bytes(data).count(b"\n", 0, exc.start) + 1
+            raise ZplSyntaxError("text is not valid UTF-8", line=bad_line, path=path) from None
     else:
         text = data
     root = Node("")
@@ -106,14 +115,17 @@ def parse(data: str | bytes, *, path: str | os.PathLike[str] | None = None) -> N
             continue
         if number == 1 and stripped.startswith("\ufeff"):
             raise ZplSyntaxError("byte-order mark at the start of the file", line=1, path=path)
-        if stripped[0] == "\t":
-            raise ZplSyntaxError("tab in indentation (indent with 4 spaces)", line=number,
-                                 path=path)
         if indent % _INDENT:
             raise ZplSyntaxError(f"indentation of {indent} spaces is not a multiple of 4",
                                  line=number, path=path)
         if "\x00" in stripped:
             raise ZplSyntaxError("NUL byte in line", line=number, path=path)
+        if stripped[0] in _WS:
+            # zconfig.c: no name here, so only whitespace and a comment may follow.
+            if stripped.lstrip(_WS)[:1] == "#":
+                continue
+            raise ZplSyntaxError("tab in indentation (indent with 4 spaces)", line=number,
+                                 path=path)
         if stripped[0] == "#":
             continue
         depth = indent // _INDENT
@@ -137,13 +149,14 @@ def _parse_property(s: str, number: int, path: str | os.PathLike[str] | None) ->
     if name.startswith("/") or name.endswith("/"):
         raise ZplSyntaxError(f"name {name!r} may not start or end with '/'", line=number,
                              path=path)
-    rest = s[m.end():].lstrip(" ")
+    rest = s[m.end():].lstrip(_WS)
     if not rest or rest[0] == "#":
         return name, ""
     if rest[0] != "=":
         raise ZplSyntaxError(f"after name {name!r}: expected '=', found {rest[0]!r}",
                              line=number, path=path)
-    rest = rest[1:].lstrip(" ")
+    after_eq = rest[1:]
+    rest = after_eq.lstrip(_WS)
     if not rest:
         return name, ""
     quote = rest[0]
@@ -152,24 +165,29 @@ def _parse_property(s: str, number: int, path: str | os.PathLike[str] | None) ->
         if end < 0:
             raise ZplSyntaxError(f"value of {name!r} has no closing {quote}", line=number,
                                  path=path)
-        tail = rest[end + 1:].lstrip(" \t")
+        tail = rest[end + 1:].lstrip(_WS)
         if tail and tail[0] != "#":
             raise ZplSyntaxError(f"unexpected text after the quoted value of {name!r}: "
                                  f"{tail[:20]!r}", line=number, path=path)
         return name, rest[1:end]
     if rest[0] == "#":
-        # CZMQ quirk: a bare value that starts with '#' is kept whole.
-        return name, rest
+        # CZMQ quirk (zconfig.c cuts at the '#' after walking back over whitespace): a bare
+        # value that starts with '#' is kept whole after `= `, and is empty after `=#`.
+        return name, rest if after_eq[0] in _WS else ""
     hash_at = rest.find("#")
     if hash_at >= 0:
         rest = rest[:hash_at]
-    return name, rest.rstrip(" \t")
+    return name, rest.rstrip(_WS)
 
 
 def quote_value(value: str) -> str:
     """Quote `value` for writing; raise `ZplError` if no quoting can represent it."""
     if "\n" in value or "\r" in value or "\x00" in value:
         raise ZplError(f"value {value[:40]!r} contains a line break or NUL; ZPL cannot hold it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ZplError(f"value {value[:40]!r} is not valid Unicode text") from None
     if '"' not in value:
         return f'"{value}"'
     if "'" not in value:

@@ -53,7 +53,7 @@ class Verdict(Exception):
 
 # command name -> "module:attribute"; modules are imported only when the command runs.
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "new": ("curvecert.cli.certs", "new", ),
+    "new": ("curvecert.cli.certs", "new"),
     "show": ("curvecert.cli.certs", "show"),
     "verify": ("curvecert.cli.certs", "verify"),
     "keygen": ("curvecert.cli.certs", "keygen"),
@@ -62,6 +62,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "passwd": ("curvecert.cli.passwd", "passwd"),
     "serve-auth": ("curvecert.cli.serve", "serve_auth"),
     "probe": ("curvecert.cli.probe", "probe"),
+    "completion": ("curvecert.cli.completion", "completion"),
 }
 
 _SHORT_HELP = {
@@ -74,6 +75,7 @@ _SHORT_HELP = {
     "passwd": "Manage a PLAIN password file (hashed entries).",
     "serve-auth": "Run the ZAP authenticator daemon or gateway.",
     "probe": "Diagnose a CURVE/PLAIN/NULL handshake with a server.",
+    "completion": "Print the shell completion script (bash, zsh, fish).",
 }
 
 

@@ -1,0 +1,327 @@
+"""`curvecert new | show | verify | keygen | public`: certificate commands.
+
+The command bodies only gather input, call the library and hand results to
+`curvecert.render`; errors travel up as `CurvecertError` (exit 3) or `click.UsageError`
+(exit 2), and a negative `verify` ends with `Verdict` (exit 1), all mapped in
+`curvecert.cli.main`. Secret keys are never taken from the command line (a file, stdin or
+a hidden prompt only) and never printed unless the user asked for exactly that
+(`keygen`, `show --reveal-secret`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import sys
+
+import click
+
+from curvecert import certfile, keys, render, zpl
+from curvecert.cert import Certificate
+from curvecert.cli import Verdict
+from curvecert.errors import CertificateError, InvalidKey, OperationalError, ZplError
+from curvecert.verify import (
+    Finding,
+    check_metadata,
+    check_mode,
+    check_text,
+    verify_file,
+)
+
+__all__ = ["keygen", "new", "public", "show", "verify"]
+
+_logger = logging.getLogger(__name__)
+
+#: The largest input read from stdin (a certificate is a few hundred bytes).
+STDIN_LIMIT = 1 << 20
+STDIN_LABEL = "<stdin>"
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+def _read_stdin() -> bytes:
+    data = click.get_binary_stream("stdin").read(STDIN_LIMIT + 1)
+    if len(data) > STDIN_LIMIT:
+        raise OperationalError(f"{STDIN_LABEL}: more than {STDIN_LIMIT} bytes; "
+                               "not a certificate or key")
+    return data
+
+
+def _status(message: str) -> None:
+    """A status line for people, on stderr (stdout carries only data)."""
+    click.echo(f"curvecert: {message}", err=True)
+
+
+def _warn_findings(findings: list[Finding]) -> None:
+    for f in findings:
+        click.echo(f"curvecert: warning: {f.message}", err=True)
+
+
+def _parse_meta(pairs: list[tuple[str, str]], raw: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Validate `--name/--email/--org` and `--meta KEY=VALUE` into ordered metadata."""
+    out = list(pairs)
+    for item in raw:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--meta")
+        out.append((name, value))
+    seen: set[str] = set()
+    for name, value in out:
+        if not zpl.is_valid_name(name):
+            raise click.BadParameter(
+                f"{name!r} is not a valid metadata name: use letters, digits and "
+                "$ - _ @ . & + / (not starting or ending with /)", param_hint="--meta")
+        if name in seen:
+            raise click.BadParameter(f"metadata name {name!r} given twice",
+                                     param_hint="--meta")
+        seen.add(name)
+        try:
+            zpl.quote_value(value)
+        except ZplError as exc:
+            raise click.BadParameter(f"{exc}", param_hint=f"value of {name!r}") from None
+    return out
+
+
+# --- new ----------------------------------------------------------------------------------
+
+@click.command(context_settings=_CONTEXT, epilog="""\b
+Writes PATH (public, mode 0644) and PATH_secret (secret, mode 0600 from its
+first byte) in CZMQ's format, with the metadata in both files. Prints the
+public key and fingerprint, never the secret. Existing files are never
+replaced without --force; with it the swap is atomic and the secret is 0600.
+
+\b
+Examples:
+  curvecert new server
+  curvecert new certs/alice --name "Alice Example" --email alice@example.org
+  curvecert new client --meta role=worker --meta site=eu-1 --json
+  curvecert new server --force        # replace an existing pair
+""")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-n", "--name", help="Metadata `name` (a person or service).")
+@click.option("-e", "--email", help="Metadata `email`.")
+@click.option("-o", "--org", "organization", help="Metadata `organization`.")
+@click.option("-m", "--meta", multiple=True, metavar="KEY=VALUE",
+              help="Extra metadata; repeat for more. Names: letters, digits, $-_@.&+/")
+@click.option("-f", "--force", is_flag=True, help="Replace existing files (atomically).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: public_key, fingerprint, metadata, public_file, "
+                   "secret_file.")
+def new(path: str, name: str | None, email: str | None, organization: str | None,
+        meta: tuple[str, ...], force: bool, as_json: bool) -> None:
+    """Generate a certificate pair: PATH (public) and PATH_secret (secret)."""
+    if path == "-":
+        raise click.BadParameter("new writes files; give a path, not '-'", param_hint="PATH")
+    if path.endswith(certfile.SECRET_SUFFIX):
+        raise click.BadParameter(
+            f"PATH names the public file; the secret goes to PATH{certfile.SECRET_SUFFIX} "
+            f"(drop the {certfile.SECRET_SUFFIX!r})", param_hint="PATH")
+    fixed = [(k, v) for k, v in (("name", name), ("email", email),
+                                 ("organization", organization)) if v is not None]
+    metadata = _parse_meta(fixed, meta)
+    cert = Certificate.new(metadata)
+    warnings = [f for f in check_metadata(metadata, path)
+                if f.code in ("meta-overflow", "meta-quote", "meta-name-zmtp",
+                              "meta-reserved", "meta-pyzmq-key")]
+    certfile.save(cert, path, force=force)
+    secret = certfile.secret_path(path)
+    _logger.info("wrote %s and %s", path, secret)
+    _warn_findings(warnings)
+    if as_json:
+        render.print_json({
+            "public_key": cert.public_txt,
+            "fingerprint": cert.fingerprint,
+            "metadata": dict(cert.meta),
+            "public_file": os.path.abspath(path),
+            "secret_file": os.path.abspath(secret),
+        })
+        return
+    _status(f"wrote {path} (public, 0644) and {secret} (secret, 0600)")
+    click.echo(f"public key:  {cert.public_txt}")
+    click.echo(f"fingerprint: {cert.fingerprint}")
+
+
+# --- show ---------------------------------------------------------------------------------
+
+def _load_any(file: str) -> tuple[Certificate, str]:
+    """A certificate from a path or from stdin (`-`), with the label to show for it."""
+    if file == "-":
+        return certfile.parse(_read_stdin(), path=STDIN_LABEL), STDIN_LABEL
+    if os.path.isdir(file):
+        raise OperationalError(f"{file}: is a directory, not a certificate file")
+    return Certificate.load(file), file
+
+
+@click.command(context_settings=_CONTEXT, epilog="""\b
+Reads exactly FILE (a public file never picks up its _secret sibling), or
+stdin when FILE is '-'. Accepts CZMQ files (NAME, NAME_secret) and pyzmq
+files (NAME.key, NAME.key_secret). The secret key is shown only with
+--reveal-secret.
+
+\b
+Examples:
+  curvecert show server
+  curvecert show server_secret --json
+  curvecert show server_secret --json --reveal-secret | jq -r .secret_key
+  cat alice.key | curvecert show -
+""")
+@click.argument("file", type=str, metavar="FILE|-")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: public_key, public_key_hex, fingerprint, metadata, "
+                   "has_secret (and secret_key with --reveal-secret).")
+@click.option("--reveal-secret", is_flag=True, help="Also print the secret key.")
+def show(file: str, as_json: bool, reveal_secret: bool) -> None:
+    """Show a certificate file: keys, fingerprint and metadata."""
+    cert, label = _load_any(file)
+    if cert.has_secret and file != "-":
+        try:
+            mode = os.stat(file).st_mode
+        except OSError:
+            mode = 0
+        for f in check_mode(file, mode, holds_secret=True):
+            click.echo(f"curvecert: warning: {f.location}: {f.message}", err=True)
+    if as_json:
+        render.print_json(render.cert_to_json(cert, path=label, reveal_secret=reveal_secret))
+        return
+    render.console().print(render.render_certificate(cert, path=label,
+                                                     reveal_secret=reveal_secret))
+
+
+# --- verify -------------------------------------------------------------------------------
+
+@click.command(context_settings=_CONTEXT, epilog="""\b
+Checks, with path:line for each finding: ZPL syntax (as CZMQ parses it); key
+length and Z85; a secret key that does not belong to the public key; a secret
+file with any group/other permission bit; a public file writable by group or
+others; a public file whose _secret sibling is exposed or holds another key
+(CZMQ loads the sibling instead); metadata CZMQ cannot handle (values it cannot
+read back after saving, more than 512 bytes of encoded metadata, which crashes
+CZMQ's zauth), duplicate names. '-' reads stdin (no permission checks).
+
+\b
+Exit status: 0 no findings, 1 findings, 3 a file could not be read.
+
+\b
+Examples:
+  curvecert verify server server_secret
+  curvecert verify certs/*
+  curvecert verify --json client_secret | jq '.findings[].message'
+""")
+@click.argument("files", nargs=-1, required=True, type=str, metavar="FILE...")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"ok": bool, "files": [...], "findings": [...]}.')
+def verify(files: tuple[str, ...], as_json: bool) -> None:
+    """Check certificate files for problems (exit 1 when there are findings)."""
+    findings: list[Finding] = []
+    for file in files:
+        if file == "-":
+            found, _ = check_text(_read_stdin(), STDIN_LABEL)
+            findings += found
+        else:
+            findings += verify_file(file)
+    labels = [STDIN_LABEL if f == "-" else f for f in files]
+    if as_json:
+        render.print_json({"ok": not findings, "files": labels,
+                           "findings": render.findings_to_json(findings)})
+    else:
+        if findings:
+            render.console().print(render.render_findings(findings))
+        render.console(stderr=True).print(render.findings_summary(findings, len(files)))
+    if findings:
+        raise Verdict()
+
+
+# --- keygen -------------------------------------------------------------------------------
+
+def _warn_if_exposed_stdout() -> None:
+    """Like `wg genkey`: warn when stdout is a file that others can read."""
+    try:
+        st = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+        _status(f"warning: writing a secret key to a file with mode "
+                f"{stat.S_IMODE(st.st_mode):04o} that others can access; "
+                "consider `umask 077` first")
+
+
+@click.command(context_settings=_CONTEXT, epilog="""\b
+Prints a fresh keypair (Z85) from libzmq, like libzmq's curve_keygen. This
+command prints the secret key because that is what it is for; to keep one in a
+file use `curvecert new`, which writes it with mode 0600.
+
+\b
+Examples:
+  curvecert keygen
+  curvecert keygen --json | jq -r .public_key
+""")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: public_key, secret_key, fingerprint.")
+def keygen(as_json: bool) -> None:
+    """Print a fresh Z85 CURVE keypair (public and secret)."""
+    pub, sec = keys.keypair()
+    cert = Certificate(pub, sec, check=False)
+    _warn_if_exposed_stdout()
+    if as_json:
+        render.print_json({"public_key": cert.public_txt, "secret_key": cert.secret_txt,
+                           "fingerprint": cert.fingerprint})
+        return
+    click.echo(render.render_keypair(cert.public_txt, cert.secret_txt or ""), nl=False)
+
+
+# --- public -------------------------------------------------------------------------------
+
+def _cert_from_stdin() -> Certificate:
+    stdin = click.get_text_stream("stdin")
+    if stdin.isatty():
+        text = click.prompt("Secret key (Z85, not echoed)", hide_input=True, err=True)
+        data = text.encode("utf-8")
+    else:
+        data = _read_stdin()
+    stripped = data.strip()
+    if b"\n" in stripped or stripped.startswith(b"#"):
+        cert = certfile.parse(data, path=STDIN_LABEL)
+    else:
+        try:
+            cert = Certificate.from_secret(stripped)
+        except InvalidKey as exc:
+            raise InvalidKey(f"{STDIN_LABEL}: {exc} (give a Z85 secret key or a secret "
+                             "certificate file)") from exc
+    if not cert.has_secret:
+        raise CertificateError("holds no secret key (a public certificate); "
+                               "`curvecert public` derives a public key from a secret",
+                               path=STDIN_LABEL)
+    return cert
+
+
+@click.command(context_settings=_CONTEXT, epilog="""\b
+FILE is a secret certificate (NAME_secret, NAME.key_secret). With no FILE or
+'-', stdin holds either a Z85 secret key or a whole secret certificate; on a
+terminal the key is asked for without echo. Secrets are never taken as
+arguments.
+
+\b
+Examples:
+  curvecert public server_secret
+  curvecert keygen --json | jq -r .secret_key | curvecert public
+  curvecert public --json < client.key_secret
+""")
+@click.argument("file", required=False, default="-", type=str, metavar="[FILE|-]")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: public_key, public_key_hex, fingerprint.")
+def public(file: str, as_json: bool) -> None:
+    """Print the public key of a secret certificate or of a secret key on stdin."""
+    if file == "-":
+        cert = _cert_from_stdin()
+    else:
+        cert, _ = _load_any(file)
+        if not cert.has_secret:
+            raise CertificateError("holds no secret key (a public certificate; "
+                                   "`curvecert show` prints its key)", path=file)
+    if as_json:
+        render.print_json({"public_key": cert.public_txt,
+                           "public_key_hex": cert.public_key.hex(),
+                           "fingerprint": cert.fingerprint})
+        return
+    click.echo(cert.public_txt)
+

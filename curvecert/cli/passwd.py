@@ -1,0 +1,119 @@
+"""`curvecert passwd add | remove | list`: manage a PLAIN password file (Woodhouse).
+
+Passwords are read from a hidden prompt (asked twice) or from stdin (`--stdin`, or
+whenever stdin is not a terminal: `printf '%s\\n' "$PW" | curvecert passwd add alice`),
+never from the command line, where `ps` and shell history would keep them. New entries
+are scrypt hashes (`curvecert.passwords`); `--plaintext` writes a clear-text entry that
+CZMQ's zauth can also read. The file is rewritten atomically with mode 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from curvecert.errors import OperationalError, PasswordFileError
+from curvecert.passwords import PasswordFile, validate_password
+
+__all__ = ["DEFAULT_FILE", "ENV_VAR", "default_file", "passwd"]
+
+#: Environment variable naming the password file when `--file` is not given.
+ENV_VAR = "CURVECERT_PASSWORDS"
+#: Fallback path, under the user's configuration directory.
+DEFAULT_FILE = "~/.config/curvecert/passwords"
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+_MAX_STDIN = 4096
+
+
+def default_file() -> str:
+    """`$CURVECERT_PASSWORDS`, else `$XDG_CONFIG_HOME/curvecert/passwords`, else the
+    `~/.config` path."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return env
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    if xdg:
+        return os.path.join(xdg, "curvecert", "passwords")
+    return os.path.expanduser(DEFAULT_FILE)
+
+
+def _file_option(fn: click.decorators.FC) -> click.decorators.FC:
+    return click.option(
+        "--file", "-f", "path", type=click.Path(dir_okay=False), default=None,
+        help=f"Password file (default: ${ENV_VAR}, else {DEFAULT_FILE}).")(fn)
+
+
+def _resolve(path: str | None) -> str:
+    return os.path.expanduser(path) if path else default_file()
+
+
+def _read_password(use_stdin: bool) -> str:
+    if use_stdin or not sys.stdin.isatty():
+        data = click.get_binary_stream("stdin").read(_MAX_STDIN + 1)
+        if len(data) > _MAX_STDIN:
+            raise click.UsageError("stdin holds more than one password line")
+        text = data.decode("utf-8", "strict") if data else ""
+        lines = text.splitlines()
+        if len(lines) != 1:
+            raise click.UsageError("stdin must hold exactly one line: the password")
+        password = lines[0]
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True,
+                                err=True)
+    validate_password(password)
+    return password
+
+
+@click.group(context_settings=_CONTEXT)
+def passwd() -> None:
+    """Manage a PLAIN password file (user=password lines, scrypt-hashed entries)."""
+
+
+@passwd.command(context_settings=_CONTEXT)
+@click.argument("user")
+@_file_option
+@click.option("--stdin", "use_stdin", is_flag=True,
+              help="Read the password from stdin (implied when stdin is not a terminal).")
+@click.option("--force", is_flag=True, help="Replace the password of an existing user.")
+@click.option("--plaintext", is_flag=True,
+              help="Store the password in clear text (CZMQ zauth can read it; avoid).")
+def add(user: str, path: str | None, use_stdin: bool, force: bool, plaintext: bool) -> None:
+    """Add USER (the password comes from a prompt or stdin, never the command line)."""
+    target = _resolve(path)
+    pf = PasswordFile(target, missing_ok=True)
+    if not force and user in pf.users():
+        # Refuse before asking for a password nobody will use.
+        raise PasswordFileError(f"{target}: user {user!r} already exists "
+                                "(use --force to replace it)")
+    password = _read_password(use_stdin)
+    parent = Path(target).parent
+    if not parent.exists():
+        try:
+            parent.mkdir(mode=0o700, parents=True)
+        except OSError as exc:
+            raise OperationalError(f"{parent}: cannot create: {exc.strerror}") from exc
+    pf.add(user, password, force=force, plaintext=plaintext)
+    if plaintext:
+        click.echo("curvecert: warning: stored in clear text (--plaintext)", err=True)
+    click.echo(f"curvecert: {'updated' if force else 'added'} {user} in {target}", err=True)
+
+
+@passwd.command(context_settings=_CONTEXT)
+@click.argument("user")
+@_file_option
+def remove(user: str, path: str | None) -> None:
+    """Remove USER."""
+    target = _resolve(path)
+    PasswordFile(target).remove(user)
+    click.echo(f"curvecert: removed {user} from {target}", err=True)
+
+
+@passwd.command(name="list", context_settings=_CONTEXT)
+@_file_option
+def list_users(path: str | None) -> None:
+    """Print the user names, one per line (never a password or hash)."""
+    for user in PasswordFile(_resolve(path)).users():
+        click.echo(user)

@@ -1,0 +1,157 @@
+"""`curvecert probe ENDPOINT`: connect once and say why a handshake fails, or that it works.
+
+The work happens in `curvecert.probe`; this module gathers the options, reads a PLAIN
+password from a hidden prompt or stdin (never the command line), prints the one verdict
+with its cause and fix (or `--json`), and ends with exit 0 when the outcome is the expected
+one (admitted; with `--stranger`, refused) and `Verdict` (exit 1) when not. The client's
+secret key and the password are never printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from curvecert import keys, render
+from curvecert.cert import Certificate
+from curvecert.cli import Verdict
+from curvecert.errors import InvalidKey
+from curvecert.probe import SERVER_TYPES, ProbeResult, ProbeVerdict
+from curvecert.probe import probe as run_probe
+
+__all__ = ["probe"]
+
+_logger = logging.getLogger(__name__)
+
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+_STYLE = {True: "bold green", False: "bold red"}
+
+
+def _read_password(user: str) -> str:
+    """The PLAIN password: a hidden prompt on a terminal, else the first line of stdin."""
+    stdin = click.get_text_stream("stdin")
+    if stdin.isatty():
+        value: str = click.prompt(f"Password for {user}", hide_input=True, err=True)
+        return value
+    line = stdin.readline()
+    if not line:
+        raise click.UsageError("--plain needs a password on stdin (one line) or a terminal "
+                               "to prompt on")
+    return line.rstrip("\r\n")
+
+
+def _server_key(server_key: str | None, server_cert: str | None) -> bytes | None:
+    if server_key is not None:
+        try:
+            return keys.decode_key(server_key, what="--server-key")
+        except InvalidKey as exc:
+            raise click.BadParameter(str(exc), param_hint="--server-key") from None
+    if server_cert is not None:
+        return Certificate.load(server_cert).public_key
+    return None
+
+
+def _render(result: ProbeResult) -> None:
+    from rich.text import Text
+
+    out = render.console()
+    title = result.verdict.value.upper().replace("-", " ")
+    mark = "ok" if result.ok else "NOT OK"
+    head = Text()
+    head.append(f"{title}", style=_STYLE[result.ok])
+    head.append(f"  {result.endpoint}  ({result.mechanism}"
+                + (", stranger" if result.stranger else "") + f")  [{mark}]")
+    out.print(head)
+    if result.verdict is ProbeVerdict.FAILS_OPEN:
+        out.print(Text("The server accepts ANY CURVE client.", style="bold red"))
+    out.print(Text.assemble(("Why: ", "bold"), result.cause))
+    out.print(Text.assemble(("Fix: ", "bold"), result.fix))
+    for note in result.notes:
+        out.print(Text.assemble(("Note: ", "bold"), note))
+    if result.client_fingerprint:
+        what = "stranger key" if result.stranger else "client key"
+        out.print(Text(f"{what}: {result.client_key} ({result.client_fingerprint})",
+                       style="dim"))
+    if result.greeting.mechanism:
+        out.print(Text(f"server greeting: ZMTP, mechanism {result.greeting.mechanism}",
+                       style="dim"))
+    out.print(Text("events:", style="dim"))
+    if not result.events:
+        out.print(Text("  (none)", style="dim"))
+    for ev in result.events:
+        out.print(Text(f"  +{ev.time:7.3f}s  {ev.name:<28} {ev.detail}", style="dim"))
+
+
+@click.command(context_settings=_CONTEXT, epilog="""\b
+Examples:
+  curvecert probe tcp://127.0.0.1:5555 --server-cert server.key --cert client.key_secret
+  curvecert probe tcp://db:5555 --server-cert server.key --stranger
+  echo "$PW" | curvecert probe tcp://db:5556 --plain admin
+  curvecert probe ipc:///run/app.sock --json
+\b
+Exit codes: 0 expected outcome (admitted; with --stranger, refused), 1 otherwise,
+2 usage, 3 operational error. See docs/troubleshooting.md for every verdict.""")
+@click.argument("endpoint")
+@click.option("--server-key", metavar="KEY", help="The server's public key (40 Z85 characters).")
+@click.option("--server-cert", metavar="FILE",
+              help="The server's public certificate file (makes this a CURVE probe).")
+@click.option("--cert", "client_cert", metavar="FILE",
+              help="The client's SECRET certificate (NAME_secret). Without it a CURVE probe "
+                   "uses a throwaway key.")
+@click.option("--plain", "plain_user", metavar="USER",
+              help="Probe as a PLAIN client; the password comes from a prompt or stdin.")
+@click.option("--zap-domain", metavar="DOMAIN",
+              help="The ZAP domain the server socket sets, if known. Clients cannot send a "
+                   "domain; it only sharpens the advice.")
+@click.option("--stranger", is_flag=True,
+              help="Connect with a fresh key no store can contain; expect a refusal. An "
+                   "admission means the server fails open (exit 1).")
+@click.option("--server-type", type=click.Choice(sorted(SERVER_TYPES), case_sensitive=False),
+              default="ROUTER", show_default=True,
+              help="The server socket's type; the probe connects with a compatible one.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, metavar="SECONDS", help="How long to wait for a verdict.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def probe(endpoint: str, server_key: str | None, server_cert: str | None,
+          client_cert: str | None, plain_user: str | None, zap_domain: str | None,
+          stranger: bool, server_type: str, timeout: float, as_json: bool) -> None:
+    """Connect to ENDPOINT once and explain the handshake outcome.
+
+    Watches the socket monitor (connection and handshake events) and prints one verdict
+    with its likely cause and the fix: nothing listening, not a ZeroMQ peer, mechanism
+    mismatch, wrong server key, refused (400), server error (500), stalled (300 or a hung
+    ZAP handler), admitted, or fails open (--stranger admitted).
+    """
+    if server_key is not None and server_cert is not None:
+        raise click.UsageError("give --server-key or --server-cert, not both")
+    curve = server_key is not None or server_cert is not None
+    if plain_user is not None and curve:
+        raise click.UsageError("--plain is a PLAIN probe; it cannot be combined with a "
+                               "server key (CURVE)")
+    if stranger and not curve:
+        raise click.UsageError("--stranger is a CURVE probe: give --server-key or "
+                               "--server-cert")
+    if stranger and client_cert is not None:
+        raise click.UsageError("--stranger makes its own key; do not combine it with --cert")
+    if client_cert is not None and not curve:
+        raise click.UsageError("--cert needs --server-key or --server-cert")
+
+    key = _server_key(server_key, server_cert)
+    cert = Certificate.load(client_cert) if client_cert is not None else None
+    plain = (plain_user, _read_password(plain_user)) if plain_user is not None else None
+
+    result = run_probe(endpoint, server_key=key, client_cert=cert, plain=plain,
+                       zap_domain=zap_domain, stranger=stranger, timeout=timeout,
+                       server_type=server_type.upper())
+    if as_json:
+        render.print_json(result.to_dict())
+    else:
+        _render(result)
+    if result.verdict is ProbeVerdict.FAILS_OPEN:
+        _logger.warning("%s accepts any CURVE client (fails open)", result.endpoint)
+    sys.stdout.flush()
+    if not result.ok:
+        raise Verdict()

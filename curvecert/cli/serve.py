@@ -1,0 +1,260 @@
+"""`curvecert serve-auth`: run the ZAP authenticator daemon and/or a CURVE gateway.
+
+The command only turns options (or a TOML file) into a `DaemonConfig`, wires signals to
+the daemon's flags, and renders the decision log: rich text on a terminal, or one JSON
+object per line with `--log-format json` (an audit stream). Everything else lives in
+`curvecert.daemon` and `curvecert.gateway`; docs/serve-auth.md is the reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import click
+
+from curvecert import config as cfgmod
+from curvecert.config import DaemonConfig, DomainConfig, GatewayConfig, ServerConfig
+from curvecert.errors import ConfigError
+
+__all__ = ["serve_auth"]
+
+_STATUS_STYLE = {"200": "green", "300": "yellow", "400": "red", "500": "bold red"}
+_MARK = {"200": "✓", "300": "~", "400": "✗", "500": "✗"}
+
+
+def _options_config(*, stores: tuple[str, ...], zap_endpoint: str | None,
+                    allow: tuple[str, ...], deny: tuple[str, ...], passwords: str | None,
+                    allow_any: bool, null: bool, domain: str, ipc_group: str | None,
+                    server_cert: str | None, forwarders: str | None, front: str | None,
+                    back: str | None, pattern: str | None) -> DaemonConfig:
+    """A configuration from command-line options (defaults documented in --help)."""
+    for a in allow:
+        cfgmod.check_address(a, where="--allow")
+    for d in deny:
+        cfgmod.check_address(d, where="--deny")
+    store_paths = tuple(Path(s).expanduser() for s in stores)
+    if not store_paths and not allow_any:
+        store_paths = (cfgmod.default_store_dir(),)
+    for p in store_paths:
+        if not p.is_dir():
+            raise ConfigError(f"{p}: the certificate store does not exist (create it with "
+                              "`curvecert store add`, or give --store DIR)")
+    mechs: list[str] = ["CURVE"]
+    if passwords:
+        mechs.append("PLAIN")
+    if null:
+        mechs.append("NULL")
+    dom = DomainConfig(name=domain, stores=() if allow_any else store_paths,
+                       curve="unsafe-allow-any" if allow_any else "store",
+                       passwords=Path(passwords) if passwords else None,
+                       allow=allow, deny=deny, mechanisms=tuple(mechs))
+    gateway = None
+    if front is not None:
+        if back is None or pattern is None or server_cert is None:
+            raise click.UsageError("--front needs --back, --pattern and --server-cert")
+        cfgmod.check_endpoint(front, where="--front")
+        cfgmod.check_endpoint(back, where="--back", bind=False)
+        gateway = GatewayConfig(front=front, back=back, pattern=pattern,
+                                server_cert=Path(server_cert),
+                                domain="" if domain == "*" else domain)
+    elif back is not None or pattern is not None:
+        raise click.UsageError("--back and --pattern need --front")
+    if zap_endpoint is None and gateway is None:
+        zap_endpoint = cfgmod.default_zap_endpoint()
+    if zap_endpoint is not None:
+        cfgmod.check_endpoint(zap_endpoint, where="--zap-endpoint")
+    server = None
+    if zap_endpoint is not None and zap_endpoint.startswith("tcp://"):
+        if server_cert is None or forwarders is None:
+            raise click.UsageError("a tcp:// --zap-endpoint needs --server-cert (the daemon's "
+                                   "secret certificate) and --forwarders DIR (the store of "
+                                   "admitted forwarder certificates)")
+        server = ServerConfig(cert=Path(server_cert), forwarders=Path(forwarders))
+    elif forwarders is not None:
+        raise click.UsageError("--forwarders only applies to a tcp:// --zap-endpoint")
+    cfg = DaemonConfig(domains=(dom,), zap_endpoint=zap_endpoint, ipc_group=ipc_group,
+                       server=server, gateway=gateway)
+    cfgmod.validate(cfg)
+    return cfg
+
+
+class _DecisionLog:
+    """Renders decision and counter records as rich text or JSON lines."""
+
+    def __init__(self, fmt: str, stream_name: str):
+        self.fmt = fmt
+        self.stream: IO[str] = sys.stdout if stream_name == "stdout" else sys.stderr
+        self._console: Any = None
+        if fmt == "text":
+            from curvecert import render
+
+            self._console = render.console(stderr=stream_name != "stdout")
+
+    def decision(self, record: Mapping[str, Any]) -> None:
+        if self.fmt == "json":
+            self._json({"event": "decision", **record})
+            return
+        from rich.text import Text
+
+        status = str(record["status"])
+        stamp = time.strftime("%H:%M:%S", time.localtime(float(record["time"])))
+        line = Text()
+        line.append(f"{stamp} ")
+        line.append(f"{_MARK.get(status, '?')} {status}", style=_STATUS_STYLE.get(status, ""))
+        line.append(f" {record['mechanism']} from {record['address'] or '?'}")
+        line.append(f" domain={record['domain']!r}")
+        who = record.get("user_id") or record.get("subject")
+        if who:
+            line.append(f" {'user' if record.get('user_id') else 'subject'}={who}")
+        if record.get("reason"):
+            line.append(f" ({record['reason']})", style="dim")
+        self._console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    def stats(self, record: Mapping[str, Any]) -> None:
+        if self.fmt == "json":
+            self._json({"event": "stats", "time": round(time.time(), 3), **record})
+            return
+        parts = " ".join(f"{k}={v}" for k, v in record.items())
+        self._console.print(f"stats: {parts}", highlight=False, markup=False,
+                            style="dim", soft_wrap=True)
+
+    def _json(self, obj: Mapping[str, Any]) -> None:
+        try:
+            self.stream.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+            self.stream.flush()
+        except BrokenPipeError:  # the reader went away; keep serving
+            pass
+
+
+@click.command(epilog="""\b
+Examples:
+  curvecert serve-auth                                   # default store and endpoint
+  curvecert serve-auth --store ./clients --zap-endpoint ipc:///run/app/zap.sock
+  curvecert serve-auth --config /etc/curvecert/serve-auth.toml --log-format json
+  curvecert serve-auth --front 'tcp://*:5555' --back tcp://127.0.0.1:6000 \\
+      --pattern push-pull --server-cert gateway_secret --store ./clients
+\b
+Signals: SIGHUP reloads the configuration (a bad one is refused and the old one kept);
+SIGTERM and SIGINT stop cleanly (exit 0) and remove the ipc socket file.
+Docs: docs/serve-auth.md""")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML configuration (several domains); excludes the policy options.")
+@click.option("--store", "stores", multiple=True, type=click.Path(file_okay=False),
+              help="Trusted client certificate directory (repeatable). "
+                   "Default: $CURVECERT_STORE, else ~/.config/curvecert/store.")
+@click.option("--zap-endpoint", metavar="EP",
+              help="ipc://PATH or tcp://HOST:PORT for forwarders. Default: "
+                   "ipc://$XDG_RUNTIME_DIR/curvecert/zap.sock, else "
+                   "ipc:///tmp/curvecert-UID/zap.sock.")
+@click.option("--allow", multiple=True, metavar="ADDR",
+              help="Only admit these addresses/CIDR ranges (repeatable).")
+@click.option("--deny", multiple=True, metavar="ADDR",
+              help="Never admit these addresses/CIDR ranges (repeatable; wins over --allow).")
+@click.option("--passwords", type=click.Path(dir_okay=False),
+              help="Password file for PLAIN (see `curvecert passwd`).")
+@click.option("--curve-allow-any", "allow_any", is_flag=True,
+              help="UNSAFE: accept any CURVE client key (encryption without authentication).")
+@click.option("--null", "null", is_flag=True,
+              help="Admit NULL-mechanism clients (address filtering only).")
+@click.option("--domain", default="*", show_default=True,
+              help="ZAP domain the options apply to ('*' = every domain).")
+@click.option("--ipc-group", metavar="GROUP",
+              help="Let GROUP use the ipc socket (mode 0660 instead of 0600).")
+@click.option("--server-cert", type=click.Path(dir_okay=False),
+              help="Secret certificate of the daemon (tcp:// endpoint) or of the gateway.")
+@click.option("--forwarders", type=click.Path(file_okay=False),
+              help="Store of forwarder certificates admitted on a tcp:// --zap-endpoint.")
+@click.option("--front", metavar="EP", help="Gateway: CURVE-secured endpoint to bind.")
+@click.option("--back", metavar="EP", help="Gateway: the application's plain endpoint.")
+@click.option("--pattern", type=click.Choice(cfgmod.GATEWAY_PATTERNS),
+              help="Gateway shape (see docs/serve-auth.md).")
+@click.option("--log-format", type=click.Choice(cfgmod.LOG_FORMATS),
+              help="Decision log: rich text (default) or one JSON object per decision.")
+@click.option("--log-stream", type=click.Choice(["stdout", "stderr"]),
+              help="Where the decision log goes (default stderr).")
+@click.option("--stats-interval", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Log counters every SECONDS (0 = never).")
+def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: str | None,
+               allow: tuple[str, ...], deny: tuple[str, ...], passwords: str | None,
+               allow_any: bool, null: bool, domain: str, ipc_group: str | None,
+               server_cert: str | None, forwarders: str | None, front: str | None,
+               back: str | None, pattern: str | None, log_format: str | None,
+               log_stream: str | None, stats_interval: float | None) -> None:
+    """Answer ZAP requests for forwarders, and/or run a CURVE gateway, until stopped."""
+    from curvecert.daemon import Daemon
+
+    overrides: dict[str, Any] = {}
+    if log_format is not None:
+        overrides["log_format"] = log_format
+    if log_stream is not None:
+        overrides["log_stream"] = log_stream
+    if stats_interval is not None:
+        overrides["stats_interval"] = stats_interval
+
+    loader: Callable[[], DaemonConfig]
+    if config_file is not None:
+        policy_opts = {"--store": stores, "--allow": allow, "--deny": deny,
+                       "--passwords": passwords, "--curve-allow-any": allow_any,
+                       "--null": null, "--front": front, "--back": back,
+                       "--pattern": pattern, "--forwarders": forwarders,
+                       "--zap-endpoint": zap_endpoint, "--ipc-group": ipc_group,
+                       "--server-cert": server_cert}
+        used = [name for name, value in policy_opts.items() if value]
+        if used or domain != "*":
+            clash = ", ".join(used) or "--domain"
+            raise click.UsageError(f"--config cannot be combined with {clash} "
+                                   "(put those settings in the file)")
+        path = config_file
+
+        def loader() -> DaemonConfig:
+            return replace(cfgmod.load(path), **overrides)
+    else:
+        opts_cfg = replace(_options_config(
+            stores=stores, zap_endpoint=zap_endpoint, allow=allow, deny=deny,
+            passwords=passwords, allow_any=allow_any, null=null, domain=domain,
+            ipc_group=ipc_group, server_cert=server_cert, forwarders=forwarders, front=front,
+            back=back, pattern=pattern), **overrides)
+
+        def loader() -> DaemonConfig:
+            return opts_cfg
+
+    first = loader()
+    if any(d.curve == "unsafe-allow-any" for d in first.domains):
+        click.echo("curvecert serve-auth: WARNING: CURVE accepts ANY client key "
+                   "(unsafe-allow-any): traffic is encrypted but nobody is authenticated",
+                   err=True)
+    log = _DecisionLog(first.log_format, first.log_stream)
+
+    def ready(where: str) -> None:
+        click.echo(f"curvecert serve-auth: ready on {where}", err=True)
+        sys.stderr.flush()
+
+    daemon = Daemon(lambda: first if daemon.config is None else loader(),
+                    on_decision=log.decision, on_stats=log.stats, on_ready=ready)
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        daemon.request_stop()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        daemon.request_reload()
+
+    previous = {sig: signal.signal(sig, handler) for sig, handler in
+                ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop),
+                 (signal.SIGHUP, on_hup))}
+    try:
+        daemon.start()
+        daemon.run()
+    finally:
+        daemon.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(f"curvecert serve-auth: stopped (pid {os.getpid()})", err=True)

@@ -1,0 +1,382 @@
+"""The `serve-auth` configuration: a TOML file (or command-line options) as plain values.
+
+Why a separate, pure layer: the daemon re-reads this file on SIGHUP and must keep its old
+policy when the new file is wrong, so parsing has to be complete and strict *before*
+anything live is touched. Every unknown key, wrong type or bad value raises
+`ConfigError` naming the file and the key (`/etc/curvecert/serve-auth.toml: domains.app.
+allow[2]: ...`); a typo never silently turns into "allow everything".
+
+This module only parses into frozen dataclasses. Turning them into a live policy
+(watched stores, password files) is `curvecert.daemon.build_policy`. Relative paths in
+a file are resolved against the file's directory.
+
+Example (see docs/serve-auth.md for the reference):
+
+```toml
+zap-endpoint = "ipc:///run/curvecert/zap.sock"
+log-format = "json"
+
+[domains."*"]                 # every domain without a table of its own
+stores = ["/etc/curvecert/clients"]
+allow = ["10.0.0.0/8"]
+```
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curvecert import store
+from curvecert.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - python 3.10
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+__all__ = [
+    "CURVE_MODES",
+    "GATEWAY_PATTERNS",
+    "LOG_FORMATS",
+    "MECHANISMS",
+    "DaemonConfig",
+    "DomainConfig",
+    "GatewayConfig",
+    "ServerConfig",
+    "check_address",
+    "check_endpoint",
+    "default_store_dir",
+    "default_zap_endpoint",
+    "load",
+    "parse",
+    "validate",
+]
+
+#: How a domain treats CURVE clients: only keys in its stores, or (named unsafe) any key.
+CURVE_MODES = ("store", "unsafe-allow-any")
+#: ZAP mechanisms a domain may admit (RFC 27; GSSAPI is not supported by curvecert).
+MECHANISMS = ("NULL", "PLAIN", "CURVE")
+#: Decision log formats.
+LOG_FORMATS = ("text", "json")
+#: Gateway shapes (docs/serve-auth.md "Gateway").
+GATEWAY_PATTERNS = ("push-pull", "router-dealer", "pub-sub", "pub-sub-out")
+
+_TRANSPORTS = ("ipc", "tcp")
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """What one ZAP domain admits."""
+
+    name: str
+    """The ZAP domain; `"*"` is the fallback for every domain without its own table
+    (libzmq sends `""` for sockets without `ZMQ_ZAP_DOMAIN`)."""
+    stores: tuple[Path, ...] = ()
+    """Directories of trusted client public certificates (CURVE)."""
+    curve: str = "store"
+    """`store` (only keys in `stores`) or `unsafe-allow-any` (any CURVE key; insecure)."""
+    passwords: Path | None = None
+    """A `curvecert passwd` file for PLAIN."""
+    allow: tuple[str, ...] = ()
+    """Addresses or CIDR networks that may connect; empty = any (unless denied)."""
+    deny: tuple[str, ...] = ()
+    """Addresses or CIDR networks that may never connect."""
+    mechanisms: tuple[str, ...] | None = None
+    """Mechanisms admitted; None = those the settings above imply (CURVE with stores or
+    `unsafe-allow-any`, PLAIN with a password file; NULL only when listed)."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The daemon's own identity for a `tcp://` ZAP endpoint, and who may forward to it."""
+
+    cert: Path
+    """The daemon's secret certificate (CURVE server)."""
+    forwarders: Path
+    """A store directory of the public certificates of admitted forwarders."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """A CURVE-secured front socket relayed to an application's plain local socket."""
+
+    front: str
+    """Where remote peers connect, e.g. `tcp://*:5555` (CURVE server)."""
+    back: str
+    """The application's plain socket the gateway connects to, e.g. `tcp://127.0.0.1:6000`."""
+    pattern: str
+    """One of `GATEWAY_PATTERNS`."""
+    server_cert: Path
+    """The gateway's secret certificate."""
+    domain: str = ""
+    """ZAP domain set on the front socket (chooses the policy domain)."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Everything `serve-auth` runs from."""
+
+    domains: tuple[DomainConfig, ...]
+    zap_endpoint: str | None = None
+    """Where forwarders send ZAP requests; None = no ZAP endpoint (gateway only)."""
+    ipc_group: str | None = None
+    """Group allowed to use an ipc endpoint (socket file 0660 instead of 0600)."""
+    log_format: str = "text"
+    log_stream: str = "stderr"
+    """Where JSON decision lines go: `stdout` or `stderr`."""
+    stats_interval: float = 0.0
+    """Seconds between counter log lines; 0 = never."""
+    server: ServerConfig | None = None
+    gateway: GatewayConfig | None = None
+    path: Path | None = field(default=None, compare=False)
+    """The file this came from, if any (for messages and SIGHUP reloads)."""
+
+
+# --- defaults ----------------------------------------------------------------------------
+
+def default_store_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The store the CLI uses without `--store` (shared with `curvecert store`):
+    `$CURVECERT_STORE`, else `$XDG_CONFIG_HOME/curvecert/store` (`~/.config/...`)."""
+    return Path(store.default_directory(env))
+
+
+def default_zap_endpoint(env: Mapping[str, str] | None = None) -> str:
+    """`ipc://$XDG_RUNTIME_DIR/curvecert/zap.sock`, else `ipc:///tmp/curvecert-<uid>/zap.sock`."""
+    env = os.environ if env is None else env
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return f"ipc://{runtime}/curvecert/zap.sock"
+    return f"ipc:///tmp/curvecert-{os.getuid()}/zap.sock"
+
+
+# --- checks shared with the CLI ------------------------------------------------------------
+
+def check_address(text: str, *, where: str) -> str:
+    """Validate an allow/deny entry; return it.
+
+    An entry is an IPv4/IPv6 address, a CIDR network, or an ipc peer pattern
+    `localhost:UID:GID:PID` whose parts are numbers or `*` (libzmq reports ipc clients
+    that way), as `curvecert.policy` reads them.
+    """
+    parts = text.strip().split(":")
+    if len(parts) == 4 and parts[0] == "localhost":
+        if all(p == "*" or (p.isdigit() and p.isascii()) for p in parts[1:]):
+            return text
+    else:
+        try:
+            ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            pass
+        else:
+            return text
+    raise ConfigError(f"{where}: {text!r} is not an IP address, a CIDR network or an ipc "
+                      "peer pattern (localhost:UID:GID:PID, parts may be *)")
+
+
+def check_endpoint(text: str, *, where: str, bind: bool = True) -> str:
+    """Validate an `ipc://` or `tcp://` endpoint; return it."""
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in _TRANSPORTS or not rest:
+        raise ConfigError(f"{where}: {text!r} is not an ipc://PATH or tcp://HOST:PORT endpoint")
+    if scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host or not (port.isdigit() or (bind and port == "*")):
+            raise ConfigError(f"{where}: {text!r} needs a host and a port (tcp://HOST:PORT)")
+    return text
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+class _Reader:
+    """Typed access to one TOML table with strict key checking and located errors."""
+
+    def __init__(self, table: Mapping[str, Any], where: str, base: Path | None):
+        self.table = table
+        self.where = where
+        self.base = base
+        self.used: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise ConfigError(f"{self._key(key)}: expected {_kind_name(kind)}, "
+                              f"got {type(value).__name__}")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        """A string or a list of strings."""
+        value = self.get(key, (str, list), [])
+        items = [value] if isinstance(value, str) else value
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise ConfigError(f"{self._key(key)}[{i}]: expected a string")
+        return tuple(items)
+
+    def path(self, key: str) -> Path | None:
+        value = self.get(key, str)
+        return None if value is None else self.resolve(value)
+
+    def resolve(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        if not p.is_absolute() and self.base is not None:
+            p = self.base / p
+        return p
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value: str = self.get(key, str, default)
+        if value not in choices:
+            raise ConfigError(f"{self._key(key)}: {value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def table_of(self, key: str) -> Mapping[str, Any] | None:
+        return self.get(key, dict)  # type: ignore[no-any-return]
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise ConfigError(f"{self._key(unknown[0])}: unknown key")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", list: "a list", dict: "a table", float: "a number",
+             int: "an integer", bool: "true or false"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _domain(name: str, table: Mapping[str, Any], where: str, base: Path | None) -> DomainConfig:
+    r = _Reader(table, where, base)
+    stores = tuple(r.resolve(s) for s in r.strings("stores"))
+    curve = r.choice("curve", CURVE_MODES, "store")
+    passwords = r.path("passwords")
+    allow = tuple(check_address(a, where=f"{where}.allow") for a in r.strings("allow"))
+    deny = tuple(check_address(a, where=f"{where}.deny") for a in r.strings("deny"))
+    mechs: tuple[str, ...] | None = None
+    if "mechanisms" in table:
+        mechs = tuple(m.upper() for m in r.strings("mechanisms"))
+        for m in mechs:
+            if m not in MECHANISMS:
+                raise ConfigError(f"{where}.mechanisms: {m!r} is not one of "
+                                  f"{', '.join(MECHANISMS)}")
+    else:
+        r.used.add("mechanisms")
+    r.finish()
+    if "CURVE" in (mechs or ()) and curve == "store" and not stores:
+        raise ConfigError(f"{where}: CURVE is enabled but no `stores` are given "
+                          "(every client would be refused)")
+    if "PLAIN" in (mechs or ()) and passwords is None:
+        raise ConfigError(f"{where}: PLAIN is enabled but no `passwords` file is given")
+    return DomainConfig(name=name, stores=stores, curve=curve, passwords=passwords,
+                        allow=allow, deny=deny, mechanisms=mechs)
+
+
+def parse(text: str, *, path: str | os.PathLike[str] | None = None) -> DaemonConfig:
+    """Parse a `serve-auth` TOML document; raise `ConfigError` naming the file and key."""
+    where_file = os.fspath(path) if path is not None else "<config>"
+    base = Path(where_file).resolve().parent if path is not None else None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where_file}: not valid TOML: {exc}") from exc
+    try:
+        return _parse(data, base, Path(where_file) if path is not None else None)
+    except ConfigError as exc:
+        raise ConfigError(f"{where_file}: {exc}") from exc
+
+
+def _parse(data: Mapping[str, Any], base: Path | None, path: Path | None) -> DaemonConfig:
+    r = _Reader(data, "", base)
+    zap = r.get("zap-endpoint", str)
+    if zap is not None:
+        check_endpoint(zap, where="zap-endpoint")
+    ipc_group = r.get("ipc-group", str)
+    log_format = r.choice("log-format", LOG_FORMATS, "text")
+    log_stream = r.choice("log-stream", ("stdout", "stderr"), "stderr")
+    stats = r.get("stats-interval", float, 0.0)
+    if stats < 0:
+        raise ConfigError("stats-interval: must be 0 (off) or a positive number of seconds")
+
+    domains: list[DomainConfig] = []
+    table = r.table_of("domains") or {}
+    for name, dom in table.items():
+        if not isinstance(dom, dict):
+            raise ConfigError(f"domains.{name!r}: expected a table ([domains.{name!r}])")
+        domains.append(_domain(name, dom, f"domains.{_toml_key(name)}", base))
+
+    server = None
+    st = r.table_of("server")
+    if st is not None:
+        sr = _Reader(st, "server", base)
+        cert, forwarders = sr.path("cert"), sr.path("forwarders")
+        sr.finish()
+        if cert is None or forwarders is None:
+            raise ConfigError("server: needs both `cert` (the daemon's secret certificate) "
+                              "and `forwarders` (a store of forwarder certificates)")
+        server = ServerConfig(cert=cert, forwarders=forwarders)
+
+    gateway = None
+    gt = r.table_of("gateway")
+    if gt is not None:
+        gr = _Reader(gt, "gateway", base)
+        front = gr.get("front", str)
+        back = gr.get("back", str)
+        pattern = gr.choice("pattern", GATEWAY_PATTERNS, "push-pull")
+        server_cert = gr.path("server-cert")
+        domain = gr.get("domain", str, "")
+        gr.finish()
+        if front is None or back is None or server_cert is None:
+            raise ConfigError("gateway: needs `front`, `back` and `server-cert`")
+        check_endpoint(front, where="gateway.front")
+        check_endpoint(back, where="gateway.back", bind=False)
+        gateway = GatewayConfig(front=front, back=back, pattern=pattern,
+                                server_cert=server_cert, domain=domain)
+    r.finish()
+    cfg = DaemonConfig(domains=tuple(domains), zap_endpoint=zap, ipc_group=ipc_group,
+                       log_format=log_format, log_stream=log_stream, stats_interval=stats,
+                       server=server, gateway=gateway, path=path)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DaemonConfig) -> None:
+    """Cross-field checks shared by files and command-line options."""
+    if not cfg.domains:
+        raise ConfigError("no domains are configured ([domains.NAME] tables)")
+    if cfg.zap_endpoint is None and cfg.gateway is None:
+        raise ConfigError("nothing to serve: give `zap-endpoint` and/or a [gateway] table")
+    if cfg.zap_endpoint is not None and cfg.zap_endpoint.startswith("tcp://") \
+            and cfg.server is None:
+        raise ConfigError(f"zap-endpoint {cfg.zap_endpoint}: a tcp:// endpoint carries "
+                          "passwords and keys; it needs a [server] table (`cert`, "
+                          "`forwarders`) so forwarders connect over CURVE")
+    if cfg.ipc_group is not None and not (cfg.zap_endpoint or "").startswith("ipc://"):
+        raise ConfigError("ipc-group: only applies to an ipc:// zap-endpoint")
+
+
+def _toml_key(name: str) -> str:
+    bare = name and all(c.isalnum() or c in "-_" for c in name)
+    return name if bare else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def load(path: str | os.PathLike[str]) -> DaemonConfig:
+    """Read and parse a configuration file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{os.fspath(path)}: cannot read: {reason}") from exc
+    return parse(text, path=path)

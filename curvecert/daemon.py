@@ -1,0 +1,600 @@
+"""The `serve-auth` engine: one process owns the policy and answers forwarded ZAP requests.
+
+Why a daemon at all: ZAP is in-process (libzmq asks `inproc://zeromq.zap.01` in the server
+socket's own context), so each application needs a ZAP handler; the daemon lets many
+processes share one policy (watched stores, password files, address lists, domains) while
+each keeps only a tiny fail-closed `ZapForwarder`.
+
+The daemon is a *terminal* RFC 27 handler behind proxies: a ROUTER that answers plain REQ
+clients and DEALER/ROUTER proxies alike by splitting each message at its empty delimiter
+frame and returning the envelope unchanged. Its endpoint is either
+
+- `ipc://PATH`: the socket file is bound under a temporary name, set to 0600 (0660 with
+  `ipc_group`) and then renamed into place, so it is never reachable with looser
+  permissions; it is removed on a clean stop; or
+- `tcp://HOST:PORT`: a CURVE server with the daemon's own certificate, whose handshakes are
+  checked by a curvecert `Authenticator` on the daemon's context that admits only the
+  forwarder keys in `[server] forwarders` (PLAIN passwords never cross a network in clear).
+
+Lifecycle (`Daemon.run` in the main thread): signal handlers only call `request_stop()` /
+`request_reload()`, which set a flag and write one byte to a wake-up socket pair polled
+with the ZAP socket, so the loop reacts at once and does no work inside a handler. A
+reload re-reads the configuration, builds a complete new policy and swaps it in; a bad
+file keeps the old policy and logs why.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from curvecert import zap
+from curvecert.authenticator import Authenticator
+from curvecert.cert import Certificate
+from curvecert.config import DaemonConfig, DomainConfig
+from curvecert.errors import ConfigError, CurvecertError, OperationalError
+from curvecert.passwords import PasswordFile
+from curvecert.policy import (
+    AddressFilter,
+    Decision,
+    DomainPolicy,
+    KeyEntry,
+    KeyLookup,
+    Policy,
+    UnsafeAllowAny,
+    respond,
+)
+from curvecert.watch import CertStore
+
+__all__ = [
+    "BACKLOG",
+    "FORWARDER_DOMAIN",
+    "Daemon",
+    "LivePolicy",
+    "ZapService",
+    "build_policy",
+    "ipc_path",
+    "sd_notify",
+]
+
+_logger = logging.getLogger(__name__)
+
+#: Listen backlog for the daemon's and the gateway's sockets. libzmq's default (100)
+#: overflows on a burst of a few hundred connects and SYN retries then add ~1 s.
+BACKLOG = 4096
+#: ZAP domain of the daemon's own tcp:// socket (only forwarder keys are admitted there).
+FORWARDER_DOMAIN = "curvecert-forwarders"
+# Forwarders pipeline many requests per connection; libzmq's per-pipe default of 1000 is
+# far below a burst of handshakes across a few busy applications.
+_HWM = 100_000
+
+
+# --- policy ---------------------------------------------------------------------------------
+
+@dataclass
+class LivePolicy:
+    """A policy plus the live parts (watched stores, password files) it reads from."""
+
+    policy: Policy
+    stores: list[CertStore] = field(default_factory=list)
+    passwords: list[PasswordFile] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Stop the store watchers (the policy must no longer be in use)."""
+        for store in self.stores:
+            try:
+                store.stop()
+            except Exception:  # pragma: no cover - best effort on shutdown
+                _logger.exception("stopping a certificate store watcher failed")
+
+
+def build_policy(domains: tuple[DomainConfig, ...]) -> LivePolicy:
+    """Open the stores and password files of `domains` and build one `Policy`.
+
+    Everything is opened before anything is returned: on any error the watchers started
+    so far are stopped and the error is raised, so a reload either fully succeeds or
+    leaves the running policy alone.
+    """
+    live = LivePolicy(policy=Policy())
+    try:
+        built: dict[str, DomainPolicy] = {}
+        for dom in domains:
+            stores = []
+            for directory in dom.stores:
+                store = CertStore(directory, watch=True)
+                store.start()
+                live.stores.append(store)
+                stores.append(store)
+            passwords = None
+            if dom.passwords is not None:
+                passwords = PasswordFile(dom.passwords)
+                live.passwords.append(passwords)
+            built[dom.name] = _domain_policy(dom, stores, passwords)
+        live.policy = Policy(built)
+    except BaseException:
+        live.close()
+        raise
+    return live
+
+
+class _FirstOf:
+    """A `KeyLookup` over several stores: the first store that knows the key answers."""
+
+    def __init__(self, stores: list[CertStore]):
+        self._stores = tuple(stores)
+
+    def lookup(self, key: bytes, /) -> KeyEntry | None:
+        for store in self._stores:
+            entry = store.lookup(key)
+            if entry is not None:
+                return entry  # type: ignore[no-any-return]
+        return None
+
+
+def _domain_policy(dom: DomainConfig, stores: list[CertStore],
+                   passwords: PasswordFile | None) -> DomainPolicy:
+    mechs = dom.mechanisms
+    curve: UnsafeAllowAny | KeyLookup | None = None
+    if mechs is None or "CURVE" in mechs:
+        if dom.curve == "unsafe-allow-any":
+            _logger.warning("domain %r: CURVE accepts ANY client key (unsafe-allow-any): "
+                            "traffic is encrypted but nobody is authenticated", dom.name)
+            curve = UnsafeAllowAny()
+        elif len(stores) == 1:
+            curve = stores[0]
+        elif stores:
+            curve = _FirstOf(stores)
+    plain = passwords if mechs is None or "PLAIN" in mechs else None
+    return DomainPolicy(null=mechs is not None and "NULL" in mechs, plain=plain, curve=curve,
+                        addresses=AddressFilter.of(dom.allow, dom.deny))
+
+
+# --- the listening socket -------------------------------------------------------------------
+
+def ipc_path(endpoint: str) -> str | None:
+    """The socket file of an `ipc://` endpoint, else None."""
+    return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
+
+
+class ZapService:
+    """The daemon's ROUTER on `endpoint`: bind (with permissions), answer, unbind.
+
+    `respond(body) -> reply frames` is called for each request body (the frames after the
+    envelope); it must never raise. Only the owning thread may call `bind`, `serve_ready`
+    and `close`.
+    """
+
+    def __init__(self, context: zmq.Context[Any], endpoint: str, *,
+                 ipc_group: str | None = None, server_cert: Certificate | None = None):
+        """Prepare; nothing is bound until `bind()`."""
+        self.context = context
+        self.endpoint = endpoint
+        self.ipc_group = ipc_group
+        self.server_cert = server_cert
+        self.socket: zmq.Socket[Any] | None = None
+        self._ipc_inode: tuple[int, int] | None = None
+        self.bound: str | None = None
+        """The endpoint actually bound (a `tcp://...:*` port resolved), after `bind()`."""
+        self.requests = 0
+        self.dropped = 0
+
+    def bind(self) -> None:
+        """Bind the ROUTER; raises `OperationalError` (exit 3) when that is impossible."""
+        sock = self.context.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.setsockopt(zmq.BACKLOG, BACKLOG)
+        sock.sndhwm = _HWM
+        sock.rcvhwm = _HWM
+        if self.server_cert is not None:
+            self.server_cert.apply_server(sock)
+            sock.zap_domain = FORWARDER_DOMAIN.encode()
+        try:
+            path = ipc_path(self.endpoint)
+            if path is not None:
+                self._bind_ipc(sock, path)
+                self.bound = "ipc://" + os.path.abspath(path)
+            else:
+                try:
+                    sock.bind(self.endpoint)
+                except zmq.ZMQError as exc:
+                    raise OperationalError(f"cannot bind {self.endpoint}: {exc}") from exc
+                self.bound = sock.last_endpoint.decode()
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        self.socket = sock
+
+    def _bind_ipc(self, sock: zmq.Socket[Any], path: str) -> None:
+        directory = os.path.dirname(os.path.abspath(path))
+        gid = _group_id(self.ipc_group) if self.ipc_group else None
+        mode = 0o660 if gid is not None else 0o600
+        try:
+            os.makedirs(directory, mode=0o750 if gid is not None else 0o700, exist_ok=True)
+        except OSError as exc:
+            raise OperationalError(f"{directory}: cannot create the socket directory: "
+                                   f"{exc.strerror}") from exc
+        if _socket_in_use(path):
+            raise OperationalError(f"{path}: another process is serving this socket "
+                                   "(is serve-auth already running?)")
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        try:
+            sock.bind("ipc://" + tmp)
+        except zmq.ZMQError as exc:
+            raise OperationalError(f"cannot bind {self.endpoint}: {exc}") from exc
+        try:
+            # Tighten first, publish second: the file is never reachable at `path` with
+            # the umask's permissions.
+            os.chmod(tmp, mode)
+            if gid is not None:
+                os.chown(tmp, -1, gid)
+            os.replace(tmp, path)
+            st = os.stat(path)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise OperationalError(f"{path}: cannot set up the socket file: "
+                                   f"{exc.strerror}") from exc
+        self._ipc_inode = (st.st_dev, st.st_ino)
+
+    def serve_ready(self, respond: Callable[[list[bytes]], list[bytes]]) -> int:
+        """Answer every request waiting on the socket without blocking; return how many."""
+        assert self.socket is not None
+        n = 0
+        while True:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return n
+            parts = zap.split_envelope(frames)
+            if parts is None:  # nobody to route a reply to
+                self.dropped += 1
+                continue
+            envelope, body = parts
+            reply = respond(body)
+            try:
+                self.socket.send_multipart([*envelope, *reply], zmq.NOBLOCK)
+            except zmq.ZMQError:  # the forwarder went away; it answers 500 itself
+                self.dropped += 1
+            n += 1
+            self.requests += 1
+
+    def close(self) -> None:
+        """Close the socket and remove the ipc socket file if it is still ours."""
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self.socket = None
+        path = ipc_path(self.endpoint)
+        if path is not None and self._ipc_inode is not None:
+            try:
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) == self._ipc_inode and stat.S_ISSOCK(st.st_mode):
+                    os.unlink(path)
+            except OSError:
+                pass
+            self._ipc_inode = None
+
+
+def _group_id(name: str) -> int:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        if name.isdigit():
+            return int(name)
+        raise ConfigError(f"ipc group {name!r} does not exist") from None
+
+
+def _socket_in_use(path: str) -> bool:
+    """True when something accepts connections on the unix socket file `path`."""
+    if not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False  # a stale file left by a crash: libzmq replaces it
+    finally:
+        probe.close()
+    return True
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# --- systemd --------------------------------------------------------------------------------
+
+def sd_notify(state: str, env: Mapping[str, str] | None = None) -> bool:
+    """Send `state` (e.g. `READY=1`) to systemd's `$NOTIFY_SOCKET`; False if there is none.
+
+    The protocol is one datagram on a unix socket (sd_notify(3)); an address starting
+    with `@` is in the abstract namespace.
+    """
+    env = os.environ if env is None else env
+    addr = env.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    target = "\0" + addr[1:] if addr.startswith("@") else addr
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.connect(target)
+            s.sendall(state.encode("utf-8"))
+    except OSError as exc:
+        _logger.warning("sd_notify to %s failed: %s", addr, exc)
+        return False
+    return True
+
+
+# --- the daemon -----------------------------------------------------------------------------
+
+Sink = Callable[[Mapping[str, Any]], None]
+
+
+class Daemon:
+    """`serve-auth`: a ZAP service (and optionally a gateway) driven by one configuration.
+
+    `loader()` returns the configuration; it is called once at `start()` and again on every
+    `request_reload()`. `on_decision(record)` receives one mapping per decision (time,
+    domain, address, mechanism, status, user_id, reason; never a credential) and
+    `on_stats(record)` the counters every `stats_interval` seconds. Run with:
+
+        daemon = Daemon(loader, on_decision=...)
+        daemon.start()            # binds; raises OperationalError / ConfigError
+        try:
+            daemon.run()          # until request_stop()
+        finally:
+            daemon.close()
+    """
+
+    def __init__(self, loader: Callable[[], DaemonConfig], *,
+                 on_decision: Sink | None = None, on_stats: Sink | None = None,
+                 on_ready: Callable[[str], None] | None = None):
+        """Prepare; nothing is opened until `start()`."""
+        self._loader = loader
+        self._on_decision = on_decision
+        self._on_stats = on_stats
+        self._on_ready = on_ready
+        self.config: DaemonConfig | None = None
+        self.context: zmq.Context[Any] = zmq.Context()
+        self._live: LivePolicy | None = None
+        self._service: ZapService | None = None
+        self._forwarder_auth: Authenticator | None = None
+        self._forwarder_policy: LivePolicy | None = None
+        self._gateway: Any = None
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.counters: dict[str, int] = {"requests": 0, "200": 0, "300": 0, "400": 0,
+                                         "500": 0, "reloads": 0, "reload_errors": 0}
+        self._counter_lock = threading.Lock()
+        self.generation = 0
+        """Incremented after every successful reload (tests wait on it)."""
+        self.started_at = 0.0
+
+    # --- control (safe from signal handlers and other threads) --------------------------
+
+    def request_stop(self) -> None:
+        """Ask `run()` to return; only sets a flag and wakes the loop."""
+        self._stop.set()
+        self._wake()
+
+    def request_reload(self) -> None:
+        """Ask `run()` to reload the configuration; only sets a flag and wakes the loop."""
+        self._reload.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # the pipe is full: the loop is already awake
+            pass
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the configuration, open the policy, bind the sockets, announce readiness."""
+        cfg = self._loader()
+        self.config = cfg
+        self._live = build_policy(cfg.domains)
+        if cfg.zap_endpoint is not None:
+            server_cert = None
+            if cfg.zap_endpoint.startswith("tcp://"):
+                assert cfg.server is not None  # config.validate guarantees it
+                server_cert = _load_secret_cert(str(cfg.server.cert), "daemon certificate")
+                self._forwarder_policy = build_policy((DomainConfig(
+                    name=FORWARDER_DOMAIN, stores=(cfg.server.forwarders,),
+                    mechanisms=("CURVE",)),))
+                self._forwarder_auth = Authenticator(
+                    self.context, self._forwarder_policy.policy, log_decisions=False,
+                    on_decision=lambda _request, decision: self._record_forwarder(decision))
+                self._forwarder_auth.start()
+            self._service = ZapService(self.context, cfg.zap_endpoint,
+                                       ipc_group=cfg.ipc_group, server_cert=server_cert)
+            self._service.bind()
+        if cfg.gateway is not None:
+            from curvecert.gateway import Gateway
+
+            self._gateway = Gateway.from_config(cfg.gateway, self._live.policy,
+                                                on_decision=self._record)
+            self._gateway.start()
+        self.started_at = time.monotonic()
+        where = ", ".join(self.describe())
+        if self._on_ready is not None:
+            self._on_ready(where)
+        sd_notify(f"READY=1\nSTATUS=serving on {where}\nMAINPID={os.getpid()}")
+
+    def describe(self) -> list[str]:
+        """Human-readable list of what is being served."""
+        out = []
+        if self._service is not None:
+            out.append(self._service.bound or self._service.endpoint)
+        if self._gateway is not None:
+            out.append(self._gateway.describe())
+        return out
+
+    def run(self) -> None:
+        """Serve until `request_stop()`; handles reloads and periodic counters."""
+        poller = zmq.Poller()
+        if self._service is not None and self._service.socket is not None:
+            poller.register(self._service.socket, zmq.POLLIN)
+        poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        cfg = self.config
+        assert cfg is not None
+        interval = cfg.stats_interval
+        next_stats = time.monotonic() + interval if interval > 0 else None
+        while not self._stop.is_set():
+            timeout = None
+            if next_stats is not None:
+                timeout = max(0, int((next_stats - time.monotonic()) * 1000) + 1)
+            events = dict(poller.poll(timeout))
+            if self._wake_r.fileno() in events:
+                self._drain_wake()
+            if self._stop.is_set():
+                break
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            if self._service is not None and self._service.socket in events:
+                self._service.serve_ready(self._respond)
+            if next_stats is not None and time.monotonic() >= next_stats:
+                next_stats = time.monotonic() + interval
+                if self._on_stats is not None:
+                    self._on_stats(self.stats())
+        sd_notify("STOPPING=1")
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def reload(self) -> bool:
+        """Re-read the configuration and swap in a new policy; keep the old one on error."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
+        try:
+            cfg = self._loader()
+            live = build_policy(cfg.domains)
+        except CurvecertError as exc:
+            self.counters["reload_errors"] += 1
+            _logger.error("reload failed, keeping the previous policy: %s", exc)
+            sd_notify("READY=1\nSTATUS=reload failed; previous policy kept")
+            return False
+        old = self.config
+        assert old is not None
+        for what in ("zap_endpoint", "ipc_group", "server", "gateway"):
+            if getattr(old, what) != getattr(cfg, what):
+                _logger.warning("reload: %s changed; restart serve-auth to apply it",
+                                what.replace("_", "-"))
+        self.config = DaemonConfig(domains=cfg.domains, zap_endpoint=old.zap_endpoint,
+                                   ipc_group=old.ipc_group, log_format=cfg.log_format,
+                                   log_stream=cfg.log_stream,
+                                   stats_interval=old.stats_interval, server=old.server,
+                                   gateway=old.gateway, path=cfg.path)
+        previous, self._live = self._live, live
+        if self._gateway is not None:
+            self._gateway.set_policy(live.policy)
+        if previous is not None:
+            previous.close()
+        self.counters["reloads"] += 1
+        self.generation += 1
+        _logger.warning("configuration reloaded: %d domain(s)", len(cfg.domains))
+        sd_notify("READY=1\nSTATUS=configuration reloaded")
+        return True
+
+    def close(self) -> None:
+        """Stop everything, remove the ipc socket file, and free the context."""
+        if self._gateway is not None:
+            self._gateway.stop()
+            self._gateway = None
+        if self._service is not None:
+            self._service.close()
+            self._service = None
+        if self._forwarder_auth is not None:
+            self._forwarder_auth.stop()
+            self._forwarder_auth = None
+        for live in (self._live, self._forwarder_policy):
+            if live is not None:
+                live.close()
+        self._live = self._forwarder_policy = None
+        self.context.destroy(linger=0)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # --- answering ----------------------------------------------------------------------
+
+    def _respond(self, body: list[bytes]) -> list[bytes]:
+        live = self._live
+        assert live is not None
+        _request, decision, reply = respond(live.policy, body)
+        self._record(decision)
+        return reply
+
+    def _record(self, decision: Decision) -> None:
+        # Called from the main loop and from the gateway's authenticator thread.
+        record = _decision_record(decision)
+        with self._counter_lock:
+            self.counters["requests"] += 1
+            if decision.status in self.counters:
+                self.counters[decision.status] += 1
+        if self._on_decision is not None:
+            try:
+                self._on_decision(record)
+            except Exception:  # a broken log sink must not stop answering
+                _logger.exception("decision log failed")
+
+    def _record_forwarder(self, decision: Decision) -> None:
+        if decision.status != "200":
+            _logger.warning("refused a forwarder connection from %s (key %s): %s",
+                            decision.address, decision.subject or "?", decision.reason)
+        with self._counter_lock:
+            key = "forwarders_admitted" if decision.status == "200" else "forwarders_refused"
+            self.counters[key] = self.counters.get(key, 0) + 1
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since start (requests by status, reloads) and the uptime."""
+        with self._counter_lock:
+            out: dict[str, Any] = dict(self.counters)
+        out["uptime_s"] = round(time.monotonic() - self.started_at, 1)
+        if self._service is not None:
+            out["dropped"] = self._service.dropped
+        if self._gateway is not None:
+            out.update({f"gateway_{k}": v for k, v in self._gateway.stats().items()})
+        return out
+
+
+def _decision_record(decision: Decision) -> dict[str, Any]:
+    """The audit fields of a decision; never a password or a secret key."""
+    return {
+        "time": round(time.time(), 6),
+        "domain": decision.domain,
+        "address": decision.address,
+        "mechanism": decision.mechanism,
+        "status": decision.status,
+        "user_id": decision.user_id.decode("utf-8", "replace"),
+        "subject": decision.subject,
+        "reason": decision.reason,
+    }
+
+
+def _load_secret_cert(path: str, what: str) -> Certificate:
+    cert = Certificate.load(path)
+    if not cert.has_secret:
+        raise ConfigError(f"{path}: the {what} must be a secret certificate "
+                          "(the NAME_secret file)")
+    return cert

@@ -1,0 +1,179 @@
+"""Output for people (rich) and for scripts (JSON), shared by every command.
+
+Commands build plain values (a `Certificate`, a list of `Finding`s) and hand them here;
+nothing below decides anything. JSON helpers return plain dicts so the shapes are easy to
+test and to document; `print_json` writes them to stdout without colour. The rich side
+never interprets text from files as markup (metadata may contain `[`), colours only when
+the stream is a terminal, and honours `NO_COLOR` and `TERM=dumb`.
+
+A secret key appears in output only when the caller passes `reveal_secret=True`, which
+commands do only when the user asked for exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import IO, Any
+
+from rich.console import Console, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from curvecert.cert import Certificate
+from curvecert.verify import ERROR, Finding
+
+__all__ = [
+    "cert_to_json",
+    "console",
+    "findings_summary",
+    "findings_to_json",
+    "print_json",
+    "render_certificate",
+    "render_findings",
+    "render_keypair",
+    "use_colour",
+]
+
+_logger = logging.getLogger(__name__)
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow"}
+
+
+def use_colour(stream: IO[str]) -> bool:
+    """True when `stream` is a terminal and neither `NO_COLOR` nor `TERM=dumb` is set."""
+    if os.environ.get("NO_COLOR", "") != "":
+        return False
+    if os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A rich `Console` on stdout (data) or stderr (diagnostics), coloured only on a TTY."""
+    stream = sys.stderr if stderr else sys.stdout
+    colour = use_colour(stream)
+    return Console(file=stream, stderr=stderr, highlight=False, emoji=False, markup=False,
+                   no_color=not colour, color_system="auto" if colour else None,
+                   force_terminal=colour, soft_wrap=True)
+
+
+def print_json(obj: Any, *, file: IO[str] | None = None) -> None:
+    """Write `obj` as indented JSON plus a newline to stdout (never coloured)."""
+    out = file if file is not None else sys.stdout
+    out.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    out.flush()
+
+
+# --- certificates -----------------------------------------------------------------------
+
+
+def cert_to_json(cert: Certificate, *, path: str | None = None,
+                 reveal_secret: bool = False) -> dict[str, Any]:
+    """A certificate as a plain dict; `secret_key` is present only with `reveal_secret`."""
+    out: dict[str, Any] = {}
+    if path is not None:
+        out["path"] = path
+    out["public_key"] = cert.public_txt
+    out["public_key_hex"] = cert.public_key.hex()
+    out["fingerprint"] = cert.fingerprint
+    out["metadata"] = dict(cert.meta)
+    out["has_secret"] = cert.has_secret
+    if reveal_secret and cert.has_secret:
+        out["secret_key"] = cert.secret_txt
+    return out
+
+
+def _grid() -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    return grid
+
+
+def render_certificate(cert: Certificate, *, path: str | None = None,
+                       reveal_secret: bool = False) -> RenderableType:
+    """A panel with the keys, fingerprint and metadata of `cert`, for people."""
+    grid = _grid()
+    if path is not None:
+        grid.add_row("file", Text(path))
+    grid.add_row("type", Text("secret certificate" if cert.has_secret
+                              else "public certificate"))
+    grid.add_row("public key", Text(cert.public_txt, style="cyan"))
+    grid.add_row("fingerprint", Text(cert.fingerprint))
+    if cert.has_secret:
+        if reveal_secret:
+            grid.add_row("secret key", Text(cert.secret_txt or "", style="bold magenta"))
+        else:
+            grid.add_row("secret key", Text("present (not shown; --reveal-secret prints it)",
+                                            style="dim"))
+    if cert.meta:
+        meta = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+        meta.add_column("name", no_wrap=True)
+        meta.add_column("value", overflow="fold")
+        for name, value in cert.meta.items():
+            meta.add_row(Text(name), Text(repr(value) if _needs_repr(value) else value))
+        grid.add_row("metadata", meta)
+    else:
+        grid.add_row("metadata", Text("(none)", style="dim"))
+    title = Text("CURVE certificate")
+    return Panel(grid, title=title, title_align="left", expand=False)
+
+
+def _needs_repr(value: str) -> bool:
+    """Values whose edges or characters a plain print would hide (spaces, empty, controls)."""
+    return (value == "" or value != value.strip() or
+            any(not c.isprintable() for c in value))
+
+
+def render_keypair(public_txt: str, secret_txt: str) -> str:
+    """libzmq `curve_keygen`-style text: a public and a secret key under headings."""
+    return (f"== CURVE PUBLIC KEY ==\n{public_txt}\n"
+            f"== CURVE SECRET KEY ==\n{secret_txt}\n")
+
+
+# --- findings ---------------------------------------------------------------------------
+
+
+def findings_to_json(findings: Iterable[Finding]) -> list[dict[str, object]]:
+    """Findings as a list of plain dicts (`path`, `line`, `severity`, `code`, `message`)."""
+    return [f.to_dict() for f in findings]
+
+
+def render_findings(findings: Sequence[Finding]) -> Text:
+    """One line per finding, `path:line: severity: message [code]` (compiler style)."""
+    out = Text()
+    for i, f in enumerate(findings):
+        if i:
+            out.append("\n")
+        out.append(f"{f.location}: ", style="bold")
+        out.append(f.severity, style=_SEVERITY_STYLE.get(f.severity, ""))
+        out.append(f": {f.message} ")
+        out.append(f"[{f.code}]", style="dim")
+    return out
+
+
+def findings_summary(findings: Sequence[Finding], files: int) -> Text:
+    """`OK: 2 files, no findings` or `3 errors, 1 warning in 2 files`."""
+    if not findings:
+        noun = "file" if files == 1 else "files"
+        return Text(f"OK: {files} {noun}, no findings", style="green")
+    errors = sum(1 for f in findings if f.severity == ERROR)
+    warnings = len(findings) - errors
+    bad_files = len({f.path for f in findings})
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    noun = "file" if bad_files == 1 else "files"
+    return Text(f"{', '.join(parts)} in {bad_files} {noun}",
+                style="bold red" if errors else "yellow")
+

@@ -1,0 +1,2 @@
+metadata
+    name = 'it''s'

@@ -1,0 +1,6 @@
+
+
+# c
+
+metadata
+   x

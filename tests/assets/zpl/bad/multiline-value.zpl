@@ -1,0 +1,3 @@
+metadata
+    name = "first
+second"

@@ -1,0 +1,2 @@
+metadata
+    full name = "x"

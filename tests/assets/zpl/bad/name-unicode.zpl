@@ -1,0 +1,2 @@
+metadata
+    nämé = "x"

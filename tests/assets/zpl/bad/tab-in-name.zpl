@@ -1,0 +1,2 @@
+metadata
+    na	me = "x"

@@ -1,0 +1,8 @@
+
+   
+	
+metadata
+
+    	  
+    name = "x"
+

@@ -1,0 +1,4 @@
+Metadata
+    Name = "x"
+metadata
+    name = "y"

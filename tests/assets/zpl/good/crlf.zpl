@@ -1,0 +1,5 @@
+metadata
+    name = "Alice"
+
+curve
+    public-key = "x"   

@@ -1,0 +1,5 @@
+metadata
+    name = "first"
+    name = "second"
+metadata
+    name = "other section"

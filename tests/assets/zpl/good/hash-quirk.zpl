@@ -1,0 +1,4 @@
+metadata
+    kept = # kept whole # even this
+    empty =#gone
+    tabbed =	# kept too

@@ -1,0 +1,6 @@
+metadata
+    name = "x"
+        sub = "ignored by zcert"
+            deeper = "y"
+    next = "z"
+curve

@@ -1,0 +1,2 @@
+metadata = "section with a value"
+    name = "x"

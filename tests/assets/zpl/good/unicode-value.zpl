@@ -1,0 +1,3 @@
+metadata
+    name = "Zoë Ünïcødé ✓"
+    bare = 日本語

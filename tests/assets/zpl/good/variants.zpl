@@ -1,0 +1,9 @@
+metadata
+    a = "v"
+    b="v"
+    c    =    "v"
+    d ='v'
+    e
+    f =
+    g = ""
+    h = ''

@@ -1,0 +1,4 @@
+metadata
+    a	=	"tab"
+    b ="vt"
+    c= x

@@ -1,0 +1,263 @@
+"""A small ctypes wrapper over the real libczmq (Debian `libczmq4`), for interop tests.
+
+The tests use the C library itself, not a re-implementation, so "CZMQ reads what we write"
+and "we read what CZMQ writes" are checked against the code CZMQ programs actually run.
+Only the handful of functions the tests need are declared.
+
+`load_czmq()` returns None when the library is absent; `require_czmq()` turns that into a
+pytest skip with a clear reason, or a failure when `CURVECERT_REQUIRE_CZMQ` is set (CI
+installs libczmq4 and sets it, so there the interop tests can never be skipped silently).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+
+__all__ = ["Czmq", "CzmqCert", "CzmqNode", "czmq_fixture", "load_czmq", "require_czmq"]
+
+_vp = ctypes.c_void_p
+_cp = ctypes.c_char_p
+
+#: Environment variable that turns "libczmq missing" from a skip into a failure.
+REQUIRE_ENV = "CURVECERT_REQUIRE_CZMQ"
+
+
+@dataclass(frozen=True)
+class CzmqCert:
+    """What CZMQ holds for one certificate: Z85 keys and metadata (as text)."""
+
+    public_txt: str
+    secret_txt: str
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_secret(self) -> bool:
+        """CZMQ's notion: a secret that is not forty zeros (its "no secret" value)."""
+        return self.secret_txt != "0" * 40
+
+
+@dataclass(frozen=True)
+class CzmqNode:
+    """One zconfig node as plain data: `(name, value, children)`."""
+
+    name: str
+    value: str
+    children: tuple[CzmqNode, ...] = ()
+
+
+class Czmq:
+    """The functions of libczmq the tests call, with Python types at the edges."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        self.lib = lib
+        sig: dict[str, tuple[object, list[object] | None]] = {
+            "zcert_new": (_vp, []),
+            "zcert_new_from": (_vp, [ctypes.c_char_p, ctypes.c_char_p]),
+            "zcert_destroy": (None, [ctypes.POINTER(_vp)]),
+            "zcert_load": (_vp, [_cp]),
+            "zcert_save": (ctypes.c_int, [_vp, _cp]),
+            "zcert_save_public": (ctypes.c_int, [_vp, _cp]),
+            "zcert_save_secret": (ctypes.c_int, [_vp, _cp]),
+            "zcert_public_txt": (_cp, [_vp]),
+            "zcert_secret_txt": (_cp, [_vp]),
+            "zcert_meta": (_cp, [_vp, _cp]),
+            "zcert_meta_keys": (_vp, [_vp]),
+            "zlist_first": (_vp, [_vp]),
+            "zlist_next": (_vp, [_vp]),
+            "zlist_destroy": (None, [ctypes.POINTER(_vp)]),
+            "zchunk_new": (_vp, [ctypes.c_char_p, ctypes.c_size_t]),
+            "zchunk_destroy": (None, [ctypes.POINTER(_vp)]),
+            "zconfig_chunk_load": (_vp, [_vp]),
+            "zconfig_load": (_vp, [_cp]),
+            "zconfig_destroy": (None, [ctypes.POINTER(_vp)]),
+            "zconfig_child": (_vp, [_vp]),
+            "zconfig_next": (_vp, [_vp]),
+            "zconfig_name": (_vp, [_vp]),
+            "zconfig_value": (_vp, [_vp]),
+            "zcertstore_new": (_vp, [_cp]),
+            "zcertstore_lookup": (_vp, [_vp, _cp]),
+            "zcertstore_destroy": (None, [ctypes.POINTER(_vp)]),
+        }
+        for name, (restype, argtypes) in sig.items():
+            fn = getattr(lib, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+        # zcert_set_meta (self, name, format, ...) is variadic: declare no argtypes and
+        # always pass the value through "%s" so it is never read as a printf format.
+        lib.zcert_set_meta.restype = None
+
+    # --- certificates -------------------------------------------------------------------
+
+    @contextmanager
+    def _cert(self, handle: int | None) -> Iterator[int]:
+        if not handle:
+            raise ValueError("libczmq returned NULL")
+        try:
+            yield handle
+        finally:
+            ptr = _vp(handle)
+            self.lib.zcert_destroy(ctypes.byref(ptr))
+
+    def _read(self, handle: int) -> CzmqCert:
+        meta: dict[str, str] = {}
+        keys = _vp(self.lib.zcert_meta_keys(handle))
+        try:
+            item = self.lib.zlist_first(keys)
+            while item:
+                name = ctypes.string_at(item)
+                value = self.lib.zcert_meta(handle, name)
+                meta[name.decode("utf-8")] = (value or b"").decode("utf-8")
+                item = self.lib.zlist_next(keys)
+        finally:
+            self.lib.zlist_destroy(ctypes.byref(keys))
+        return CzmqCert(self.lib.zcert_public_txt(handle).decode("ascii"),
+                        self.lib.zcert_secret_txt(handle).decode("ascii"), meta)
+
+    def load_cert(self, path: str | os.PathLike[str]) -> CzmqCert | None:
+        """`zcert_load(path)`: None when CZMQ refuses the file (it gives no reason)."""
+        handle = self.lib.zcert_load(os.fsencode(path))
+        if not handle:
+            return None
+        with self._cert(handle) as h:
+            return self._read(h)
+
+    def make_cert(self, path: str | os.PathLike[str], meta: Mapping[str, str] | None = None,
+                  *, keys: tuple[bytes, bytes] | None = None) -> CzmqCert:
+        """`zcert_new` (or `zcert_new_from(keys)`) + `zcert_set_meta` + `zcert_save(path)`."""
+        if keys is None:
+            handle = self.lib.zcert_new()
+        else:
+            handle = self.lib.zcert_new_from(keys[0], keys[1])
+        with self._cert(handle) as h:
+            for name, value in (meta or {}).items():
+                self.lib.zcert_set_meta(_vp(h), name.encode("utf-8"), b"%s",
+                                        value.encode("utf-8"))
+            rc = self.lib.zcert_save(h, os.fsencode(path))
+            if rc != 0:
+                raise OSError(f"zcert_save({path}) returned {rc}")
+            return self._read(h)
+
+    # --- zconfig ------------------------------------------------------------------------
+
+    def _tree(self, node: int) -> tuple[CzmqNode, ...]:
+        out: list[CzmqNode] = []
+        child = self.lib.zconfig_child(node)
+        while child:
+            name = ctypes.string_at(self.lib.zconfig_name(child)).decode("utf-8", "replace")
+            vptr = self.lib.zconfig_value(child)
+            value = ctypes.string_at(vptr).decode("utf-8", "replace") if vptr else ""
+            out.append(CzmqNode(name, value, self._tree(child)))
+            child = self.lib.zconfig_next(child)
+        return tuple(out)
+
+    def parse_zpl(self, data: bytes) -> tuple[CzmqNode, ...] | None:
+        """`zconfig_chunk_load` on `data`: the top-level nodes, or None when CZMQ rejects it."""
+        chunk = _vp(self.lib.zchunk_new(data, len(data)))
+        try:
+            root = self.lib.zconfig_chunk_load(chunk)
+        finally:
+            self.lib.zchunk_destroy(ctypes.byref(chunk))
+        if not root:
+            return None
+        ptr = _vp(root)
+        try:
+            return self._tree(root)
+        finally:
+            self.lib.zconfig_destroy(ctypes.byref(ptr))
+
+    def parse_zpl_logged(self, data: bytes) -> tuple[tuple[CzmqNode, ...] | None, list[str]]:
+        """`parse_zpl`, plus the lines CZMQ logged meanwhile (`E (zconfig): (LINE) ...`).
+
+        CZMQ reports parse errors only by printing them, so stdout and stderr are pointed
+        at a temporary file for the call (C stdio is flushed before and after).
+        """
+        libc = ctypes.CDLL(None)
+        libc.fflush(None)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
+        with tempfile.TemporaryFile() as log:
+            try:
+                os.dup2(log.fileno(), 1)
+                os.dup2(log.fileno(), 2)
+                try:
+                    tree = self.parse_zpl(data)
+                finally:
+                    libc.fflush(None)
+            finally:
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                for fd in saved:
+                    os.close(fd)
+            log.seek(0)
+            lines = log.read().decode("utf-8", "replace").splitlines()
+        return tree, lines
+
+    @staticmethod
+    def error_line(log: list[str]) -> int | None:
+        """The line number in CZMQ's first `E (zconfig): (N) ...` message, if any."""
+        for entry in log:
+            m = re.search(r"E \(zconfig\): \((\d+)\)", entry)
+            if m:
+                return int(m.group(1))
+        return None
+
+    # --- zcertstore ---------------------------------------------------------------------
+
+    def store_has(self, directory: str | os.PathLike[str], public_txt: str) -> bool:
+        """Build `zcertstore_new(directory)` and ask `zcertstore_lookup(public_txt)`."""
+        store = _vp(self.lib.zcertstore_new(os.fsencode(directory)))
+        if not store:
+            raise OSError(f"zcertstore_new({directory}) returned NULL")
+        try:
+            return bool(self.lib.zcertstore_lookup(store, public_txt.encode("ascii")))
+        finally:
+            self.lib.zcertstore_destroy(ctypes.byref(store))
+
+
+_cached: list[Czmq | None] = []
+
+
+def load_czmq() -> Czmq | None:
+    """The wrapper over libczmq, or None when the library cannot be loaded here."""
+    if _cached:
+        return _cached[0]
+    result: Czmq | None = None
+    for name in (ctypes.util.find_library("czmq"), "libczmq.so.4"):
+        if not name:
+            continue
+        try:
+            result = Czmq(ctypes.CDLL(name))
+            break
+        except (OSError, AttributeError):
+            continue
+    _cached.append(result)
+    return result
+
+
+def require_czmq() -> Czmq:
+    """The wrapper, or skip (fail under `CURVECERT_REQUIRE_CZMQ`) when libczmq is absent."""
+    czmq = load_czmq()
+    if czmq is None:
+        reason = ("libczmq (Debian package libczmq4) is not installed; the CZMQ "
+                  "interoperability tests need the real library")
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(f"{reason}, and {REQUIRE_ENV} is set", pytrace=False)
+        pytest.skip(reason)
+    return czmq
+
+
+@pytest.fixture(scope="session")
+def czmq_fixture() -> Czmq:
+    """Pytest fixture form of `require_czmq()`; import it as `czmq` in a test module."""
+    return require_czmq()
