@@ -216,6 +216,9 @@ class Authenticator:
         try:
             zsock = self.context.socket(zmq.REP)
             zsock.linger = 0
+            # libzmq's own ZAP pipes have no HWM; do the same for other in-process clients,
+            # so a burst never makes REP drop a reply (REP drops when a pipe is full).
+            zsock.sndhwm = zsock.rcvhwm = 0
             zsock.bind(ZAP_ENDPOINT)
             ctrl = self.context.socket(zmq.PAIR)
             ctrl.linger = 0
@@ -411,7 +414,7 @@ class Authenticator:
         """Let `callback(request)` decide `mechanism` ("CURVE", "PLAIN", "GSSAPI", ...) in
         `domain`: True or a `Grant` allows, False/None denies, an exception is a 500.
         """
-        provider = Provider(callback, name or getattr(callback, "__name__", "provider"))
+        provider = Provider(callback, name or str(getattr(callback, "__name__", "provider")))
         mech = mechanism.upper()
         if mech == "CURVE":
             self._update(domain, curve=provider)

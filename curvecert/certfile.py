@@ -38,7 +38,7 @@ __all__ = [
     "secret_path",
 ]
 
-SECRET_SUFFIX = "_secret"
+SECRET_SUFFIX = "_secret"  # noqa: S105 - a file name suffix, not a secret
 # CZMQ zcert.c: zcert_new of a public-only cert keeps 40 '0' characters as the secret.
 _CZMQ_NO_SECRET = "0" * 40
 _PUBLIC_BANNER = (

@@ -263,6 +263,10 @@ class ZapForwarder:
             _logger.exception("ZAP forwarder failed; the ZAP endpoint is now unbound and "
                               "CURVE servers in this context would ACCEPT ALL clients")
         finally:
+            try:  # unbinding inproc is synchronous: a new handler may bind at once
+                front.unbind(self.zap_endpoint)
+            except zmq.ZMQError:
+                pass
             front.close(linger=0)
             back.close(linger=0)
             control.close(linger=0)
@@ -392,12 +396,12 @@ class ZapForwarder:
                 self._reply(front, envelope, request_id, b"500",
                             b"malformed reply from the authenticator")
                 continue
+            with self._lock:  # counted first, so a caller that got the reply sees it
+                self._answered += 1
             try:
                 front.send_multipart([*envelope, b"", *body])
             except zmq.ZMQError:  # the handshake went away meanwhile
-                continue
-            with self._lock:
-                self._answered += 1
+                pass
 
     def _deny(self, front: zmq.Socket[Any], envelope: list[bytes], request_id: bytes) -> None:
         self._reply(front, envelope, request_id, b"500", UNREACHABLE_TEXT)

@@ -85,7 +85,7 @@ class CheckResult(enum.Enum):
 
     OK = "ok"
     UNKNOWN_USER = "unknown user"
-    BAD_PASSWORD = "wrong password"
+    BAD_PASSWORD = "wrong password"  # noqa: S105 - a reason, not a password
     UNAVAILABLE = "password file unusable"
 
     @property

@@ -40,7 +40,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Protocol, Union, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from curvecert import z85, zap, zmtp
 from curvecert.cert import Certificate
@@ -116,7 +116,7 @@ class Grant:
     metadata: bytes | Mapping[str, str] = b""
 
 
-ProviderResult = Union[bool, Grant, None]
+ProviderResult = bool | Grant | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +231,8 @@ class KeyChain:
 
 # --- addresses ------------------------------------------------------------------------------
 
-_IPNet = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-_IPAddr = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+_IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+_IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
@@ -244,7 +244,7 @@ class _IpcPattern:
 
     def matches(self, peer: tuple[int, int, int]) -> bool:
         return all(want is None or want == got
-                   for want, got in zip((self.uid, self.gid, self.pid), peer))
+                   for want, got in zip((self.uid, self.gid, self.pid), peer, strict=True))
 
 
 def _ipc_parts(text: str, *, pattern: bool) -> tuple[int | None, ...] | None:
@@ -380,8 +380,8 @@ class AddressFilter:
 
 # --- policies -------------------------------------------------------------------------------
 
-CurveSource = Union[KeyLookup, UnsafeAllowAny, Provider]
-PlainSource = Union[PasswordCheck, Provider]
+CurveSource = KeyLookup | UnsafeAllowAny | Provider
+PlainSource = PasswordCheck | Provider
 
 
 @dataclass(frozen=True)

@@ -115,21 +115,31 @@ _PROGRESS_EVERY = 256
 
 @dataclass(frozen=True, slots=True)
 class StoreFinding:
-    """A problem with one file (or directory) of the store; `line` is 0 when not known.
+    """A problem with one file (or directory) of the store; `line` is None when not known.
 
     `severity` is "error" when the file is not trusted because of it, "warning" when the
-    file is trusted but something about it deserves attention (dropped metadata).
+    file is trusted but something about it deserves attention (dropped metadata). The
+    fields match `curvecert.verify.Finding` (which lives a layer above this module).
     """
 
     path: str
-    line: int
+    line: int | None
     code: str
     message: str
     severity: Severity = "error"
 
+    @property
+    def location(self) -> str:
+        """`path:line`, or just `path`."""
+        return f"{self.path}:{self.line}" if self.line else self.path
+
+    def to_dict(self) -> dict[str, object]:
+        """The finding as a plain dict (for JSON)."""
+        return {"path": self.path, "line": self.line, "severity": self.severity,
+                "code": self.code, "message": self.message}
+
     def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.severity}: {self.message} [{self.code}]"
+        return f"{self.location}: {self.severity}: {self.message} [{self.code}]"
 
 
 # --- names --------------------------------------------------------------------------------
@@ -509,9 +519,10 @@ def _sig_of(st: os.stat_result) -> bytes:
                     st.st_ctime_ns & _M64)
 
 
-def _finding(dir_b: bytes, rel: bytes, code: str, message: str, *, line: int = 0,
+def _finding(dir_b: bytes, rel: bytes, code: str, message: str, *, line: int | None = None,
              severity: Severity = "error") -> StoreFinding:
-    return StoreFinding(os.fsdecode(os.path.join(dir_b, rel)), line, code, message, severity)
+    return StoreFinding(os.fsdecode(os.path.join(dir_b, rel)), line or None, code, message,
+                        severity)
 
 
 class Scanner:
@@ -522,9 +533,15 @@ class Scanner:
     Not thread-safe: one thread at a time (the watcher's reload thread, or the caller).
     """
 
-    def __init__(self, directory: str | os.PathLike[str]):
-        """Prepare to scan `directory` (nothing is read until `scan`)."""
+    def __init__(self, directory: str | os.PathLike[str], *, log_findings: bool = True):
+        """Prepare to scan `directory` (nothing is read until `scan`).
+
+        With `log_findings` (the default) each new finding is logged once (WARNING for
+        errors, INFO for warnings) and an unreadable directory at ERROR; a caller that
+        reports findings itself (the CLI) turns this off.
+        """
         self.directory = os.path.abspath(os.fspath(directory))
+        self._log = log_findings
         self._dir_b = os.fsencode(self.directory)
         self._generation = 0
         self._snapshot = Snapshot.empty(self.directory, problem="not scanned yet")
@@ -799,7 +816,7 @@ class Scanner:
         except CertificateError as exc:
             code = "secret-key" if exc.reason == _SECRET_REASON else "invalid-certificate"
             return (rel, sig, None, None, (_finding(
-                dir_b, rel, code, exc.reason, line=exc.line or 0),))
+                dir_b, rel, code, exc.reason, line=exc.line),))
         except CurvecertError as exc:  # any other parser complaint: still only a finding
             return (rel, sig, None, None, (_finding(dir_b, rel, "invalid-certificate",
                                                     str(exc)),))
@@ -883,7 +900,7 @@ class Scanner:
             out.extend(problems)
         for problems in state.notes.values():
             out.extend(problems)
-        out.sort(key=lambda f: (f.path, f.line, f.code))
+        out.sort(key=lambda f: (f.path, f.line or 0, f.code))
         return tuple(out)
 
     def _publish(self, state: _State) -> Snapshot:
@@ -891,20 +908,20 @@ class Scanner:
         self._generation += 1
         was = self._snapshot
         snap = Snapshot(self.directory, state, generation=self._generation, findings=findings)
-        if not was.healthy and was.generation:
+        if not was.healthy and was.generation and self._log:
             _logger.warning("certificate store %s is readable again: %d keys trusted",
                             self.directory, len(snap))
-        fresh = set(findings)
-        for f in findings:
-            if f not in self._logged:
-                (_logger.warning if f.severity == "error" else _logger.info)("%s", f)
-        self._logged = fresh
+        if self._log:
+            for f in findings:
+                if f not in self._logged:
+                    (_logger.warning if f.severity == "error" else _logger.info)("%s", f)
+            self._logged = set(findings)
         self._snapshot = snap
         return snap
 
     def _publish_unhealthy(self, problem: str) -> Snapshot:
         was = self._snapshot
-        if was.problem != problem:
+        if was.problem != problem and self._log:
             _logger.error("%s; trusting NO key from it until it can be read", problem)
         self._generation += 1
         self._logged = set()
@@ -914,9 +931,13 @@ class Scanner:
 
 
 def scan(directory: str | os.PathLike[str], *,
-         progress: Callable[[int], None] | None = None) -> Snapshot:
-    """Read a store directory once into a snapshot (see the module docstring for the rules)."""
-    return Scanner(directory).scan(progress=progress)
+         progress: Callable[[int], None] | None = None,
+         log_findings: bool = True) -> Snapshot:
+    """Read a store directory once into a snapshot (see the module docstring for the rules).
+
+    `progress(n)` is called with the number of files seen so far, every few hundred files.
+    """
+    return Scanner(directory, log_findings=log_findings).scan(progress=progress)
 
 
 # --- changing the store -------------------------------------------------------------------

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -52,6 +53,8 @@ CZMQ_ZAUTH_METADATA_LIMIT = 512
 # CZMQ zcert.c: the "no secret" value of a public-only certificate.
 _CZMQ_NO_SECRET = "0" * 40
 _ZERO_KEY = bytes(keys.KEY_LEN)
+# For files that do not parse: does any line look like a secret key?
+_SECRET_LINE = re.compile(rb"(?m)^[ \t]*secret-key[ \t]*=")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +116,7 @@ def check_metadata(meta: Sequence[tuple[str, str]], path: str,
     out: list[Finding] = []
     where = list(lines) if lines is not None else [None] * len(meta)
     seen: dict[str, int | None] = {}
-    for (name, value), line in zip(meta, where):
+    for (name, value), line in zip(meta, where, strict=True):
         if not zpl.is_valid_name(name):
             out.append(Finding(path, line, ERROR, "meta-name",
                                f"metadata name {name!r} is not a ZPL name (letters, digits and "
@@ -135,8 +138,8 @@ def check_metadata(meta: Sequence[tuple[str, str]], path: str,
         if name.startswith(("public-key", "secret-key")):
             out.append(Finding(path, line, WARNING, "meta-pyzmq-key",
                                f"metadata name {name!r} starts like a key line; pyzmq's "
-                               "load_certificate takes the first such line anywhere in the "
-                               "file as the key"))
+                               "load_certificate reads every line starting with public-key "
+                               "or secret-key as a key, whatever its section"))
         if name in seen:
             first = seen[name]
             at = f" (line {first})" if first else ""
@@ -184,7 +187,8 @@ def _key_findings(node: zpl.Node, path: str, what: str) -> tuple[bytes | None, l
 
 def check_text(data: bytes, path: str) -> tuple[list[Finding], FileFacts]:
     """Findings about a certificate file's content (syntax, keys, metadata); no disk access."""
-    looks_secret = path.endswith(SECRET_SUFFIX) or b"secret-key" in data
+    named_secret = path.endswith(SECRET_SUFFIX)
+    looks_secret = named_secret or bool(_SECRET_LINE.search(data))
     try:
         root = zpl.parse(data, path=path)
     except ZplSyntaxError as exc:
@@ -221,7 +225,7 @@ def check_text(data: bytes, path: str) -> tuple[list[Finding], FileFacts]:
                                "public-key is all zero bytes: what CZMQ produces when it "
                                "cannot decode a key; no real keypair has it, and two such "
                                "files in one CZMQ store abort the server"))
-    holds_secret = looks_secret
+    holds_secret = named_secret
     if sec_node is not None:
         holds_secret = True
         if sec_node.value == "":

@@ -131,7 +131,7 @@ def parse_request(frames: list[bytes]) -> ZapRequest:
         if len(credentials[0]) != _KEY_LEN:
             raise ZapError(f"CURVE key frame is {len(credentials[0])} octets, not 32")
     elif mech == "PLAIN":
-        for what, frame in zip(("user name", "password"), credentials):
+        for what, frame in zip(("user name", "password"), credentials, strict=True):
             if len(frame) > MAX_TEXT:
                 raise ZapError(f"PLAIN {what} is {len(frame)} octets (at most {MAX_TEXT})")
     else:

@@ -118,7 +118,7 @@ class ServeAuth:
         self._pump(0)
         return [json.loads(line) for line in self.out.lines if line.strip()]
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         """Send `sig` to the process."""
         self.proc.send_signal(sig)
 
@@ -147,7 +147,7 @@ class ServeAuth:
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         """Signal the process and return its exit code."""
-        self.signal(sig)
+        self.send_signal(sig)
         return self.wait_exit()
 
 

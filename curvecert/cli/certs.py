@@ -17,7 +17,7 @@ import sys
 
 import click
 
-from curvecert import certfile, keys, render, zpl
+from curvecert import certfile, keys, render, z85, zpl
 from curvecert.cert import Certificate
 from curvecert.cli import Verdict
 from curvecert.errors import CertificateError, InvalidKey, OperationalError, ZplError
@@ -98,9 +98,9 @@ Examples:
   curvecert new server --force        # replace an existing pair
 """)
 @click.argument("path", type=click.Path(dir_okay=False, path_type=str))
-@click.option("-n", "--name", help="Metadata `name` (a person or service).")
-@click.option("-e", "--email", help="Metadata `email`.")
-@click.option("-o", "--org", "organization", help="Metadata `organization`.")
+@click.option("-n", "--name", help="Metadata item name (a person or service).")
+@click.option("-e", "--email", help="Metadata item email.")
+@click.option("-o", "--org", "organization", help="Metadata item organization.")
 @click.option("-m", "--meta", multiple=True, metavar="KEY=VALUE",
               help="Extra metadata; repeat for more. Names: letters, digits, $-_@.&+/")
 @click.option("-f", "--force", is_flag=True, help="Replace existing files (atomically).")
@@ -314,6 +314,11 @@ def public(file: str, as_json: bool) -> None:
     if file == "-":
         cert = _cert_from_stdin()
     else:
+        if not os.path.lexists(file) and z85.is_key_text(file):
+            # Say so without echoing it: argv leaks through ps, /proc and shell history.
+            raise click.UsageError("FILE looks like a key: secrets are never taken on the "
+                                   "command line; pipe the key on stdin instead "
+                                   "(curvecert public < keyfile)")
         cert, _ = _load_any(file)
         if not cert.has_secret:
             raise CertificateError("holds no secret key (a public certificate; "

@@ -686,3 +686,19 @@ def test_cli_operational_errors(run_cli: Any, tmp_path: Path,
     public_only = run_cli("probe", "tcp://127.0.0.1:1", "--server-cert", str(cert_files[0]),
                           "--cert", str(cert_files[0]))
     assert public_only.code == 3 and "secret" in public_only.err
+
+
+@pytest.mark.parametrize(("obs", "greeting", "mechanism", "verdict"), [
+    (Observation("silent"), Greeting("skipped"), "NULL", V.TIMEOUT),
+    (Observation("closed"), Greeting("zmtp", mechanism="NULL"), "NULL", V.DROPPED),
+    (Observation("no-detail", 32), Greeting("zmtp", mechanism="PLAIN"), "PLAIN", V.DROPPED),
+    (Observation("stalled"), Greeting("zmtp", mechanism="CURVE"), "CURVE", V.STALLED),
+    (Observation("stalled"), Greeting("silent"), "CURVE", V.NOT_ZMQ_PEER),
+    (Observation("protocol", 0x10000011), Greeting("zmtp", mechanism="CURVE"), "CURVE",
+     V.PROTOCOL_ERROR),
+])
+def test_classify_table(obs: Observation, greeting: Greeting, mechanism: str,
+                        verdict: ProbeVerdict) -> None:
+    got, cause, fix = classify(obs, greeting, mechanism=mechanism, endpoint="tcp://h:1",
+                               timeout=1.0)
+    assert got is verdict and cause and fix

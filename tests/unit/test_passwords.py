@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +16,21 @@ from curvecert.errors import OperationalError, PasswordFileError
 from curvecert.passwords import CheckResult, PasswordFile, hash_password, parse
 
 FAST = {"n": 16}  # cheap scrypt for tests; the format carries its own parameters
+
+
+def _count_kdf(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record every scrypt call made through curvecert.passwords."""
+    import hashlib
+
+    calls: list[int] = []
+    real = hashlib.scrypt
+
+    def counting(*args: Any, **kwargs: Any) -> bytes:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(passwords.hashlib, "scrypt", counting)  # type: ignore[attr-defined]
+    return calls
 
 
 def test_czmq_format_and_comments() -> None:
@@ -80,10 +96,7 @@ def test_success_cache_skips_kdf_and_is_bounded(monkeypatch: pytest.MonkeyPatch)
     table = parse(f"alice={hash_password('pw', **FAST)}\nbob={hash_password('pw2', **FAST)}\n"
                   .encode(), cache_size=1)
     assert table.check("alice", b"pw") is CheckResult.OK
-    calls = []
-    real = passwords.hashlib.scrypt
-    monkeypatch.setattr(passwords.hashlib, "scrypt",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = _count_kdf(monkeypatch)
     assert table.check("alice", b"pw") is CheckResult.OK and calls == []   # cached
     assert table.check("alice", b"wrong") is CheckResult.BAD_PASSWORD and calls == [1]
     assert table.check("bob", b"pw2") is CheckResult.OK                  # evicts alice
@@ -100,10 +113,7 @@ def test_cache_can_be_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unknown_user_pays_a_kdf_when_hashes_exist(monkeypatch: pytest.MonkeyPatch) -> None:
     table = parse(f"alice={hash_password('pw', **FAST)}\n".encode())
-    calls = []
-    real = passwords.hashlib.scrypt
-    monkeypatch.setattr(passwords.hashlib, "scrypt",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = _count_kdf(monkeypatch)
     assert table.check("mallory", b"pw") is CheckResult.UNKNOWN_USER
     assert calls == [1]
 
@@ -219,9 +229,9 @@ def test_rewrite_refuses_a_file_it_cannot_read(tmp_path: Path) -> None:
     assert path.read_bytes() == b"garbage\n"
 
 
-_user = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")),
+_user = st.text(st.characters(exclude_categories=["Cs", "Cc", "Zs", "Zl", "Zp"]),
                 min_size=1, max_size=20).filter(lambda u: "=" not in u and u[0] != "#")
-_pw = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\0"),
+_pw = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\r\n\0"),
               min_size=1, max_size=40)
 
 

@@ -99,7 +99,7 @@ def test_bad_address_entries_are_refused(entry: str) -> None:
 
 def test_address_filter_applies_to_every_mechanism() -> None:
     policy = Policy({"*": DomainPolicy(null=True, curve=UnsafeAllowAny(),
-                                       plain={"admin": "secret"})},
+                                       plain=StaticPasswords({"admin": "secret"}))},
                     AddressFilter.of(["10.0.0.0/8"]))
     for request in (req(), curve(), plain()):
         assert decide(request, policy).status == "400"
@@ -158,7 +158,8 @@ def test_null_needs_to_be_enabled() -> None:
     (b"\xff", b"secret", "400", "user name is not UTF-8"),
 ])
 def test_plain(user: bytes, pw: bytes, status: str, reason: str) -> None:
-    decision = decide(plain(user, pw), one(DomainPolicy(plain={"admin": "secret"})))
+    decision = decide(plain(user, pw),
+                      one(DomainPolicy(plain=StaticPasswords({"admin": "secret"}))))
     assert (decision.status, decision.reason) == (status, reason)
     assert decision.user_id == (b"admin" if status == "200" else b"")
     assert "secret" not in repr(decision).replace("admin", "")
@@ -252,10 +253,10 @@ def test_bad_metadata_from_a_lookup_is_500(metadata: object) -> None:
 def test_key_chain_and_list_of_lookups() -> None:
     first = StaticKeys.from_certificates([Certificate(ALICE, meta={"n": "1"})])
     second = StaticKeys.from_certificates([Certificate(MALLORY, meta={"n": "2"})])
-    dp = DomainPolicy(curve=[first, second])
+    dp = DomainPolicy(curve=[first, second])  # type: ignore[arg-type]
     assert isinstance(dp.curve, KeyChain)
     assert zmtp.decode(decide(curve(MALLORY), one(dp)).metadata) == [("n", b"2")]
-    assert DomainPolicy(curve=[]).curve is None
+    assert DomainPolicy(curve=[]).curve is None  # type: ignore[arg-type]
 
 
 # --- providers and other mechanisms ---------------------------------------------------------
@@ -343,3 +344,9 @@ def test_respond_builds_reply_from_decision() -> None:
     request, decision, reply = respond(one(DomainPolicy(curve=UnsafeAllowAny())), frames)
     assert request is not None and decision.allowed
     assert reply == [b"1.0", b"7", b"200", b"OK", z85.encode(ALICE).encode(), b""]
+
+
+def test_a_plain_mapping_becomes_static_passwords() -> None:
+    dp = DomainPolicy(plain={"admin": "secret"})  # type: ignore[arg-type]
+    assert isinstance(dp.plain, StaticPasswords)
+    assert decide(plain(), one(dp)).allowed

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from curvecert import zap
 from curvecert.errors import ZapError
+from curvecert.passwords import StaticPasswords
 from curvecert.policy import DomainPolicy, Policy, StaticKeys, answer, respond
 
 KEY = bytes(range(32))
@@ -140,7 +141,7 @@ _frames = st.one_of(
     st.tuples(st.sampled_from([CURVE, PLAIN, NULL]), st.integers(0, 8), _frame).map(
         lambda t: [*t[0][:t[1]], t[2], *t[0][t[1] + 1:]]),  # one frame of a valid request replaced
 )
-_POLICY = Policy({"*": DomainPolicy(null=True, plain={"admin": "secret"},
+_POLICY = Policy({"*": DomainPolicy(null=True, plain=StaticPasswords({"admin": "secret"}),
                                     curve=StaticKeys.from_keys([KEY]))})
 
 
@@ -149,7 +150,7 @@ _POLICY = Policy({"*": DomainPolicy(null=True, plain={"admin": "secret"},
 def test_any_frames_get_a_well_formed_reply(frames: list[bytes]) -> None:
     reply = answer(_POLICY, frames)
     _well_formed(reply, frames)
-    request, decision, reply2 = respond(_POLICY, frames)
+    request, _decision, reply2 = respond(_POLICY, frames)
     assert reply2 == reply
     if request is None:
         assert reply[2] == b"500"

@@ -1,0 +1,481 @@
+"""The live certificate store: a watched directory, reloaded into a fresh snapshot on change.
+
+`CertStore` keeps the newest `curvecert.store.Snapshot` behind one reference. A lookup reads
+that reference and does one dict access: no lock, no disk. Changes are picked up by
+watchdog (the only module that imports it) and applied by one reload thread:
+
+- The watchdog handler only records what changed and notifies (STYLE R9). The reload
+  thread waits for a quiet period (`debounce`, capped so a steady stream of events cannot
+  postpone a reload for ever), takes the pending work, releases the lock, reloads, and
+  swaps the snapshot in. `generation` then goes up by one and waiters wake.
+- Events that name files (created, modified, closed-after-write, deleted, both ends of a
+  move, attribute changes) are applied incrementally: only those paths (or sub-trees)
+  are read again. Editors and tools that write a temporary dot-file and rename it into
+  place are covered by the move's destination; temporaries themselves are ignored.
+- Kubernetes ConfigMap/Secret volumes change by swapping the `..data` symlink; inotify
+  then reports only `..`-names, never the visible files (FIELD-NOTES B2). Any event on a
+  `..`-name therefore triggers a full rescan, cheap thanks to the stat cache.
+- The store directory deleted or replaced (FIELD-NOTES B4): every reload cycle, and at
+  least once a second, the directory's (device, inode) is compared with the one being
+  watched. When it is gone the snapshot becomes empty and unhealthy (fail closed); the
+  directory is then checked five times a second, and when it is back the watch is
+  re-created and the store rescanned.
+- inotify limits (FIELD-NOTES B3): when the native observer cannot start (ENOSPC,
+  EMFILE, ENOMEM) the store falls back to watchdog's PollingObserver with a warning. Stores
+  on network file systems (NFS, CIFS, sshfs, 9p...), where inotify sees no remote
+  changes, are polled from the start.
+- A full rescan every `rescan_interval` seconds is the safety net for events the kernel
+  dropped (an inotify queue overflow is invisible to watchdog's users).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from curvecert.errors import StoreError
+from curvecert.store import Entry, ScanCancelled, Scanner, Snapshot, StoreFinding, is_ignored_name
+
+__all__ = ["CertStore", "ReloadCallback"]
+
+_logger = logging.getLogger(__name__)
+
+ReloadCallback = Callable[[Snapshot], None]
+
+#: Seconds between checks that the watched directory is still the same directory.
+_ROOT_CHECK = 1.0
+#: Seconds between checks for a deleted store directory to come back.
+_REAPPEAR_CHECK = 0.2
+#: A burst is applied at the latest this long after its first event (x debounce, >= 0.25 s).
+_MAX_DELAY_FACTOR = 10
+#: Errors from watchdog's inotify observer that mean "out of watches or instances".
+_LIMIT_ERRORS = frozenset({errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+#: File systems on which inotify does not see changes made by other hosts.
+_REMOTE_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph",
+                        "glusterfs", "lustre", "gpfs", "fuse.sshfs", "fuse.rclone",
+                        "fuse.s3fs", "fuse.gcsfuse", "fuse.glusterfs", "fuse.cephfs",
+                        "virtiofs"})
+# watchdog event types that cannot change what the store trusts
+_NOISE = frozenset({"opened", "closed_no_write"})
+
+
+def _filesystem_type(path: str) -> str | None:
+    """The type of the file system holding `path`, from /proc/self/mountinfo (Linux)."""
+    try:
+        real = os.path.realpath(path)
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    best, fstype = -1, None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        mount = fields[4].replace("\\040", " ")
+        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > best:
+            best, fstype = len(mount), right.split()[0]
+    return fstype
+
+
+class _Handler(FileSystemEventHandler):
+    """Hands every watchdog event to the store; does nothing else (runs in watchdog's thread)."""
+
+    def __init__(self, store: CertStore):
+        self._store = store
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self._store._on_event(event)
+
+
+class CertStore:
+    """A directory of trusted public certificates, kept current by watching it.
+
+    ```python
+    with CertStore("/etc/curvecert/store") as store:
+        entry = store.lookup(client_key)        # None: not trusted
+        if entry is not None:
+            reply_metadata = entry.metadata     # ZMTP blob for the ZAP reply
+    ```
+
+    `watch=False` reads the directory only on `start()` and `reload()`. `poll=True`
+    forces watchdog's PollingObserver (every `poll_interval` seconds), `poll=False` forces
+    the native observer (inotify; no fallback), `poll=None` picks inotify and falls back
+    to polling when inotify is out of resources or the directory is on a network file
+    system. `debounce` is the quiet period that ends a burst of events;
+    `rescan_interval` (None: never) the period of the safety-net full rescan.
+    `on_reload` callbacks run after every new snapshot, in the reloading thread.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, watch: bool = True,
+                 poll: bool | None = None, debounce: float = 0.05,
+                 rescan_interval: float | None = 300.0, poll_interval: float = 1.0,
+                 on_reload: ReloadCallback | Iterable[ReloadCallback] | None = None):
+        """Configure the store; nothing is read until `start()`."""
+        if debounce < 0 or poll_interval <= 0 or (rescan_interval is not None
+                                                  and rescan_interval <= 0):
+            raise StoreError("debounce must be >= 0; poll_interval and rescan_interval > 0")
+        self.directory = os.path.abspath(os.fspath(directory))
+        self._watch = watch
+        self._poll = poll
+        self._debounce = debounce
+        self._max_delay = max(debounce * _MAX_DELAY_FACTOR, 0.25)
+        self._rescan_interval = rescan_interval
+        self._poll_interval = poll_interval
+        if on_reload is None:
+            self.on_reload: list[ReloadCallback] = []
+        elif callable(on_reload):
+            self.on_reload = [on_reload]
+        else:
+            self.on_reload = list(on_reload)
+
+        self._scanner = Scanner(self.directory)
+        self._snapshot: Snapshot = self._scanner.snapshot
+        self._scan_lock = threading.Lock()      # one scanner user at a time
+        self._cond = threading.Condition()      # pending work + snapshot publication
+        self._pending: set[str] = set()
+        self._full = False
+        self._root_event = False
+        self._dirty = False
+        self._first_event = 0.0
+        self._last_event = 0.0
+        self._stopping = False
+        self._started = False
+        self._thread: threading.Thread | None = None
+        self._obs_lock = threading.Lock()
+        self._observer: Any = None
+        self._watched_id: tuple[int, int] | None = None
+        self._polling = bool(poll)
+        self._handler = _Handler(self)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> CertStore:
+        """Read the directory (synchronously) and, with `watch`, start watching it.
+
+        The watch is set up before the first scan, so no change made meanwhile is missed.
+        A missing directory is not an error: the store trusts nothing and logs it, and
+        picks the directory up when it appears.
+        """
+        if self._started:
+            raise StoreError("this CertStore has already been started")
+        self._started = True
+        if not self._watch:
+            self.reload()
+            return self
+        if self._poll is None and not self._polling:
+            fstype = _filesystem_type(self.directory)
+            if fstype in _REMOTE_FS:
+                _logger.info("%s is on %s, where inotify misses remote changes; polling every "
+                             "%.1fs", self.directory, fstype, self._poll_interval)
+                self._polling = True
+        self._start_observer()
+        self.reload()
+        self._thread = threading.Thread(target=self._run, name="curvecert-store-reload",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop watching and join every thread; bounded by `timeout`, never hangs for ever."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                _logger.warning("store reload thread did not stop within %.1fs", timeout)
+        self._stop_observer(max(0.1, deadline - time.monotonic()))
+
+    def __enter__(self) -> CertStore:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # --- reading ----------------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The current snapshot (immutable; keep it to get a consistent view)."""
+        return self._snapshot
+
+    def lookup(self, key: bytes | str) -> Entry | None:
+        """The trusted entry for a public key (32 bytes or Z85), or None. No disk access."""
+        return self._snapshot.lookup(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._snapshot
+
+    def __len__(self) -> int:
+        return len(self._snapshot)
+
+    @property
+    def generation(self) -> int:
+        """Number of snapshots built so far; goes up by one on every reload."""
+        return self._snapshot.generation
+
+    @property
+    def findings(self) -> tuple[StoreFinding, ...]:
+        """Problems found by the last scan (files not trusted, dropped metadata...)."""
+        return self._snapshot.findings
+
+    @property
+    def healthy(self) -> bool:
+        """False when the directory could not be read: then nothing is trusted."""
+        return self._snapshot.healthy
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store is unhealthy, or None."""
+        return self._snapshot.problem
+
+    @property
+    def polling(self) -> bool:
+        """True when changes are detected by polling rather than by inotify."""
+        return self._polling
+
+    def wait_for_generation(self, generation: int, timeout: float | None = None) -> bool:
+        """Block until `generation` reaches `generation`; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._snapshot.generation >= generation,
+                                       timeout)
+
+    def wait_for(self, predicate: Callable[[Snapshot], object],
+                 timeout: float | None = None) -> bool:
+        """Block until `predicate(snapshot)` is true, re-checked on each new snapshot."""
+        with self._cond:
+            return self._cond.wait_for(lambda: bool(predicate(self._snapshot)), timeout)
+
+    def reload(self) -> Snapshot:
+        """Rescan the whole directory now (stat cache: only changed files are parsed)."""
+        with self._scan_lock:
+            snap = self._scanner.scan()
+        self._publish(snap)
+        return snap
+
+    # --- events (watchdog's thread) ---------------------------------------------------------
+
+    def _on_event(self, event: FileSystemEvent) -> None:
+        etype = event.event_type
+        if etype in _NOISE or (etype == "modified" and event.is_directory):
+            return  # directory "modified" = a child changed, and the child's event names it
+        paths = [event.src_path]
+        dest = getattr(event, "dest_path", "")
+        if dest:
+            paths.append(dest)
+        root = self.directory
+        pending: list[str] = []
+        full = root_event = False
+        for raw in paths:
+            if not raw:
+                continue
+            path = os.path.normpath(os.fsdecode(raw))
+            if path == root:
+                if etype in ("deleted", "moved"):
+                    root_event = True
+                else:
+                    full = True  # e.g. its permissions changed
+                continue
+            if not path.startswith(root.rstrip(os.sep) + os.sep):
+                full = True
+                continue
+            rel = path[len(root.rstrip(os.sep)) + 1:]
+            for part in rel.split(os.sep):
+                if is_ignored_name(part):
+                    if part.startswith(".."):
+                        full = True  # Kubernetes atomic writer: ..data, ..data_tmp, ..<ts>
+                    break
+            else:
+                pending.append(path)
+        if not (pending or full or root_event):
+            return
+        now = time.monotonic()
+        with self._cond:
+            self._pending.update(pending)
+            self._full |= full
+            self._root_event |= root_event
+            if not self._dirty:
+                self._first_event = now
+            self._dirty = True
+            self._last_event = now
+            self._cond.notify_all()
+
+    # --- reload thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        now = time.monotonic()
+        next_rescan = now + self._rescan_interval if self._rescan_interval else float("inf")
+        next_check = now + self._check_period()
+        while True:
+            with self._cond:
+                while not (self._stopping or self._dirty):
+                    now = time.monotonic()
+                    deadline = min(next_rescan, next_check)
+                    if now >= deadline:
+                        break
+                    self._cond.wait(deadline - now)
+                while self._dirty and not self._stopping:
+                    now = time.monotonic()
+                    due = min(self._last_event + self._debounce,
+                              self._first_event + self._max_delay)
+                    if now >= due:
+                        break
+                    self._cond.wait(due - now)
+                if self._stopping:
+                    return
+                paths, self._pending = self._pending, set()
+                full, root_event = self._full, self._root_event
+                self._full = self._root_event = self._dirty = False
+            # -- outside the lock: the handler keeps queueing while we read the disk
+            now = time.monotonic()
+            if now >= next_rescan:
+                full = True
+                next_rescan = now + (self._rescan_interval or float("inf"))
+            root_changed = root_event
+            if root_event or now >= next_check or paths or full:
+                root_changed = root_changed or self._root_changed()
+                next_check = time.monotonic() + self._check_period()
+            try:
+                if root_changed:
+                    self._rewatch()
+                elif full:
+                    self._reload(None)
+                elif paths:
+                    self._reload(paths)
+            except ScanCancelled:
+                return
+            except Exception:  # never let the reload thread die: the store would go stale
+                _logger.exception("reloading the certificate store %s failed", self.directory)
+            next_check = min(next_check, time.monotonic() + self._check_period())
+
+    def _check_period(self) -> float:
+        return _ROOT_CHECK if self._watched_id is not None else _REAPPEAR_CHECK
+
+    def _cancelled(self) -> bool:
+        return self._stopping
+
+    def _reload(self, paths: set[str] | None) -> None:
+        with self._scan_lock:
+            if paths is None:
+                snap = self._scanner.scan(cancel=self._cancelled)
+            else:
+                snap = self._scanner.apply(sorted(paths), cancel=self._cancelled)
+        self._publish(snap)
+
+    def _root_changed(self) -> bool:
+        try:
+            st = os.stat(self.directory)
+        except OSError:
+            return self._watched_id is not None or self._snapshot.healthy
+        if not stat.S_ISDIR(st.st_mode):
+            return self._watched_id is not None or self._snapshot.healthy
+        return (st.st_dev, st.st_ino) != self._watched_id
+
+    def _rewatch(self) -> None:
+        """The directory went away or was replaced: re-create the watch, rescan everything."""
+        self._stop_observer(5.0)
+        if self._stopping:
+            return
+        self._start_observer()
+        self._reload(None)
+        if self._watched_id is None:
+            _logger.debug("%s is not there; checking again in %.1fs", self.directory,
+                          _REAPPEAR_CHECK)
+
+    # --- observers --------------------------------------------------------------------------
+
+    def _start_observer(self) -> None:
+        with self._obs_lock:
+            self._watched_id = None
+            try:
+                st = os.stat(self.directory)
+            except OSError:
+                return
+            if not stat.S_ISDIR(st.st_mode):
+                return
+            observer = None
+            if not self._polling:
+                try:
+                    observer = self._launch(Observer())
+                except OSError as exc:
+                    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                        return  # gone again; the next check retries
+                    if self._poll is False:
+                        _logger.error("cannot watch %s: %s; only the periodic rescan will "
+                                      "see changes", self.directory, exc)
+                        self._watched_id = (st.st_dev, st.st_ino)
+                        return
+                    hint = (" (raise fs.inotify.max_user_watches / max_user_instances)"
+                            if exc.errno in _LIMIT_ERRORS else "")
+                    _logger.warning("cannot watch %s with inotify: %s%s; falling back to "
+                                    "polling every %.1fs", self.directory,
+                                    exc.strerror or exc, hint, self._poll_interval)
+                    self._polling = True
+            if observer is None:
+                try:
+                    observer = self._launch(PollingObserver(timeout=self._poll_interval))
+                except OSError as exc:
+                    _logger.error("cannot watch %s: %s", self.directory, exc)
+                    return
+            self._observer = observer
+            self._watched_id = (st.st_dev, st.st_ino)
+
+    def _launch(self, observer: Any) -> Any:
+        try:
+            observer.schedule(self._handler, self.directory, recursive=True)
+            observer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                observer.stop()
+                if observer.is_alive():
+                    observer.join(5.0)
+            raise
+        return observer
+
+    def _stop_observer(self, timeout: float) -> None:
+        with self._obs_lock:
+            observer, self._observer = self._observer, None
+            self._watched_id = None
+        if observer is None:
+            return
+        try:
+            observer.stop()
+            if observer.is_alive() and observer is not threading.current_thread():
+                observer.join(timeout)
+        except Exception:  # a dying observer must not stop us from shutting down
+            _logger.debug("stopping the file observer failed", exc_info=True)
+
+    # --- publication ------------------------------------------------------------------------
+
+    def _publish(self, snap: Snapshot) -> None:
+        with self._cond:
+            if snap.generation < self._snapshot.generation:
+                return  # a concurrent reload() already published a newer snapshot
+            self._snapshot = snap
+            self._cond.notify_all()
+        for callback in list(self.on_reload):
+            try:
+                callback(snap)
+            except Exception:
+                _logger.exception("on_reload callback %r failed", callback)
+
+    def __repr__(self) -> str:
+        mode = "polling" if self._polling else "inotify"
+        return f"<CertStore {self.directory!r} {mode} {self._snapshot!r}>"
