@@ -172,8 +172,8 @@ def main() -> None:
         fwd.stop()
         auth.stop()
         cert_store.stop()
-        for c in (ctx_e, ctx_f, ctx_d):
-            c.term()
+        for zctx in (ctx_e, ctx_f, ctx_d):
+            zctx.term()
         daemon.terminate()
         daemon.wait(15)
         assert daemon.stderr is not None

@@ -10,9 +10,10 @@ its `stop()` can block forever. This one:
   and the loop carries on;
 - swaps an immutable `Policy` reference on every configuration change (thread-safe, no
   locks on the hot path);
-- stops through a private inproc PAIR socket polled next to the ZAP socket: `stop()`
-  returns as soon as the thread has closed its sockets (bounded by a join timeout), and it
-  is idempotent;
+- blocks in a plain `recv` on the ZAP socket, exactly like the simplest REP loop (no
+  poller on the hot path); `stop()` wakes it with a one-frame message carrying a random
+  128-bit token only this object knows, so it returns as soon as the thread has closed
+  its socket (bounded by a join timeout); it is idempotent;
 - logs one line per decision on the `curvecert.audit` logger (ALLOWED/DENIED at INFO,
   500s at WARNING), formatted only when that level is enabled, never with a password or a
   secret key; keeps counters; calls an optional `on_decision(request, decision)` hook
@@ -31,6 +32,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -124,7 +126,7 @@ class Authenticator:
         self.on_decision = on_decision
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
-        self._ctrl: zmq.Socket[Any] | None = None
+        self._token: bytes | None = None
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._owned: dict[str, Any] = {}  # domain -> CertStore we created and must stop
@@ -154,8 +156,8 @@ class Authenticator:
                 return self
             self._ready.clear()
             self._start_error = None
-            endpoint = f"inproc://curvecert-auth-{os.getpid()}-{secrets.token_hex(8)}"
-            thread = threading.Thread(target=self._run, args=(endpoint,),
+            token = secrets.token_bytes(16)
+            thread = threading.Thread(target=self._run, args=(token,),
                                       name="curvecert-authenticator", daemon=True)
             thread.start()
             if not self._ready.wait(timeout):
@@ -167,10 +169,7 @@ class Authenticator:
                         "one per context)") if getattr(err, "errno", None) == errno.EADDRINUSE \
                     else ""
                 raise OperationalError(f"cannot bind {ZAP_ENDPOINT}: {err}{hint}") from err
-            ctrl = self.context.socket(zmq.PAIR)
-            ctrl.linger = 0
-            ctrl.connect(endpoint)
-            self._ctrl, self._thread = ctrl, thread
+            self._thread, self._token = thread, token
             _logger.info("authenticator started on %s", ZAP_ENDPOINT)
             self._warn_unsafe(self._policy)
             return self
@@ -181,25 +180,38 @@ class Authenticator:
         Also stops certificate stores this authenticator opened from a directory.
         """
         with self._lock:
-            thread, ctrl = self._thread, self._ctrl
-            self._thread = self._ctrl = None
+            thread, token = self._thread, self._token
+            self._thread = self._token = None
             owned = list(self._owned.values())
             self._owned.clear()
-        if ctrl is not None:
-            try:
-                ctrl.send(b"STOP", zmq.NOBLOCK)
-            except zmq.ZMQError:  # the thread (or the context) is already gone
-                pass
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                _logger.error("the authenticator thread did not stop within %ss", timeout)
-        if ctrl is not None:
-            ctrl.close(linger=0)
+        deadline = time.monotonic() + timeout
+        if thread is not None and thread.is_alive():
+            self._wake(token)
+            if thread is not threading.current_thread():  # stop() from the hook: no join
+                thread.join(timeout)
+                if thread.is_alive():
+                    _logger.error("the authenticator thread did not stop within %ss", timeout)
         for store in owned:
-            _stop_quietly(store)
+            _stop_quietly(store, max(0.1, deadline - time.monotonic()))
         if thread is not None:
             _logger.info("authenticator stopped")
+
+    def _wake(self, token: bytes | None) -> None:
+        """Send the stop token to our own REP socket (a DEALER needs the empty delimiter)."""
+        if token is None:
+            return
+        try:
+            sock = self.context.socket(zmq.DEALER)
+        except zmq.ZMQError:  # the context is terminated: the thread has left on ETERM
+            return
+        try:
+            sock.linger = 0
+            sock.connect(ZAP_ENDPOINT)
+            sock.send_multipart([b"", token], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        finally:
+            sock.close(linger=0)
 
     def __enter__(self) -> Authenticator:
         return self.start()
@@ -210,9 +222,8 @@ class Authenticator:
 
     # --- the thread ---------------------------------------------------------------------
 
-    def _run(self, ctrl_endpoint: str) -> None:
+    def _run(self, token: bytes) -> None:
         zsock: zmq.Socket[Any] | None = None
-        ctrl: zmq.Socket[Any] | None = None
         try:
             zsock = self.context.socket(zmq.REP)
             zsock.linger = 0
@@ -220,19 +231,15 @@ class Authenticator:
             # so a burst never makes REP drop a reply (REP drops when a pipe is full).
             zsock.sndhwm = zsock.rcvhwm = 0
             zsock.bind(ZAP_ENDPOINT)
-            ctrl = self.context.socket(zmq.PAIR)
-            ctrl.linger = 0
-            ctrl.bind(ctrl_endpoint)
         except Exception as exc:
             self._start_error = exc
-            for sock in (ctrl, zsock):
-                if sock is not None:
-                    sock.close(linger=0)
+            if zsock is not None:
+                zsock.close(linger=0)
             self._ready.set()
             return
         self._ready.set()
         try:
-            self._loop(zsock, ctrl)
+            self._loop(zsock, token)
         except Exception:  # pragma: no cover - the loop catches everything it expects
             _logger.exception("authenticator loop failed; ZAP requests are no longer answered")
         finally:
@@ -241,36 +248,24 @@ class Authenticator:
             except zmq.ZMQError:
                 pass
             zsock.close(linger=0)
-            ctrl.close(linger=0)
 
-    def _loop(self, zsock: zmq.Socket[Any], ctrl: zmq.Socket[Any]) -> None:
-        poll = zmq.zmq_poll
-        items = [(zsock, zmq.POLLIN), (ctrl, zmq.POLLIN)]
+    def _loop(self, zsock: zmq.Socket[Any], token: bytes) -> None:
         recv, send = zsock.recv_multipart, zsock.send_multipart
         failures = 0
         while True:
             try:
-                ready = poll(items, -1)
+                frames = recv()
             except zmq.ContextTerminated:
                 return
             except zmq.ZMQError as exc:
                 if exc.errno == errno.EINTR:
                     continue
                 failures += 1
-                _logger.error("poll failed: %s", exc)
+                _logger.error("receiving a ZAP request failed: %s", exc)
                 if failures > 100:
                     return
                 continue
-            if len(ready) != 1 or ready[0][0] is not zsock:  # not the common case
-                if any(sock is ctrl for sock, _ in ready):
-                    return
-                if not ready:
-                    continue
-            try:
-                frames = recv(zmq.NOBLOCK)
-            except zmq.Again:
-                continue
-            except zmq.ContextTerminated:
+            if len(frames) == 1 and frames[0] == token:  # stop(): nobody else knows it
                 return
             request, decision, reply = respond(self._policy, frames)
             try:
@@ -285,7 +280,7 @@ class Authenticator:
         """Counters, the decision log line and the hook, after the reply has gone out."""
         self.requests += 1
         status = decision.status
-        self._counts[(decision.mechanism, _OUTCOME.get(status, "errors"))] += 1
+        self._counts[decision.mechanism, status] += 1
         if self.log_decisions:
             level = logging.INFO if status in ("200", "400") else logging.WARNING
             if _audit.isEnabledFor(level):
@@ -304,8 +299,9 @@ class Authenticator:
         Malformed requests count under their mechanism frame when it names one, else `"?"`.
         """
         out: dict[str, dict[str, int]] = {}
-        for (mech, outcome), n in list(self._counts.items()):
-            out.setdefault(mech, {"allowed": 0, "denied": 0, "errors": 0})[outcome] = n
+        for (mech, status), n in list(self._counts.items()):
+            row = out.setdefault(mech, {"allowed": 0, "denied": 0, "errors": 0})
+            row[_OUTCOME.get(status, "errors")] += n
         return out
 
     # --- configuration ------------------------------------------------------------------
@@ -445,8 +441,8 @@ def _open_store(directory: str | os.PathLike[str]) -> Any:
     return store
 
 
-def _stop_quietly(store: Any) -> None:
+def _stop_quietly(store: Any, timeout: float = 5.0) -> None:
     try:
-        store.stop()
+        store.stop(timeout)
     except Exception:
         _logger.exception("stopping %r failed", store)

@@ -77,6 +77,15 @@ FORWARDER_DOMAIN = "curvecert-forwarders"
 # Forwarders pipeline many requests per connection; libzmq's per-pipe default of 1000 is
 # far below a burst of handshakes across a few busy applications.
 _HWM = 100_000
+_MORE = int(zmq.SNDMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+_raw_send = zmq.backend.Socket.send  # see curvecert.forwarder: ~9x cheaper per message
+
+
+def _send_frames(sock: zmq.Socket[Any], frames: list[bytes], flags: int = 0) -> None:
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        _raw_send(sock, frame, (_MORE if i < last else 0) | flags)
 
 
 # --- policy ---------------------------------------------------------------------------------
@@ -137,7 +146,7 @@ class _FirstOf:
         for store in self._stores:
             entry = store.lookup(key)
             if entry is not None:
-                return entry  # type: ignore[no-any-return]
+                return entry
         return None
 
 
@@ -223,10 +232,14 @@ class ZapService:
         except OSError as exc:
             raise OperationalError(f"{directory}: cannot create the socket directory: "
                                    f"{exc.strerror}") from exc
+        if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise OperationalError(f"{path}: exists and is not a socket; refusing to "
+                                   "replace it")
         if _socket_in_use(path):
             raise OperationalError(f"{path}: another process is serving this socket "
                                    "(is serve-auth already running?)")
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        # A short temporary name: unix socket paths are limited to 107 bytes.
+        tmp = os.path.join(directory, f".cc{os.getpid()}")
         try:
             sock.bind("ipc://" + tmp)
         except zmq.ZMQError as exc:
@@ -261,7 +274,7 @@ class ZapService:
             envelope, body = parts
             reply = respond(body)
             try:
-                self.socket.send_multipart([*envelope, *reply], zmq.NOBLOCK)
+                _send_frames(self.socket, [*envelope, *reply], _NOBLOCK)
             except zmq.ZMQError:  # the forwarder went away; it answers 500 itself
                 self.dropped += 1
             n += 1

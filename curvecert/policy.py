@@ -40,7 +40,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from curvecert import z85, zap, zmtp
 from curvecert.cert import Certificate
@@ -368,14 +368,14 @@ class AddressFilter:
 
     def check(self, address: str) -> str | None:
         """None if `address` passes, else `"address not allowed"` / `"address denied"`."""
-        if self.allow_rules and not self.allow_rules.matches(address):
+        if self.allow_rules.entries and not self.allow_rules.matches(address):
             return "address not allowed"
-        if self.deny_rules and self.deny_rules.matches(address):
+        if self.deny_rules.entries and self.deny_rules.matches(address):
             return "address denied"
         return None
 
     def __bool__(self) -> bool:
-        return bool(self.allow_rules) or bool(self.deny_rules)
+        return bool(self.allow_rules.entries or self.deny_rules.entries)
 
 
 # --- policies -------------------------------------------------------------------------------
@@ -473,12 +473,13 @@ class Policy:
 
 # --- decisions ------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The outcome for one request: what to reply, and a loggable `reason`.
 
     `subject` names who asked (PLAIN user name, CURVE Z85 key, GSSAPI principal) and is
-    safe to log; no field ever holds a password or a secret key.
+    safe to log; no field ever holds a password or a secret key. (An immutable named
+    tuple: one is built per handshake, and it is four times cheaper than a frozen
+    dataclass.)
     """
 
     status: str
@@ -519,10 +520,17 @@ def _allow(request: zap.ZapRequest, user_id: bytes, metadata: bytes, reason: str
                     request.domain, request.address, subject)
 
 
+# Z85 of client keys: the same clients reconnect, so a bounded cache saves ~3 us a time.
+_key_text = functools.lru_cache(maxsize=4096)(z85.encode)
+# Metadata blobs already checked to parse (a store returns the same blobs again and again).
+_META_OK: dict[bytes, None] = {}
+_META_CACHE = 4096
+
+
 def _subject(request: zap.ZapRequest) -> str:
     mech = request.mechanism
     if mech == "CURVE":
-        return z85.encode(request.credentials[0])
+        return _key_text(request.credentials[0])
     if mech == "PLAIN":
         return request.credentials[0].decode("utf-8", "replace")
     if mech == "GSSAPI":
@@ -532,15 +540,21 @@ def _subject(request: zap.ZapRequest) -> str:
 
 def _metadata_ok(blob: object) -> bytes:
     """`blob` if it is a valid ZMTP metadata blob of sane size, else raise `ZapError`."""
+    if type(blob) is bytes and (not blob or blob in _META_OK):
+        return blob  # the common case: empty, or a blob seen before
     if isinstance(blob, Mapping):
         return zmtp.encode(blob)
     if not isinstance(blob, (bytes, bytearray)):
         raise ZapError("metadata must be bytes")
     blob = bytes(blob)
+    if not blob or blob in _META_OK:
+        return blob
     if len(blob) > zmtp.MAX_METADATA:
         raise ZapError(f"metadata is {len(blob)} bytes (at most {zmtp.MAX_METADATA})")
-    if blob:
-        zmtp.decode(blob)  # libzmq fails the handshake on metadata that does not parse
+    zmtp.decode(blob)  # libzmq fails the handshake on metadata that does not parse
+    if len(_META_OK) >= _META_CACHE:
+        _META_OK.clear()
+    _META_OK[blob] = None
     return blob
 
 
@@ -591,15 +605,15 @@ class Pending:
 def _decide_curve(request: zap.ZapRequest, source: CurveSource) -> Decision | Pending:
     key = request.credentials[0]
     if isinstance(source, UnsafeAllowAny):
-        text = z85.encode(key)
+        text = _key_text(key)
         return _allow(request, text.encode("ascii"), b"", "unsafe allow-any", text)
     if isinstance(source, Provider):
         return Pending(source, request)
     try:
         entry = source.lookup(key)
     except Exception as exc:  # a failing store must not wedge or kill the handler
-        return _error(request, f"key lookup failed: {type(exc).__name__}", z85.encode(key))
-    text = z85.encode(key)
+        return _error(request, f"key lookup failed: {type(exc).__name__}", _key_text(key))
+    text = _key_text(key)
     if entry is None:
         return _deny(request, "unknown key", text)
     try:
@@ -607,6 +621,9 @@ def _decide_curve(request: zap.ZapRequest, source: CurveSource) -> Decision | Pe
     except (ZapError, AttributeError, TypeError) as exc:
         return _error(request, f"bad metadata for key: {exc}", text)
     return _allow(request, text.encode("ascii"), meta, "known key", text)
+
+
+_PW_OK = CheckResult.OK
 
 
 def _decide_plain(request: zap.ZapRequest, source: PlainSource) -> Decision | Pending:
@@ -621,7 +638,7 @@ def _decide_plain(request: zap.ZapRequest, source: PlainSource) -> Decision | Pe
         result = source.check(user, password)
     except Exception as exc:
         return _error(request, f"password check failed: {type(exc).__name__}", user)
-    if result is CheckResult.OK:
+    if result is _PW_OK:
         return _allow(request, raw_user, b"", "password ok", user)
     if result is CheckResult.UNAVAILABLE:  # a broken file is a system failure: 500
         return _error(request, result.reason, user)
@@ -632,22 +649,20 @@ def _decide_plain(request: zap.ZapRequest, source: PlainSource) -> Decision | Pe
 def resolve(request: zap.ZapRequest, policy: Policy) -> Decision | Pending:
     """Apply every rule that needs no provider call: a `Decision`, or a `Pending` call."""
     address = request.address
-    if policy.addresses:
-        why = policy.addresses.check(address)
-        if why is not None:
-            return _deny(request, why)
+    why = policy.addresses.check(address)
+    if why is not None:
+        return _deny(request, why)
     dp = policy.for_domain(request.domain)
     if dp is None:
         return _deny(request, "no policy for domain")
-    if dp.addresses:
-        why = dp.addresses.check(address)
-        if why is not None:
-            return _deny(request, why)
+    why = dp.addresses.check(address)
+    if why is not None:
+        return _deny(request, why)
     mech = request.mechanism
     if mech == "CURVE":
         if dp.curve is None:
             return _deny(request, "CURVE not configured for domain",
-                         z85.encode(request.credentials[0]))
+                         _key_text(request.credentials[0]))
         return _decide_curve(request, dp.curve)
     if mech == "PLAIN":
         if dp.plain is None:
@@ -681,6 +696,10 @@ def decide(request: zap.ZapRequest, policy: Policy) -> Decision:
     return outcome.finish(result)
 
 
+_STATUS = {"200": b"200", "400": b"400", "500": b"500"}  # never 300 (module docstring)
+_TEXT = {"OK": b"OK", "Internal error": b"Internal error"}
+
+
 def _malformed(frames: list[bytes], exc: Exception) -> Decision:
     return Decision("500", "Malformed request", b"", b"", f"malformed request: {exc}",
                     zap.mechanism_hint(frames), "", "", "")
@@ -703,6 +722,16 @@ def respond(policy: Policy, frames: list[bytes]
         decision = _malformed(frames, exc)
         return None, decision, zap.fallback_reply(frames, "500", decision.text)
     decision = decide(request, policy)
+    status = _STATUS.get(decision.status)
+    user_id = decision.user_id
+    if status is not None and len(user_id) <= zap.MAX_TEXT and type(user_id) is bytes:
+        # Decisions built here already satisfy RFC 27's rules (texts and user ids are
+        # bounded where they are made); skip `encode_reply`'s re-checks on the hot path.
+        text = _TEXT.get(decision.text)
+        if text is None:
+            text = decision.text.encode("utf-8")[:zap.MAX_TEXT]
+        return request, decision, [zap.VERSION, request.request_id, status, text, user_id,
+                                   decision.metadata]
     try:
         reply = decision.reply(request.request_id)
     except Exception as exc:

@@ -251,7 +251,7 @@ def parse_public(data: bytes, *, path: str | os.PathLike[str] | None = None
     return cert.public_key, list(cert.meta.items())
 
 
-_SECRET_REASON = "holds a secret key (a store holds public certificates only)"
+_SECRET_REASON = "holds a secret key (a store holds public certificates only)"  # noqa: S105
 _U32 = struct.Struct(">I").pack
 # ZPL names that are already legal ZMTP names, with their encoded prefix (len + name).
 _LEGAL_PREFIX: dict[str, bytes] = {}
@@ -359,7 +359,8 @@ class Entry:
 # key/record are None for a bad file (problems then holds its error finding), set for a
 # duplicate (problems holds its warnings, if any).
 _Other = tuple[bytes | None, bytes | None, bytes | None, tuple[StoreFinding, ...]]
-# A freshly scanned file: (rel, sig, key, record, problems), same conventions.
+# A freshly scanned file: (rel, sig, key, record, problems), same conventions; sig may be
+# None for a readable certificate (its record starts with it).
 _Scanned = tuple[bytes, bytes | None, bytes | None, bytes | None, tuple[StoreFinding, ...]]
 
 
@@ -440,7 +441,11 @@ class Snapshot:
 
     def lookup(self, key: bytes | str) -> Entry | None:
         """The entry for a 32-byte public key (or its Z85 text), or None. No disk access."""
-        record = self._by_key.get(key)  # type: ignore[arg-type]
+        try:
+            record = self._by_key.get(key)  # type: ignore[arg-type]
+        except TypeError:  # bytearray, memoryview: not hashable
+            key = bytes(key)  # type: ignore[arg-type]
+            record = self._by_key.get(key)
         if record is None:
             if len(key) != z85.KEY_TEXT_LEN:
                 return None
@@ -451,7 +456,8 @@ class Snapshot:
             record = self._by_key.get(key)
             if record is None:
                 return None
-        assert isinstance(key, bytes)
+        if type(key) is not bytes:  # a memoryview is hashable and matches: keep a copy
+            key = bytes(key)  # type: ignore[arg-type]
         return Entry(key, record, self._dir_b)
 
     def __contains__(self, key: object) -> bool:
@@ -525,6 +531,45 @@ def _finding(dir_b: bytes, rel: bytes, code: str, message: str, *, line: int | N
                         severity)
 
 
+class _Builder:
+    """Builds a state from files arriving in any order (the first by sorted path wins).
+
+    Streaming, rather than collecting and sorting the scanned files, keeps a full scan from
+    leaving a list of per-file tuples behind (fewer transient objects: a lower RSS).
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state = _State({}, [], {}, {})
+
+    def append(self, item: _Scanned) -> None:
+        rel, sig, key, record, problems = item
+        st = self.state
+        if key is None or record is None:
+            st.others[rel] = (sig, None, None, problems)
+            return
+        current = st.by_key.get(key)
+        if current is None:
+            st.by_key[key] = record
+            st.order.append(key)
+            if problems:
+                st.notes[rel] = problems
+            return
+        current_rel = _rel_of(current)
+        if rel < current_rel:  # the newcomer sorts first: it wins, the old one is a duplicate
+            st.others[current_rel] = (None, key, current, st.notes.pop(current_rel, ()))
+            st.by_key[key] = record
+            if problems:
+                st.notes[rel] = problems
+        else:
+            st.others[rel] = (None, key, record, problems)
+
+    def finish(self) -> _State:
+        self.state.order.sort(key=self.state.relkey)
+        return self.state
+
+
 class Scanner:
     """Reads one store directory into snapshots; remembers the last one as a stat cache.
 
@@ -564,27 +609,15 @@ class Scanner:
             top = os.stat(self._dir_b)
             if not stat.S_ISDIR(top.st_mode):
                 raise NotADirectoryError(errno.ENOTDIR, "not a directory")
-            fresh: list[_Scanned] = []
-            self._walk(b"", cache, fresh, progress, cancel, root=True)
+            builder = _Builder()
+            self._walk(b"", cache, builder, progress, cancel, root=True)
         except ScanCancelled:
             raise
         except OSError as exc:
             return self._publish_unhealthy(f"{self.directory}: cannot read the store "
                                            f"directory: {exc.strerror or exc}")
-        fresh.sort(key=itemgetter(0))
-        state = _State({}, [], {}, {})
-        by_key, order, others, notes = state.by_key, state.order, state.others, state.notes
-        for rel, sig, key, record, problems in fresh:
-            if key is None or record is None:
-                others[rel] = (sig, None, None, problems)
-            elif key in by_key:
-                others[rel] = (None, key, record, problems)
-            else:
-                by_key[key] = record
-                order.append(key)
-                if problems:
-                    notes[rel] = problems
-        return self._publish(state)
+        del cache
+        return self._publish(builder.finish())
 
     def apply(self, paths: Iterable[str | os.PathLike[str]], *,
               cancel: Callable[[], bool] | None = None) -> Snapshot:
@@ -646,11 +679,11 @@ class Scanner:
                 record = state.by_key[key]
                 rel = _rel_of(record)
                 out[rel] = (rel, record[:_SIG_LEN], key, record, state.notes.get(rel, ()))
-        for rel, (sig, key, record, problems) in state.others.items():
+        for rel, (sig, okey, orecord, problems) in state.others.items():
             if prefix == b"" or rel == prefix or rel.startswith(sub):
-                if record is not None:
-                    sig = record[:_SIG_LEN]
-                out[rel] = (rel, sig, key, record, problems)
+                if orecord is not None:
+                    sig = orecord[:_SIG_LEN]
+                out[rel] = (rel, sig, okey, orecord, problems)
         return out
 
     @staticmethod
@@ -665,7 +698,7 @@ class Scanner:
         b = bisect.bisect_left(order, prefix + b"0", lo=a, key=rk)  # '0' follows '/'
         return order[lo:hi] + order[a:b]
 
-    def _walk(self, top: bytes, cache: dict[bytes, _Scanned], out: list[_Scanned],
+    def _walk(self, top: bytes, cache: dict[bytes, _Scanned], out: list[_Scanned] | _Builder,
               progress: Callable[[int], None] | None, cancel: Callable[[], bool] | None,
               *, root: bool = False) -> None:
         """Scan `top` (relative; b"" = the store) into `out`, using `cache` by signature."""
@@ -833,7 +866,8 @@ class Scanner:
                 f"metadata encodes to {len(blob)} bytes; CZMQ's zauth corrupts its heap above "
                 f"{CZMQ_METADATA_LIMIT} (fine for curvecert)", severity="warning"),)
         record = b"".join((sig, _U16(len(rel)), rel, blob))
-        return (rel, sig, key, record, problems)
+        # sig None: it is the record's first bytes (no second object kept during a scan)
+        return (rel, None, key, record, problems)
 
     def _apply(self, prefixes: list[bytes], cancel: Callable[[], bool] | None) -> Snapshot:
         base = self._snapshot._state
@@ -1036,12 +1070,12 @@ def resolve(snapshot: Snapshot, selector: str, *,
         rel = os.path.relpath(full, directory)
         if rel != os.curdir and rel != os.pardir and not rel.startswith(os.pardir + os.sep):
             if rel in files:
-                key = files[rel]
-                if key is None:
+                file_key = files[rel]
+                if file_key is None:
                     add(f"file:{rel}", _describe(rel, None, None), [rel])
                 else:
-                    meta = next((m for r, m in certs[key] if r == rel), {})
-                    add(f"key:{key.hex()}", _describe(rel, key, meta), [rel])
+                    meta = next((m for r, m in certs[file_key] if r == rel), {})
+                    add(f"key:{file_key.hex()}", _describe(rel, file_key, meta), [rel])
             else:
                 notes.append(f"{full} is not a certificate file the store reads")
             continue

@@ -9,6 +9,7 @@ CZMQ's zauth can also read. The file is rewritten atomically with mode 0600.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,8 @@ from curvecert.errors import OperationalError, PasswordFileError
 from curvecert.passwords import PasswordFile, validate_password
 
 __all__ = ["DEFAULT_FILE", "ENV_VAR", "default_file", "passwd"]
+
+_logger = logging.getLogger(__name__)
 
 #: Environment variable naming the password file when `--file` is not given.
 ENV_VAR = "CURVECERT_PASSWORDS"

@@ -136,6 +136,7 @@ def test_flood_of_malformed_requests_then_valid(ctx: Ctx, auth: Authenticator,
     assert [r[3] for r in replies[:-1]] == [b"500"] * n
     assert replies[-1][1:] == [b"1.0", b"1", b"200", b"OK", z85.encode(KEY).encode(), b""]
     assert zap_req(CURVE)[2] == b"200"
+    wait_until(lambda: auth.requests == len(malformed) + n + 2)
     errors = sum(c["errors"] for c in auth.counters.values())
     assert errors == len(malformed) + n and auth.counters["CURVE"]["allowed"] == 2
     assert auth.running
@@ -159,7 +160,8 @@ def test_raising_lookup_does_not_wedge(auth: Authenticator,
     assert broken.calls == 3 and auth.running
     auth.configure_curve(store=StaticKeys.from_keys([KEY]))
     assert zap_req(CURVE)[2] == b"200"
-    assert auth.counters["CURVE"] == {"allowed": 1, "denied": 0, "errors": 3}
+    # Counters are updated right after each reply has been sent.
+    wait_until(lambda: auth.counters["CURVE"] == {"allowed": 1, "denied": 0, "errors": 3})
 
 
 def test_raising_provider_and_hook_do_not_wedge(auth: Authenticator,
@@ -360,3 +362,48 @@ def test_curve_allow_any_and_domains(ctx: Ctx, auth: Authenticator) -> None:
     # Another domain has no policy (and there is no "*"): refused, not waved through.
     assert handshake(ctx, server(b"vault"),
                      lambda c: anyone.apply_client(c, server_cert)) == (REFUSED, 400)
+
+
+def test_policy_swaps_during_a_flood_keep_replies_well_formed(ctx: Ctx,
+                                                              auth: Authenticator) -> None:
+    allow_all = Policy({"*": DomainPolicy(null=True)})
+    deny_all = Policy({"*": DomainPolicy(null=False)})
+    done = threading.Event()
+
+    def flip() -> None:
+        while not done.is_set():
+            auth.set_policy(allow_all)
+            auth.set_policy(deny_all)
+
+    flipper = threading.Thread(target=flip, daemon=True)
+    flipper.start()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.linger, dealer.rcvtimeo = 0, 10_000
+    dealer.sndhwm = dealer.rcvhwm = 0
+    dealer.connect(ZAP_ENDPOINT)
+    try:
+        for i in range(500):
+            dealer.send_multipart([b"", b"1.0", str(i).encode(), *NULL[2:]])
+        replies = [dealer.recv_multipart() for _ in range(500)]
+    finally:
+        done.set()
+        flipper.join(5)
+        dealer.close()
+    assert [r[2] for r in replies] == [str(i).encode() for i in range(500)]
+    assert {r[3] for r in replies} <= {b"200", b"400"}
+
+
+def test_password_file_changes_apply_without_restart(
+        auth: Authenticator, zap_req: Callable[[list[bytes]], list[bytes]],
+        tmp_path: Path) -> None:
+    path = tmp_path / "passwords"
+    path.write_text("admin=one\n")
+    path.chmod(0o600)
+    auth.configure_plain(passwords=PasswordFile(path, check_interval=0))
+    plain = [b"1.0", b"1", b"", b"127.0.0.1", b"", b"PLAIN", b"admin"]
+    assert zap_req([*plain, b"one"])[2] == b"200"
+    path.write_text("admin=two\n")
+    assert zap_req([*plain, b"one"])[2] == b"400"
+    assert zap_req([*plain, b"two"])[2] == b"200"
+    path.write_text("admin=two\nbroken\n")
+    assert zap_req([*plain, b"two"])[2:4] == [b"500", b"Internal error"]

@@ -97,7 +97,7 @@ def request(ctx: zmq.Context[Any], domain: bytes, timeout_ms: int = 5000) -> lis
         s.connect(ZAP)
         s.send_multipart([b"", b"1.0", b"1", domain, b"127.0.0.1", b"", b"NULL"])
         assert s.poll(timeout_ms), "no ZAP reply"
-        frames = s.recv_multipart()
+        frames: list[bytes] = s.recv_multipart()
         assert frames[0] == b""
         return frames[1:]
     finally:

@@ -6,8 +6,9 @@ gateway is a real `curvecert serve-auth` process. Remote peers are CURVE clients
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import zmq

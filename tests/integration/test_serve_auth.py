@@ -92,7 +92,8 @@ def test_ipc_admits_and_refuses(setup: Setup, app: Callable[..., Server], cli_en
                            "user_id", "subject", "reason"}
         text = "\n".join(daemon.out.lines + daemon.err.lines)
         for cert in (setup.server, setup.alice, setup.bob):
-            assert cert.secret_txt not in text
+            secret = cert.secret_txt
+            assert secret is not None and secret not in text
 
 
 def test_curve_secured_tcp_endpoint(setup: Setup, app: Callable[..., Server],
@@ -309,3 +310,13 @@ def test_json_lines_parse_for_many_decisions(setup: Setup, app: Callable[..., Se
         assert daemon.stop() == 0
         lines = [json.loads(line) for line in daemon.out.lines if line]
         assert len([r for r in lines if r["event"] == "decision"]) == 3
+
+
+def test_refuses_to_replace_a_regular_file(setup: Setup, cli_env: Env) -> None:
+    victim = setup.tmp / "important.txt"
+    victim.write_text("keep me")
+    r = subprocess.run([sys.executable, "-m", "curvecert", "serve-auth", "--store",
+                        str(setup.store), "--zap-endpoint", f"ipc://{victim}"],
+                       capture_output=True, text=True, env=cli_env(None), timeout=30)
+    assert r.returncode == 3 and "not a socket" in r.stderr
+    assert victim.read_text() == "keep me"
