@@ -30,6 +30,7 @@ cores here); compare ratios from one run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import hashlib
@@ -325,16 +326,19 @@ def _big_store(args: argparse.Namespace, work: Path, client_keys: list[bytes]) -
 
 
 def handshake_round(clients: list[tuple[bytes, bytes]], server_keys: tuple[bytes, bytes],
-                    store: Any | None, serial: bool) -> float:
-    """One round: returns handshakes per second."""
+                    zap: str, store: Any, serial: bool) -> float:
+    """One round (`zap`: none, curvecert or bare); returns handshakes per second."""
     server_ctx: zmq.Context[Any] = zmq.Context()
     client_ctx: zmq.Context[Any] = zmq.Context()
     auth = None
+    bare = contextlib.ExitStack()
     try:
-        if store is not None:
+        if zap == "curvecert":
             auth = Authenticator(server_ctx, log_decisions=False)
             auth.configure_curve(store=store)
             auth.start()
+        elif zap == "bare":
+            bare.enter_context(handler("bare", "CURVE", server_ctx, Path(), Path(), {}))
         server = server_ctx.socket(zmq.ROUTER)
         server.linger = 0
         server.setsockopt(zmq.BACKLOG, 1024)
@@ -375,6 +379,7 @@ def handshake_round(clients: list[tuple[bytes, bytes]], server_keys: tuple[bytes
     finally:
         if auth is not None:
             auth.stop()
+        bare.close()
         client_ctx.destroy(linger=0)
         server_ctx.destroy(linger=0)
 
@@ -385,16 +390,15 @@ def handshakes(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     pub, sec = zmq.curve_keypair()
     server_keys = (z85.decode(pub), z85.decode(sec))
     store, store_kind = _big_store(args, work, [c[0] for c in clients])
-    results: dict[str, list[float]] = {"none": [], "curvecert": [], "none serial": [],
-                                       "curvecert serial": []}
+    kinds = ["none", "curvecert", "bare"]
+    results: dict[str, list[float]] = {f"{k}{m}": [] for k in kinds for m in ("", " serial")}
     try:
         for rnd in range(args.rounds):
-            order = [None, store] if rnd % 2 == 0 else [store, None]
-            for s in order:
-                name = "none" if s is None else "curvecert"
-                rate = handshake_round(clients, server_keys, s, serial=False)  # type: ignore[arg-type]
+            for name in kinds[rnd % 3:] + kinds[:rnd % 3]:  # rotate the order
+                rate = handshake_round(clients, server_keys, name, store, serial=False)  # type: ignore[arg-type]
                 results[name].append(rate)
-                serial = handshake_round(clients[:args.serial], server_keys, s, serial=True)  # type: ignore[arg-type]
+                serial = handshake_round(clients[:args.serial], server_keys, name, store,  # type: ignore[arg-type]
+                                         serial=True)
                 results[f"{name} serial"].append(serial)
                 print(f"  round {rnd + 1} {name:9s} concurrent {rate:7.0f}/s  "
                       f"serial {serial:7.0f}/s", flush=True)
@@ -402,11 +406,15 @@ def handshakes(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if hasattr(store, "stop"):
             store.stop()
     med = {k: round(statistics.median(v), 1) for k, v in results.items()}
-    # Each round runs both back to back: the per-round ratio cancels slow drifts in what
-    # else the shared machine is doing; the headline is the median of those ratios.
-    pairs = [a / b for a, b in zip(results["curvecert"], results["none"], strict=True)]
-    serial_pairs = [a / b for a, b in zip(results["curvecert serial"], results["none serial"],
-                                          strict=True)]
+
+    def paired(a: str, b: str) -> list[float]:
+        # All kinds run back to back in each round: the per-round ratio cancels slow
+        # drifts in what else the shared machine is doing; headlines are their medians.
+        return [x / y for x, y in zip(results[a], results[b], strict=True)]
+
+    pairs, serial_pairs = paired("curvecert", "none"), paired("curvecert serial", "none serial")
+    bare_pairs = paired("bare", "none")
+    bare_serial = paired("bare serial", "none serial")
     return {
         "clients": args.clients, "serial_clients": args.serial, "store_size": args.store,
         "store": store_kind, "rounds": {k: [round(x, 1) for x in v] for k, v in results.items()},
@@ -416,6 +424,10 @@ def handshakes(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "ratio_concurrent": round(statistics.median(pairs), 3),
         "ratio_serial": round(statistics.median(serial_pairs), 3),
         "ratio_of_medians_concurrent": round(med["curvecert"] / med["none"], 3),
+        "bare_zap_ratio_concurrent": round(statistics.median(bare_pairs), 3),
+        "bare_zap_ratio_serial": round(statistics.median(bare_serial), 3),
+        "note": "bare = a REP loop answering 200 without looking: the floor any in-process "
+                "ZAP handler pays (two extra thread hand-offs per handshake)",
     }
 
 
@@ -500,7 +512,8 @@ def main() -> None:
                   f"DEALER {r['dealer_vs_pyzmq']:5.2f}x / {r['dealer_vs_bare']:4.2f}x")
     if hs:
         print(f"handshakes vs no ZAP: concurrent {hs['ratio_concurrent']:.3f}  "
-              f"serial {hs['ratio_serial']:.3f}  ({hs['store']})")
+              f"serial {hs['ratio_serial']:.3f}  ({hs['store']}); bare REP handler: "
+              f"{hs['bare_zap_ratio_concurrent']:.3f} / {hs['bare_zap_ratio_serial']:.3f}")
     print(f"wrote {path} in {result['seconds']}s")
 
 

@@ -25,7 +25,7 @@ Duplicate rule: among files with the same public key, the one whose relative pat
 first (byte-wise, `/` as the separator, e.g. `a.key` < `a/b.key` < `b.key`) is trusted
 and supplies the metadata; every other one is a `duplicate-key` finding. When the winner
 goes away, the next one in that order takes over. (CZMQ aborts the process on a
-duplicate; pyzmq keeps whichever it read last.)
+duplicate; pyzmq does not notice, since it keeps keys only.)
 
 Fail-closed rule: when the store directory itself cannot be listed (missing, not a
 directory, no permission, I/O error), the snapshot trusts nothing, `healthy` is False and
@@ -220,12 +220,11 @@ def _fast_parse(text: str) -> tuple[bytes, list[tuple[str, str]]] | None:
     if key is None:
         return None
     items = _ITEM.findall(m.group(1))
-    if len(items) > 1:
+    if len(items) > 1 and len(dict(items)) != len(items):
         seen: dict[str, str] = {}
         for name, value in items:
             seen.setdefault(name, value)  # CZMQ: the first of duplicate names wins
-        if len(seen) != len(items):
-            items = list(seen.items())
+        items = list(seen.items())
     return key, items
 
 
@@ -267,12 +266,15 @@ def _encode_meta(items: list[tuple[str, str]]) -> tuple[bytes, list[str]]:
     """
     parts: list[bytes] = []
     get = _LEGAL_PREFIX.get
+    u32 = _U32
     for name, value in items:
         prefix = get(name)
         if prefix is None or len(value) > _SAFE_VALUE_CHARS:
             return _encode_meta_slow(items)
-        raw = value.encode("utf-8", "surrogatepass")
-        parts += (prefix, _U32(len(raw)), raw)
+        raw = value.encode("utf-8", "surrogatepass")  # as encode_lenient does
+        parts.append(prefix)
+        parts.append(u32(len(raw)))
+        parts.append(raw)
     blob = b"".join(parts)
     if len(blob) > zmtp.MAX_METADATA:
         return _encode_meta_slow(items)
