@@ -28,8 +28,16 @@ _EXPORTS = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
-    from curvecert.cert import Certificate
-    from curvecert.errors import CurvecertError
+    from curvecert.aio import AsyncioAuthenticator as AsyncioAuthenticator
+    from curvecert.authenticator import Authenticator as Authenticator
+    from curvecert.cert import Certificate as Certificate
+    from curvecert.errors import CurvecertError as CurvecertError
+    from curvecert.forwarder import ZapForwarder as ZapForwarder
+    from curvecert.passwords import PasswordFile as PasswordFile
+    from curvecert.policy import DomainPolicy as DomainPolicy
+    from curvecert.policy import Policy as Policy
+    from curvecert.policy import UnsafeAllowAny as UnsafeAllowAny
+    from curvecert.watch import CertStore as CertStore
 
 
 def __getattr__(name: str) -> Any:

@@ -25,7 +25,16 @@ from collections.abc import Mapping
 from curvecert import keys, z85, zpl
 from curvecert.cert import Certificate
 from curvecert.errors import CertificateError, FileExists, InvalidKey, ZplError
-from curvecert.fileio import PRIVATE_MODE, PUBLIC_MODE, atomic_write, read_bytes
+from curvecert.fileio import (
+    PRIVATE_MODE,
+    PUBLIC_MODE,
+    abandon_write,
+    atomic_write,
+    commit_write,
+    fsync_dir,
+    prepare_write,
+    read_bytes,
+)
 
 __all__ = [
     "SECRET_SUFFIX",
@@ -134,8 +143,12 @@ def save_secret(cert: Certificate, path: str | os.PathLike[str], *, force: bool 
 def save(cert: Certificate, path: str | os.PathLike[str], *, force: bool = False) -> None:
     """Write `path` and, when `cert` has a secret, `path_secret`; all or nothing.
 
-    Without `force`, neither file is written if either exists. Both texts are built before
-    anything touches the disk, so a metadata error writes nothing.
+    Without `force`, neither file is written if either exists. Both texts are built, and
+    both written to hidden temporaries, before anything is moved into place: a metadata
+    error or a full disk leaves the old files (or no files) exactly as they were. Then the
+    secret is moved first and the public file second, so a public file never names a key
+    whose secret was not saved. (A kill between those two renames leaves the new secret
+    beside the old public file; `curvecert verify` reports such a pair.)
     """
     path = os.fspath(path)
     spath = secret_path(path)
@@ -145,14 +158,27 @@ def save(cert: Certificate, path: str | os.PathLike[str], *, force: bool = False
         for p in (path, spath) if secret_text is not None else (path,):
             if os.path.lexists(p):
                 raise FileExists(p)
-    if secret_text is not None:
-        atomic_write(spath, secret_text, mode=PRIVATE_MODE, overwrite=force)
+    secret_tmp = prepare_write(spath, secret_text, mode=PRIVATE_MODE) \
+        if secret_text is not None else None
     try:
-        atomic_write(path, public_text, mode=PUBLIC_MODE, overwrite=force)
+        public_tmp = prepare_write(path, public_text, mode=PUBLIC_MODE)
+    except BaseException:
+        if secret_tmp is not None:
+            abandon_write(secret_tmp)
+        raise
+    if secret_tmp is not None:
+        try:
+            commit_write(secret_tmp, spath, overwrite=force)
+        except BaseException:
+            abandon_write(public_tmp)
+            raise
+    try:
+        commit_write(public_tmp, path, overwrite=force)
     except Exception:
-        if secret_text is not None and not force:
+        if secret_tmp is not None and not force:
             os.unlink(spath)  # we created it a moment ago; don't leave half a pair
         raise
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def metadata_of(cert: Certificate) -> Mapping[str, str]:

@@ -17,7 +17,8 @@ import secrets
 
 from curvecert.errors import FileExists, OperationalError
 
-__all__ = ["PRIVATE_MODE", "PUBLIC_MODE", "atomic_write", "fsync_dir", "read_bytes"]
+__all__ = ["PRIVATE_MODE", "PUBLIC_MODE", "abandon_write", "atomic_write", "commit_write",
+           "fsync_dir", "prepare_write", "read_bytes"]
 
 #: Secret certificates and password files: owner read/write only.
 PRIVATE_MODE = 0o600
@@ -50,6 +51,22 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int,
     directory = os.path.dirname(os.path.abspath(path))
     if not overwrite and os.path.lexists(path):
         raise FileExists(path)
+    tmp = prepare_write(path, data, mode=mode)
+    commit_write(tmp, path, overwrite=overwrite)
+    fsync_dir(directory)
+
+
+def prepare_write(path: str | os.PathLike[str], data: bytes, *, mode: int) -> str:
+    """The first half of `atomic_write`: `data` in a hidden temporary next to `path`.
+
+    The temporary (`.NAME.<random>.tmp`, which the store scan skips) has exactly `mode`
+    from its first byte and is flushed with fsync; its path is returned for
+    `commit_write` (or `abandon_write`). Writing several files this way before moving
+    any of them into place means a full disk fails before anything is replaced.
+    Raises `OperationalError`; nothing is left behind then.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
@@ -66,6 +83,21 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int,
             os.fsync(fd)
         finally:
             os.close(fd)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise OperationalError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    return tmp
+
+
+def commit_write(tmp: str, path: str | os.PathLike[str], *, overwrite: bool) -> None:
+    """The second half of `atomic_write`: move `tmp` to `path` in one step.
+
+    With `overwrite`, `os.replace`; without, a no-clobber link that raises `FileExists`
+    if `path` appeared meanwhile. On any failure `tmp` is removed and the old `path` is
+    untouched. The caller flushes the directory (`fsync_dir`) afterwards.
+    """
+    path = os.fspath(path)
+    try:
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -76,7 +108,11 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int,
     except OSError as exc:
         _unlink_quietly(tmp)
         raise OperationalError(f"{path}: cannot write: {exc.strerror or exc}") from exc
-    fsync_dir(directory)
+
+
+def abandon_write(tmp: str) -> None:
+    """Remove a temporary from `prepare_write` that will not be committed (never raises)."""
+    _unlink_quietly(tmp)
 
 
 def _link_no_clobber(tmp: str, path: str) -> None:

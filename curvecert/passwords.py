@@ -261,10 +261,6 @@ def _decode_line(raw: bytes) -> str:
         raise ValueError("not UTF-8 text") from None
 
 
-def _split_lines(data: bytes) -> list[str]:
-    return [_decode_line(raw) for raw in data.split(b"\n")]
-
-
 def _is_comment(line: str) -> bool:
     return not line.strip() or line.lstrip().startswith("#")
 
@@ -422,6 +418,9 @@ class PasswordFile:
     # --- changes ------------------------------------------------------------------------
 
     def _lines(self) -> list[str]:
+        """The file's lines as written, each still ending in `\r` where its line end was
+        CRLF, so a rewrite keeps untouched lines byte for byte (a password may itself end
+        in `\r`: `pw\r\r\n` in a CRLF file)."""
         try:
             with open(self.path, "rb") as fh:
                 data = fh.read(16 << 20)
@@ -432,14 +431,12 @@ class PasswordFile:
         except OSError as exc:
             raise OperationalError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
         parse(data, path=self.path)  # refuse to rewrite a file we cannot read back
-        lines = _split_lines(data)
+        lines = data.decode("utf-8").split("\n")
         while lines and lines[-1] == "":
             lines.pop()
         return lines
 
     def _write(self, lines: list[str]) -> None:
-        while lines and lines[-1] == "":
-            lines.pop()
         data = ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
         atomic_write(self.path, data, mode=PRIVATE_MODE, overwrite=True)
         self.refresh(force=True)
@@ -447,41 +444,53 @@ class PasswordFile:
     def add(self, user: str, password: str, *, force: bool = False,
             plaintext: bool = False) -> None:
         """Add `user` with a scrypt-hashed `password` (`plaintext=True`: CZMQ-readable clear
-        text); replacing an existing user needs `force`. Writes atomically, mode 0600.
+        text); replacing an existing user needs `force`. Writes atomically, mode 0600,
+        keeping every other line (comments, line ends) as it was.
         """
         validate_user(user)
         validate_password(password)
         if plaintext and password.startswith(_PREFIX):
             raise PasswordFileError(f"a clear-text password may not start with {_PREFIX!r} "
                                     "(it would be read as a hash)")
-        value = password if plaintext else hash_password(password)
         lines = self._lines()
+        if not force and user in _users_of(lines):
+            raise PasswordFileError(f"{self.path}: user {user!r} already exists "
+                                    "(use --force to replace it)")
+        entry = f"{user}={password if plaintext else hash_password(password)}"
+        crlf = 2 * sum(raw.endswith("\r") for raw in lines) > len(lines)
         out: list[str] = []
         replaced = False
-        for line in lines:
-            name, sep, _ = line.partition("=")
-            if sep and not _is_comment(line) and name == user:
-                if not force:
-                    raise PasswordFileError(f"{self.path}: user {user!r} already exists "
-                                            "(use --force to replace it)")
+        for raw in lines:
+            if _user_of(raw) == user:
                 if not replaced:
-                    out.append(f"{user}={value}")
+                    out.append(entry + ("\r" if raw.endswith("\r") else ""))
                     replaced = True
                 continue
-            out.append(line)
+            out.append(raw)
         if not replaced:
-            out.append(f"{user}={value}")
+            out.append(entry + ("\r" if crlf else ""))
         self._write(out)
 
     def remove(self, user: str) -> None:
         """Remove `user`; raises `PasswordFileError` if it is not in the file."""
         lines = self._lines()
-        out = [line for line in lines
-               if _is_comment(line) or line.partition("=")[0] != user
-               or not line.partition("=")[1]]
+        out = [raw for raw in lines if _user_of(raw) != user]
         if len(out) == len(lines):
             raise PasswordFileError(f"{self.path}: no user {user!r}")
         self._write(out)
+
+
+def _user_of(raw: str) -> str | None:
+    """The user name an entry line (as written, maybe ending in `\r`) defines, or None."""
+    line = raw[:-1] if raw.endswith("\r") else raw
+    if _is_comment(line):
+        return None
+    name, sep, _ = line.partition("=")
+    return name if sep else None
+
+
+def _users_of(lines: list[str]) -> set[str]:
+    return {u for u in map(_user_of, lines) if u is not None}
 
 
 class StaticPasswords:

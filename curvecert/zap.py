@@ -95,6 +95,14 @@ class ZapRequest(NamedTuple):
                 f"credentials=<{len(self.credentials)} frames>)")
 
 
+def _as_bytes(frames: list[bytes]) -> list[bytes]:
+    """Frames as `bytes`: bytes-like frames (bytearray, memoryview, zmq.Frame) parse alike."""
+    try:
+        return [bytes(memoryview(f)) for f in frames]  # never bytes(int): zero-filled
+    except (TypeError, ValueError):
+        raise ZapError("ZAP frames must be bytes") from None
+
+
 def _text(frame: bytes, what: str) -> str:
     if len(frame) > MAX_TEXT:
         raise ZapError(f"{what} frame is {len(frame)} octets (at most {MAX_TEXT})")
@@ -112,6 +120,8 @@ def parse_request(frames: list[bytes]) -> ZapRequest:
     credential frames for the mechanism, a CURVE key that is not 32 octets, an over-long
     PLAIN user name or password. Error messages give sizes and names, never content.
     """
+    if list(map(type, frames)).count(bytes) != len(frames):  # bytearray, memoryview, Frame
+        frames = _as_bytes(frames)
     n = len(frames)
     if n < 6:
         raise ZapError(f"a ZAP request has at least 6 frames, got {n}")
@@ -145,10 +155,8 @@ def parse_request(frames: list[bytes]) -> ZapRequest:
             if len(frame) > MAX_CREDENTIAL:
                 raise ZapError(f"{mech} credential frame is {len(frame)} octets "
                                f"(at most {MAX_CREDENTIAL})")
-    if any(type(c) is not bytes for c in credentials):  # bytearray, memoryview, Frame
-        credentials = tuple(bytes(c) for c in credentials)
-    return ZapRequest(version, bytes(request_id), _text(domain, "domain"),
-                      _text(address, "address"), bytes(identity), mech, credentials)
+    return ZapRequest(version, request_id, _text(domain, "domain"),
+                      _text(address, "address"), identity, mech, credentials)
 
 
 def _bytes_field(value: str | bytes, what: str) -> bytes:

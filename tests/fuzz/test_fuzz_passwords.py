@@ -21,7 +21,8 @@ import os
 import stat
 import tempfile
 
-from hypothesis import example, given
+import pytest
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from curvecert import passwords
@@ -38,8 +39,17 @@ _USERS = ["alice", "bob", "carol", "#x", " alice", "alice ", "", "ü", "a=b", "h
 def _line(draw: st.DrawFn, n: int) -> tuple[str, str | None]:
     """One line of a password file and the marker password it holds (if any)."""
     marker = f"MARK{n:04d}x"
-    kind = draw(st.integers(0, 9))
-    user = draw(st.one_of(st.sampled_from(_USERS), st.text(max_size=6)))
+    kind = draw(st.integers(0, 19)) - 10  # below 0: an ordinary entry
+    pick = draw(st.integers(0, 5))
+    if pick < 4:  # mostly a fresh, valid name; sometimes a repeat or an invalid one
+        user = f"user{n}"
+    elif pick == 4:
+        user = draw(st.sampled_from(_USERS))
+    else:
+        user = draw(st.text(max_size=6))
+    if kind < 0 or kind > 5:
+        suffix = draw(st.sampled_from(["", " ", "=", chr(13), "#"]))
+        return f"{user}={marker}{suffix}", marker
     if kind == 0:
         return "# " + draw(st.text(max_size=10)), None
     if kind == 1:
@@ -56,9 +66,7 @@ def _line(draw: st.DrawFn, n: int) -> tuple[str, str | None]:
             f"$scrypt$n=16,r=1,p=1$AAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA$x{marker}",
             f"$scrypt$n=1048576,r=99,p=1$AAAAAAAAAAA${marker}"]))
         return f"{user}={bad}", marker
-    if kind == 5:
-        return "x" * draw(st.integers(4090, 4100)) + "=" + marker, marker
-    return f"{user}={marker}{draw(st.sampled_from(['', ' ', '=', chr(13), '#']))}", marker
+    return "x" * draw(st.integers(4090, 4100)) + "=" + marker, marker
 
 
 @st.composite
@@ -136,6 +144,9 @@ def test_add_and_remove_rewrite_exactly(case: tuple[bytes, list[str]], user: str
         with open(path, "wb") as fh:
             fh.write(data)
         before = _parse(data)
+        # TEMPORARY until the CR fix lands (see the regression test below)
+        assume(not (isinstance(before, passwords.PasswordTable) and any(
+            isinstance(v, bytes) and v.endswith(b"\r") for v in before.entries.values())))
         try:
             pf = passwords.PasswordFile(path)
             if action == "remove":
@@ -161,3 +172,21 @@ def test_add_and_remove_rewrite_exactly(case: tuple[bytes, list[str]], user: str
             assert user not in after.users()
         else:
             assert after.check(user, b"new-pass") is passwords.CheckResult.OK
+
+
+# --- regressions found by the fuzzer ---------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="passwords.PasswordFile._write drops the CR of a "
+                   "password ending in CR (CRLF file); fix pending")
+def test_rewrite_keeps_a_password_that_ends_in_cr(tmp_path: "os.PathLike[str]") -> None:
+    """Found by `test_add_and_remove_rewrite_exactly`: in a CRLF file the line
+    `user0=pw\\r\\r\\n` holds the password `pw\\r` (one CR belongs to the line end). `add`
+    rewrote the file with LF line ends and that password silently lost its CR."""
+    path = os.path.join(os.fspath(tmp_path), "passwords")
+    with open(path, "wb") as fh:
+        fh.write(b"user0=pw\r\r\nbob=x\r\n")
+    passwords.PasswordFile(path).add("alice", "new-pass", plaintext=True)
+    with open(path, "rb") as fh:
+        after = passwords.parse(fh.read())
+    assert after.entries["user0"] == b"pw\r"
+    assert after.entries["bob"] == b"x"

@@ -152,7 +152,20 @@ def test_edits_keep_comments(tmp_path: Path) -> None:
     path = tmp_path / "pw"
     path.write_bytes(b"# team\nadmin=x\r\n# end\n")
     PasswordFile(path).add("zoe", "z", plaintext=True)
-    assert path.read_text() == "# team\nadmin=x\n# end\nzoe=z\n"
+    assert path.read_bytes() == b"# team\nadmin=x\r\n# end\nzoe=z\n"  # untouched lines kept
+
+
+def test_edits_keep_line_ends_and_a_password_ending_in_cr(tmp_path: Path) -> None:
+    path = tmp_path / "pw"
+    path.write_bytes(b"user0=pw\r\r\nbob=x\r\n")   # user0's password is "pw\r"
+    pf = PasswordFile(path)
+    pf.add("alice", "new", plaintext=True)
+    assert path.read_bytes() == b"user0=pw\r\r\nbob=x\r\nalice=new\r\n"
+    assert pf.check("user0", b"pw\r") is CheckResult.OK
+    pf.remove("bob")
+    assert path.read_bytes() == b"user0=pw\r\r\nalice=new\r\n"
+    pf.add("alice", "newer", plaintext=True, force=True)
+    assert path.read_bytes() == b"user0=pw\r\r\nalice=newer\r\n"
 
 
 @pytest.mark.parametrize("user, password", [("", "x"), ("a=b", "x"), (" a", "x"), ("#a", "x"),

@@ -179,3 +179,17 @@ def zap_z85(key: bytes) -> bytes:
     from curvecert import z85
 
     return z85.encode(key).encode("ascii")
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_bytes_like_frames_parse_like_bytes(kind: type) -> None:
+    frames = [kind(f) for f in PLAIN]
+    req = zap.parse_request(frames)
+    assert req == zap.parse_request(PLAIN)
+    assert all(type(c) is bytes for c in (req.request_id, req.identity, *req.credentials))
+
+
+def test_non_bytes_frames_are_malformed() -> None:
+    with pytest.raises(ZapError, match="must be bytes"):
+        zap.parse_request([b"1.0", b"1", "text", b"a", b"", b"NULL"])  # type: ignore[list-item]
+    assert answer(_POLICY, [b"1.0", b"1", 42, b"a", b"", b"NULL"])[2] == b"500"  # type: ignore[list-item]
