@@ -157,4 +157,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import os
+    if os.environ.get("LOAD_PROFILE"):
+        import cProfile, pstats
+        cProfile.run("main()", "/tmp/client.prof")
+    else:
+        main()

@@ -30,8 +30,8 @@ import zmq
 from curvecert import store
 from curvecert.cert import Certificate
 
-__all__ = ["ROOT", "Unprivileged", "client_outcome", "leftover_temps", "secret_mode_problems",
-           "unprivileged", "wait_outcome"]
+__all__ = ["ROOT", "Unprivileged", "client_outcome", "leftover_temps", "one_error_line",
+           "run_cli_as", "secret_mode_problems", "unprivileged", "wait_outcome"]
 
 ROOT = Path(__file__).resolve().parents[2]
 NOBODY = 65534
@@ -141,6 +141,28 @@ def temps_are_ignored(directory: Path) -> None:
     """Leftover temporaries are dot-files, which the store scan never reads."""
     for name in leftover_temps(directory):
         assert store.is_ignored_name(name), name
+
+
+# --- running the CLI -----------------------------------------------------------------------
+
+def run_cli_as(env: dict[str, str], *args: str, stdin: bytes = b"",
+         preexec: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m curvecert ARGS` with `preexec` in the child (limits, privileges)."""
+    env = dict(env, PYTHONDONTWRITEBYTECODE="1")
+    result = subprocess.run([sys.executable, "-m", "curvecert", *args], input=stdin,
+                            capture_output=True, env=env, preexec_fn=preexec, timeout=60)
+    return subprocess.CompletedProcess(result.args, result.returncode,
+                                       result.stdout.decode(), result.stderr.decode())
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], path: Path, why: str) -> None:
+    """Exit 3 with exactly one stderr line, `curvecert: error: ...PATH...WHY...`."""
+    assert result.returncode == 3, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("curvecert: error: "), lines[0]
+    assert str(path) in lines[0] and why in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
 
 
 # --- handshakes from the client side --------------------------------------------------------
