@@ -48,7 +48,7 @@ from curvecert.policy import (
     AddressFilter,
     Decision,
     DomainPolicy,
-    KeyEntry,
+    KeyChain,
     KeyLookup,
     Policy,
     UnsafeAllowAny,
@@ -136,20 +136,6 @@ def build_policy(domains: tuple[DomainConfig, ...]) -> LivePolicy:
     return live
 
 
-class _FirstOf:
-    """A `KeyLookup` over several stores: the first store that knows the key answers."""
-
-    def __init__(self, stores: list[CertStore]):
-        self._stores = tuple(stores)
-
-    def lookup(self, key: bytes, /) -> KeyEntry | None:
-        for store in self._stores:
-            entry = store.lookup(key)
-            if entry is not None:
-                return entry
-        return None
-
-
 def _domain_policy(dom: DomainConfig, stores: list[CertStore],
                    passwords: PasswordFile | None) -> DomainPolicy:
     mechs = dom.mechanisms
@@ -162,7 +148,7 @@ def _domain_policy(dom: DomainConfig, stores: list[CertStore],
         elif len(stores) == 1:
             curve = stores[0]
         elif stores:
-            curve = _FirstOf(stores)
+            curve = KeyChain(stores)
     plain = passwords if mechs is None or "PLAIN" in mechs else None
     return DomainPolicy(null=mechs is not None and "NULL" in mechs, plain=plain, curve=curve,
                         addresses=AddressFilter.of(dom.allow, dom.deny))

@@ -194,8 +194,10 @@ def client_outcome(ctx: zmq.Context[Any], endpoint: str, server: Certificate,
         sock.close(linger=0)
 
 
-def wait_outcome(attempt: Callable[[], int], want: int, timeout: float = 10.0) -> int:
-    """Repeat `attempt` until it returns `want` (bounded); returns how many attempts."""
+def wait_outcome(attempt: Callable[[], int], want: int, timeout: float = 10.0,
+                 interval: float = 0.01) -> int:
+    """Repeat `attempt` every `interval` s until it returns `want` (bounded); returns how
+    many attempts it took."""
     deadline = time.monotonic() + timeout
     n = 0
     last = None
@@ -206,6 +208,7 @@ def wait_outcome(attempt: Callable[[], int], want: int, timeout: float = 10.0) -
             return n
         if time.monotonic() > deadline:
             raise AssertionError(f"still {last} (want {want}) after {timeout}s")
+        time.sleep(interval)  # polling pace, not synchronisation
 
 
 def iter_lines(stream: Any) -> Iterator[str]:
