@@ -5,21 +5,30 @@ domains; pyzmq's ThreadAuthenticator logs PLAIN passwords, has one global "allow
 dies silently when a credentials callback raises (every later handshake then hangs) and
 its `stop()` can block forever. This one:
 
-- only moves frames: `curvecert.policy.respond` (pure, never raises) turns each request
-  into a reply, so malformed input, a raising key lookup or a broken provider gets a 500
-  and the loop carries on;
+- only moves frames: `curvecert.policy.prepare`/`encode` (pure, never raise) turn each
+  request into a reply, so malformed input, a raising key lookup or a broken provider gets
+  a 500 and the loop carries on;
 - swaps an immutable `Policy` reference on every configuration change (thread-safe, no
   locks on the hot path);
-- blocks in a plain `recv` on the ZAP socket, exactly like the simplest REP loop (no
-  poller on the hot path); `stop()` wakes it with a one-frame message carrying a random
-  128-bit token only this object knows, so it returns as soon as the thread has closed
-  its socket (bounded by a join timeout); it is idempotent;
+- binds a ROUTER socket, so several requests can be in flight: a request that needs a
+  provider (a database lookup, ...) is handed to `curvecert.providers` (a small pool of
+  daemon worker threads for blocking callbacks, a private event loop for async ones) and
+  answered when the call completes or, at its deadline, with a 500, while other requests
+  are answered meanwhile. With no provider call in flight the thread blocks in a plain
+  `recv` (no poller on the hot path); with some, it polls the socket and a wake-up pipe
+  until the nearest deadline;
+- `stop()` wakes it with a one-frame message carrying a random 128-bit token only this
+  object knows, answers the requests still waiting for a provider with 500, and returns
+  as soon as the thread has closed its socket (bounded by a join timeout); it is
+  idempotent;
 - logs one line per decision on the `curvecert.audit` logger (ALLOWED/DENIED at INFO,
   500s at WARNING), formatted only when that level is enabled, never with a password or a
   secret key; keeps counters; calls an optional `on_decision(request, decision)` hook
   after the reply has been sent.
 
-libzmq looks the ZAP endpoint up in the server socket's own context, so there is one
+`BaseAuthenticator` holds everything but the transport (policy, configuration methods,
+counters, logging, hook); `curvecert.aio.AsyncioAuthenticator` is the same on an asyncio
+loop. libzmq looks the ZAP endpoint up in the server socket's own context, so there is one
 authenticator per context (a second `start()` in the same context fails with a clear
 `OperationalError`).
 """
@@ -27,15 +36,17 @@ authenticator per context (a second `start()` in the same context fails with a c
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import errno
 import logging
+import math
 import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import zmq
 
@@ -43,20 +54,28 @@ from curvecert.errors import ConfigError, OperationalError
 from curvecert.passwords import PasswordFile
 from curvecert.policy import (
     ANY_DOMAIN,
+    DEFAULT_PROVIDER_TIMEOUT,
     Decision,
     DomainPolicy,
     KeyLookup,
     PasswordCheck,
+    Pending,
     Policy,
     Provider,
     ProviderResult,
+    ResultCache,
     UnsafeAllowAny,
     answer,
+    encode,
+    prepare,
     respond,
+    run_inline,
 )
-from curvecert.zap import ZAP_ENDPOINT, ZapRequest
+from curvecert.providers import DEFAULT_WORKERS, ProviderRunner, settle
+from curvecert.zap import ZAP_ENDPOINT, ZapRequest, split_envelope
 
-__all__ = ["AUDIT_LOGGER", "ZAP_ENDPOINT", "Authenticator", "DecisionHook", "answer",
+__all__ = ["AUDIT_LOGGER", "ZAP_ENDPOINT", "Authenticator", "BaseAuthenticator",
+           "DecisionAdjust", "DecisionHook", "ProviderCallback", "answer", "fast_io",
            "format_decision", "respond"]
 
 _logger = logging.getLogger(__name__)
@@ -65,6 +84,10 @@ AUDIT_LOGGER = "curvecert.audit"
 _audit = logging.getLogger(AUDIT_LOGGER)
 
 DecisionHook = Callable[[ZapRequest | None, Decision], None]
+#: A last word on every decision for a parsed request (e.g. a custom User-Id), see
+#: `BaseAuthenticator.adjust`.
+DecisionAdjust = Callable[[ZapRequest, Decision], Decision]
+ProviderCallback = Callable[[ZapRequest], ProviderResult | Awaitable[ProviderResult]]
 
 _OUTCOME = {"200": "allowed", "300": "errors", "400": "denied", "500": "errors"}
 _LABEL = {"200": "ALLOWED", "400": "DENIED"}
@@ -75,6 +98,47 @@ def _clean(text: str) -> str:
     if text.isprintable() and " " not in text and text:
         return text
     return repr(text) if text else '""'
+
+
+def fast_io(sock: zmq.Socket[Any]) -> tuple[Callable[[int], list[bytes]],
+                                            Callable[[list[bytes]], None]]:
+    """`(recv_multipart(flags), send_multipart(frames))` for `sock`, minus pyzmq's Python layer.
+
+    pyzmq's `Socket.send` and `send_multipart` are Python wrappers (per-frame type checks,
+    routing-id and group support) around the compiled backend; for an 8-frame ZAP exchange
+    they cost about 3x the libzmq calls themselves. Frames here are always `bytes`, so the
+    handlers call the backend's `send`/`recv`/`get` directly. Falls back to the public
+    methods if the backend does not have them.
+    """
+    base = getattr(zmq, "backend", None)
+    base_socket = getattr(base, "Socket", None)
+    b_send = getattr(base_socket, "send", None)
+    b_recv = getattr(base_socket, "recv", None)
+    b_get = getattr(base_socket, "get", None)
+    if not (isinstance(sock, base_socket) if isinstance(base_socket, type) else False) \
+            or b_send is None or b_recv is None or b_get is None:
+        def recv_sugar(flags: int = 0) -> list[bytes]:
+            return sock.recv_multipart(flags)
+
+        def send_sugar(frames: list[bytes]) -> None:
+            sock.send_multipart(frames)
+
+        return recv_sugar, send_sugar
+    rcvmore, sndmore = zmq.RCVMORE, zmq.SNDMORE
+
+    def recv_multipart(flags: int = 0) -> list[bytes]:
+        parts = [b_recv(sock, flags)]
+        while b_get(sock, rcvmore):
+            parts.append(b_recv(sock, flags))
+        return parts
+
+    def send_multipart(frames: list[bytes]) -> None:
+        last = len(frames) - 1
+        for i in range(last):
+            b_send(sock, frames[i], sndmore)
+        b_send(sock, frames[last], 0)
+
+    return recv_multipart, send_multipart
 
 
 def format_decision(decision: Decision) -> str:
@@ -98,15 +162,9 @@ def format_decision(decision: Decision) -> str:
     return " ".join(parts)
 
 
-class Authenticator:
-    """The ZAP handler for one zmq context; start it before binding server sockets.
-
-    ```python
-    with Authenticator(ctx) as auth:
-        auth.allow("127.0.0.1")
-        auth.configure_curve(store="authorized_clients/")
-        server = ctx.socket(zmq.ROUTER); server_cert.apply_server(server); ...
-    ```
+class BaseAuthenticator:
+    """Everything an authenticator has except its transport: the policy and the
+    configuration methods that change it, counters, the decision log and the hook.
 
     Every `configure_*`/`allow`/`deny` call builds a new immutable `Policy` and swaps it in;
     it may be called before or after `start()`, from any thread. Domains: `"*"` (the
@@ -115,166 +173,63 @@ class Authenticator:
     domain.
     """
 
+    #: Optional last word on each decision for a parsed request, applied before the reply
+    #: is encoded (the pyzmq compatibility layer's `curve_user_id` uses it). An exception
+    #: in it is a 500.
+    adjust: DecisionAdjust | None = None
+
     def __init__(self, context: zmq.Context[Any] | None = None, policy: Policy | None = None,
                  *, log_decisions: bool = True, on_decision: DecisionHook | None = None,
-                 ) -> None:
-        """Prepare (not start) an authenticator for `context` (default: the global one)."""
+                 max_workers: int = DEFAULT_WORKERS) -> None:
+        """Prepare (not start) an authenticator for `context` (default: the global one).
+
+        `max_workers` bounds the threads that run blocking providers.
+        """
         self.context: zmq.Context[Any] = context if context is not None \
             else zmq.Context.instance()
         self._policy = policy if policy is not None else Policy()
         self.log_decisions = log_decisions
         self.on_decision = on_decision
+        self.max_workers = max_workers
         self._lock = threading.RLock()
-        self._thread: threading.Thread | None = None
-        self._token: bytes | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
         self._owned: dict[str, Any] = {}  # domain -> CertStore we created and must stop
         self._counts: collections.Counter[tuple[str, str]] = collections.Counter()
         self.requests = 0
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<Authenticator {state} domains={sorted(self._policy.domains)}>"
-
-    # --- lifecycle ----------------------------------------------------------------------
+        return f"<{type(self).__name__} {state} domains={sorted(self._policy.domains)}>"
 
     @property
     def running(self) -> bool:
-        """True while the handler thread is alive."""
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        """True while requests are being answered."""
+        raise NotImplementedError
 
-    def start(self, timeout: float = 10.0) -> Authenticator:
-        """Bind `inproc://zeromq.zap.01` and start answering; returns once bound.
-
-        Raises `OperationalError` if the endpoint is taken (another handler in this
-        context) or the thread does not come up within `timeout` seconds.
-        """
+    def _stop_owned(self, timeout: float) -> None:
+        """Stop the certificate stores this authenticator opened from a directory."""
         with self._lock:
-            if self.running:
-                return self
-            self._ready.clear()
-            self._start_error = None
-            token = secrets.token_bytes(16)
-            thread = threading.Thread(target=self._run, args=(token,),
-                                      name="curvecert-authenticator", daemon=True)
-            thread.start()
-            if not self._ready.wait(timeout):
-                raise OperationalError(f"the authenticator did not start within {timeout}s")
-            if self._start_error is not None:
-                thread.join(timeout)
-                err = self._start_error
-                hint = (" (another ZAP handler is already bound in this context; there is "
-                        "one per context)") if getattr(err, "errno", None) == errno.EADDRINUSE \
-                    else ""
-                raise OperationalError(f"cannot bind {ZAP_ENDPOINT}: {err}{hint}") from err
-            self._thread, self._token = thread, token
-            _logger.info("authenticator started on %s", ZAP_ENDPOINT)
-            self._warn_unsafe(self._policy)
-            return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop answering and unbind; idempotent, never blocks longer than `timeout`.
-
-        Also stops certificate stores this authenticator opened from a directory.
-        """
-        with self._lock:
-            thread, token = self._thread, self._token
-            self._thread = self._token = None
             owned = list(self._owned.values())
             self._owned.clear()
         deadline = time.monotonic() + timeout
-        if thread is not None and thread.is_alive():
-            self._wake(token)
-            if thread is not threading.current_thread():  # stop() from the hook: no join
-                thread.join(timeout)
-                if thread.is_alive():
-                    _logger.error("the authenticator thread did not stop within %ss", timeout)
         for store in owned:
             _stop_quietly(store, max(0.1, deadline - time.monotonic()))
-        if thread is not None:
-            _logger.info("authenticator stopped")
 
-    def _wake(self, token: bytes | None) -> None:
-        """Send the stop token to our own REP socket (a DEALER needs the empty delimiter)."""
-        if token is None:
-            return
-        try:
-            sock = self.context.socket(zmq.DEALER)
-        except zmq.ZMQError:  # the context is terminated: the thread has left on ETERM
-            return
-        try:
-            sock.linger = 0
-            sock.connect(ZAP_ENDPOINT)
-            sock.send_multipart([b"", token], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass
-        finally:
-            sock.close(linger=0)
+    # --- per decision -------------------------------------------------------------------
 
-    def __enter__(self) -> Authenticator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    # --- the thread ---------------------------------------------------------------------
-
-    def _run(self, token: bytes) -> None:
-        zsock: zmq.Socket[Any] | None = None
-        try:
-            zsock = self.context.socket(zmq.REP)
-            zsock.linger = 0
-            # libzmq's own ZAP pipes have no HWM; do the same for other in-process clients,
-            # so a burst never makes REP drop a reply (REP drops when a pipe is full).
-            zsock.sndhwm = zsock.rcvhwm = 0
-            zsock.bind(ZAP_ENDPOINT)
-        except Exception as exc:
-            self._start_error = exc
-            if zsock is not None:
-                zsock.close(linger=0)
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            self._loop(zsock, token)
-        except Exception:  # pragma: no cover - the loop catches everything it expects
-            _logger.exception("authenticator loop failed; ZAP requests are no longer answered")
-        finally:
+    def _final(self, request: ZapRequest | None, decision: Decision, frames: list[bytes]
+               ) -> tuple[Decision, list[bytes]]:
+        """`adjust`, then the reply frames (see `curvecert.policy.encode`)."""
+        adjust = self.adjust
+        if adjust is not None and request is not None:
             try:
-                zsock.unbind(ZAP_ENDPOINT)  # synchronous for inproc: start() may bind again
-            except zmq.ZMQError:
-                pass
-            zsock.close(linger=0)
-
-    def _loop(self, zsock: zmq.Socket[Any], token: bytes) -> None:
-        recv, send = zsock.recv_multipart, zsock.send_multipart
-        failures = 0
-        while True:
-            try:
-                frames = recv()
-            except zmq.ContextTerminated:
-                return
-            except zmq.ZMQError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                failures += 1
-                _logger.error("receiving a ZAP request failed: %s", exc)
-                if failures > 100:
-                    return
-                continue
-            if len(frames) == 1 and frames[0] == token:  # stop(): nobody else knows it
-                return
-            request, decision, reply = respond(self._policy, frames)
-            try:
-                send(reply)
-            except zmq.ContextTerminated:
-                return
-            except zmq.ZMQError as exc:
-                _logger.error("cannot send a ZAP reply: %s", exc)
-            self._after(request, decision)
+                decision = adjust(request, decision)
+            except Exception as exc:
+                _logger.warning("adjusting a decision failed: %s", type(exc).__name__)
+                decision = Decision("500", "Internal error", b"", b"",
+                                    f"adjust failed: {type(exc).__name__}",
+                                    decision.mechanism, decision.domain, decision.address,
+                                    decision.subject)
+        return encode(request, decision, frames)
 
     def _after(self, request: ZapRequest | None, decision: Decision) -> None:
         """Counters, the decision log line and the hook, after the reply has gone out."""
@@ -404,13 +359,25 @@ class Authenticator:
         self._update(domain, curve=UnsafeAllowAny())
         self._warn_unsafe(self._policy, [domain])
 
-    def configure_provider(self, mechanism: str,
-                           callback: Callable[[ZapRequest], ProviderResult],
-                           domain: str = ANY_DOMAIN, *, name: str | None = None) -> None:
+    def configure_provider(self, mechanism: str, callback: ProviderCallback,
+                           domain: str = ANY_DOMAIN, *, name: str | None = None,
+                           timeout: float = DEFAULT_PROVIDER_TIMEOUT, cache_ttl: float = 0.0,
+                           cache_max: int = 1024, inline: bool = False) -> Provider:
         """Let `callback(request)` decide `mechanism` ("CURVE", "PLAIN", "GSSAPI", ...) in
         `domain`: True or a `Grant` allows, False/None denies, an exception is a 500.
+
+        `callback` may be a plain function or an `async def` one; it reads the
+        credentials from `request.credentials` (CURVE: the client's 32-byte key; PLAIN:
+        user name and password bytes). It runs off the handler (see
+        `curvecert.providers`) and is answered 500 after `timeout` seconds. `cache_ttl` >
+        0 remembers allow results for that long (at most `cache_max` entries, see
+        `curvecert.policy.ResultCache`). `inline=True` runs a plain callback on the
+        handler itself, without a deadline: only for code that cannot block. Returns
+        the installed `Provider` (its `.cache` can be cleared).
         """
-        provider = Provider(callback, name or str(getattr(callback, "__name__", "provider")))
+        cache = ResultCache(cache_ttl, cache_max) if cache_ttl > 0 else None
+        provider = Provider(callback, name or str(getattr(callback, "__name__", "provider")),
+                            timeout=timeout, cache=cache, inline=inline)
         mech = mechanism.upper()
         if mech == "CURVE":
             self._update(domain, curve=provider)
@@ -422,12 +389,327 @@ class Authenticator:
             with self._lock:
                 current = self._policy.domains.get(domain, DomainPolicy())
                 self._update(domain, others={**current.others, mech: provider})
+        _logger.info("%s for domain %r: provider %r (timeout %gs%s)", mech, domain,
+                     provider.name, timeout,
+                     f", cache {cache_ttl:g}s" if cache is not None else "")
+        return provider
 
     def _warn_unsafe(self, policy: Policy, domains: list[str] | None = None) -> None:
         for name in domains if domains is not None else policy.unsafe_domains:
             _logger.warning("UNSAFE: CURVE allow-any in ZAP domain %r: any client key is "
                             "accepted (Stonehouse); clients are encrypted but not "
                             "authenticated", name)
+
+
+class _Call(NamedTuple):
+    """A request waiting for its provider (thread transport)."""
+
+    envelope: list[bytes]
+    request: ZapRequest
+    pending: Pending
+    frames: list[bytes]
+    deadline: float
+    future: concurrent.futures.Future[Any]
+
+
+class Authenticator(BaseAuthenticator):
+    """The ZAP handler for one zmq context, in a thread; start it before binding servers.
+
+    ```python
+    with Authenticator(ctx) as auth:
+        auth.allow("127.0.0.1")
+        auth.configure_curve(store="authorized_clients/")
+        server = ctx.socket(zmq.ROUTER); server_cert.apply_server(server); ...
+    ```
+
+    Configuration: see `BaseAuthenticator`. `context` may be a `zmq.Context` or a
+    `zmq.asyncio.Context` (the handler's own socket is always a plain one).
+    """
+
+    def __init__(self, context: zmq.Context[Any] | None = None, policy: Policy | None = None,
+                 *, log_decisions: bool = True, on_decision: DecisionHook | None = None,
+                 max_workers: int = DEFAULT_WORKERS) -> None:
+        """Prepare (not start) an authenticator for `context` (default: the global one)."""
+        super().__init__(context, policy, log_decisions=log_decisions,
+                         on_decision=on_decision, max_workers=max_workers)
+        self._thread: threading.Thread | None = None
+        self._token: bytes | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._runner: ProviderRunner | None = None
+        self._done: collections.deque[tuple[int, concurrent.futures.Future[Any]]] = \
+            collections.deque()
+        self._wake_lock = threading.Lock()
+        self._wake_w: int | None = None
+        self._in_flight = 0
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True while the handler thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests waiting for a provider right now."""
+        return self._in_flight
+
+    def start(self, timeout: float = 10.0) -> Authenticator:
+        """Bind `inproc://zeromq.zap.01` and start answering; returns once bound.
+
+        Raises `OperationalError` if the endpoint is taken (another handler in this
+        context) or the thread does not come up within `timeout` seconds.
+        """
+        with self._lock:
+            if self.running:
+                return self
+            self._ready.clear()
+            self._start_error = None
+            token = secrets.token_bytes(16)
+            self._runner = ProviderRunner(self.max_workers)
+            thread = threading.Thread(target=self._run, args=(token, self._runner),
+                                      name="curvecert-authenticator", daemon=True)
+            thread.start()
+            if not self._ready.wait(timeout):
+                raise OperationalError(f"the authenticator did not start within {timeout}s")
+            if self._start_error is not None:
+                thread.join(timeout)
+                err = self._start_error
+                hint = (" (another ZAP handler is already bound in this context; there is "
+                        "one per context)") if getattr(err, "errno", None) == errno.EADDRINUSE \
+                    else ""
+                raise OperationalError(f"cannot bind {ZAP_ENDPOINT}: {err}{hint}") from err
+            self._thread, self._token = thread, token
+            _logger.info("authenticator started on %s", ZAP_ENDPOINT)
+            self._warn_unsafe(self._policy)
+            return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop answering and unbind; idempotent, never blocks longer than `timeout`.
+
+        Requests still waiting for a provider are answered 500 first. Also stops
+        certificate stores this authenticator opened from a directory. A blocking provider
+        call that never returns keeps its (daemon) worker thread, nothing else.
+        """
+        with self._lock:
+            thread, token, runner = self._thread, self._token, self._runner
+            self._thread = self._token = None
+            self._runner = None
+        deadline = time.monotonic() + timeout
+        if thread is not None and thread.is_alive():
+            self._wake(token)
+            if thread is not threading.current_thread():  # stop() from the hook: no join
+                thread.join(timeout)
+                if thread.is_alive():
+                    _logger.error("the authenticator thread did not stop within %ss", timeout)
+        if runner is not None:
+            runner.close(max(0.1, min(2.0, deadline - time.monotonic())))
+        self._stop_owned(max(0.1, deadline - time.monotonic()))
+        if thread is not None:
+            _logger.info("authenticator stopped")
+
+    def _wake(self, token: bytes | None) -> None:
+        """Send the stop token to our own ZAP socket (a DEALER needs the empty delimiter)."""
+        if token is None:
+            return
+        try:
+            sock = self.context.socket(zmq.DEALER, socket_class=zmq.Socket)
+        except zmq.ZMQError:  # the context is terminated: the thread has left on ETERM
+            return
+        try:
+            sock.linger = 0
+            sock.connect(ZAP_ENDPOINT)
+            sock.send_multipart([b"", token], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        finally:
+            sock.close(linger=0)
+
+    def __enter__(self) -> Authenticator:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # --- the thread ---------------------------------------------------------------------
+
+    def _run(self, token: bytes, runner: ProviderRunner) -> None:
+        zsock: zmq.Socket[Any] | None = None
+        rfd = wfd = -1
+        try:
+            zsock = self.context.socket(zmq.ROUTER, socket_class=zmq.Socket)
+            zsock.linger = 0
+            # libzmq's own ZAP pipes have no HWM; do the same for other in-process clients,
+            # so a burst never makes the ROUTER drop a reply (it drops when a pipe is full).
+            zsock.sndhwm = zsock.rcvhwm = 0
+            zsock.bind(ZAP_ENDPOINT)
+            rfd, wfd = os.pipe()
+            os.set_blocking(rfd, False)
+            os.set_blocking(wfd, False)
+        except Exception as exc:
+            self._start_error = exc
+            if zsock is not None:
+                zsock.close(linger=0)
+            for fd in (rfd, wfd):
+                if fd >= 0:
+                    os.close(fd)
+            self._ready.set()
+            return
+        with self._wake_lock:
+            self._wake_w = wfd
+            self._done.clear()
+        self._ready.set()
+        try:
+            self._loop(zsock, token, runner, rfd)
+        except Exception:  # pragma: no cover - the loop catches everything it expects
+            _logger.exception("authenticator loop failed; ZAP requests are no longer answered")
+        finally:
+            with self._wake_lock:  # no late provider may write to a recycled descriptor
+                self._wake_w = None
+            os.close(rfd)
+            os.close(wfd)
+            try:
+                zsock.unbind(ZAP_ENDPOINT)  # synchronous for inproc: start() may bind again
+            except zmq.ZMQError:
+                pass
+            zsock.close(linger=0)
+
+    def _poke(self) -> None:
+        """Wake the handler thread (called from provider threads when a call completes)."""
+        with self._wake_lock:
+            if self._wake_w is not None:
+                try:
+                    os.write(self._wake_w, b"\0")
+                except OSError:  # the pipe is full: the thread has wake-ups queued anyway
+                    pass
+
+    def _loop(self, zsock: zmq.Socket[Any], token: bytes, runner: ProviderRunner,
+              rfd: int) -> None:
+        recv, send = fast_io(zsock)
+        calls: dict[int, _Call] = {}
+        poller = zmq.Poller()
+        poller.register(zsock, zmq.POLLIN)
+        poller.register(rfd, zmq.POLLIN)
+        next_id = 0
+        failures = 0
+        try:
+            while True:
+                try:
+                    if calls:
+                        frames = self._wait(recv, zsock, poller, rfd, calls, send)
+                        if frames is None:
+                            continue
+                    else:
+                        frames = recv(0)
+                except zmq.ContextTerminated:
+                    return
+                except zmq.ZMQError as exc:
+                    if exc.errno == errno.EINTR:
+                        continue
+                    failures += 1
+                    _logger.error("receiving a ZAP request failed: %s", exc)
+                    if failures > 100:
+                        return
+                    continue
+                # ROUTER: [routing id, b"", request...] from libzmq and REQ/DEALER clients
+                if len(frames) > 2 and not frames[1]:
+                    envelope, body = frames[:2], frames[2:]
+                else:
+                    split = split_envelope(frames)
+                    if split is None:
+                        _logger.debug("dropped a ZAP message without a routing envelope")
+                        continue
+                    envelope, body = split
+                if len(body) == 1 and body[0] == token:  # stop(): nobody else knows it
+                    return
+                request, outcome = prepare(self._policy, body)
+                if type(outcome) is Pending:
+                    hit = outcome.cached()
+                    if hit is not None:
+                        outcome = hit
+                    elif outcome.provider.inline:
+                        outcome = run_inline(outcome)
+                    else:
+                        next_id += 1
+                        self._dispatch(next_id, envelope, body, outcome, runner, calls)
+                        continue
+                self._reply(send, envelope, request, outcome, body)  # type: ignore[arg-type]
+        except zmq.ContextTerminated:
+            return
+        finally:
+            for call in list(calls.values()):  # stopping: nobody will answer them later
+                call.future.cancel()
+                decision = call.pending.fail(OperationalError("authenticator stopped"))
+                try:
+                    self._reply(send, call.envelope, call.request, decision, call.frames)
+                except zmq.ZMQError:
+                    pass
+            calls.clear()
+            self._in_flight = 0
+
+    def _reply(self, send: Callable[..., Any], envelope: list[bytes],
+               request: ZapRequest | None, decision: Decision, frames: list[bytes]) -> None:
+        decision, reply = self._final(request, decision, frames)
+        try:
+            send(envelope + reply)
+        except zmq.ContextTerminated:
+            raise
+        except zmq.ZMQError as exc:
+            _logger.error("cannot send a ZAP reply: %s", exc)
+        self._after(request, decision)
+
+    def _dispatch(self, call_id: int, envelope: list[bytes], frames: list[bytes],
+                  pending: Pending, runner: ProviderRunner, calls: dict[int, _Call]) -> None:
+        """Start a provider call; its completion wakes the loop through the pipe."""
+        fut = runner.call(pending)
+        calls[call_id] = _Call(envelope, pending.request, pending, frames,
+                               time.monotonic() + pending.provider.timeout, fut)
+        self._in_flight = len(calls)
+        done = self._done
+
+        def completed(f: concurrent.futures.Future[Any]) -> None:
+            done.append((call_id, f))
+            self._poke()
+
+        fut.add_done_callback(completed)
+
+    def _wait(self, recv: Callable[[int], list[bytes]], zsock: zmq.Socket[Any],
+              poller: zmq.Poller, rfd: int, calls: dict[int, _Call],
+              send: Callable[..., Any]) -> list[bytes] | None:
+        """With provider calls in flight: wait for a request, a completion or a deadline;
+        answer completed and expired calls; return a request's frames if one is ready."""
+        nearest = min(call.deadline for call in calls.values())
+        wait_ms = max(0, math.ceil((nearest - time.monotonic()) * 1000))
+        events = dict(poller.poll(wait_ms)) if wait_ms > 0 or not self._done else {}
+        if rfd in events:
+            try:
+                while os.read(rfd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        done = self._done
+        while done:
+            call_id, fut = done.popleft()
+            call = calls.pop(call_id, None)
+            if call is not None:  # else: answered 500 at its deadline already
+                self._reply(send, call.envelope, call.request, settle(call.pending, fut),
+                            call.frames)
+        now = time.monotonic()
+        for call_id in [i for i, c in calls.items() if c.deadline <= now]:
+            call = calls.pop(call_id)
+            call.future.cancel()  # a queued call never starts; a running one is abandoned
+            self._reply(send, call.envelope, call.request, settle(call.pending, None),
+                        call.frames)
+        self._in_flight = len(calls)
+        if zsock in events:
+            try:
+                return recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return None
+        return None
 
 
 def _open_store(directory: str | os.PathLike[str]) -> Any:

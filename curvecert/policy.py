@@ -35,9 +35,15 @@ libzmq answers it by closing silently and the client reconnects (and asks again)
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
+import inspect
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable, Mapping
+import secrets
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -49,6 +55,7 @@ from curvecert.passwords import CheckResult, StaticPasswords
 
 __all__ = [
     "ANY_DOMAIN",
+    "DEFAULT_PROVIDER_TIMEOUT",
     "AddressFilter",
     "Decision",
     "DomainPolicy",
@@ -60,12 +67,17 @@ __all__ = [
     "Pending",
     "Policy",
     "Provider",
+    "ProviderResult",
+    "ResultCache",
     "StaticKeys",
     "UnsafeAllowAny",
     "answer",
     "decide",
+    "encode",
+    "prepare",
     "resolve",
     "respond",
+    "run_inline",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -119,19 +131,126 @@ class Grant:
 ProviderResult = bool | Grant | None
 
 
+#: Seconds a provider may take before its request is answered 500 (libzmq's own handshake
+#: timeout, ZMQ_HANDSHAKE_IVL, is 30 s; a lookup slower than a second is a broken backend).
+DEFAULT_PROVIDER_TIMEOUT = 1.0
+
+
+def _is_async_callable(callback: object) -> bool:
+    """True for `async def` functions, bound methods, partials and objects whose `__call__`
+    is one (what `inspect.iscoroutinefunction` alone misses)."""
+    if inspect.iscoroutinefunction(callback):
+        return True
+    call = getattr(callback, "__call__", None)  # noqa: B004 - instances with async __call__
+    return call is not None and not inspect.isfunction(callback) \
+        and inspect.iscoroutinefunction(call)
+
+
+class ResultCache:
+    """Positive provider answers, remembered per identical request for `ttl` seconds.
+
+    Only "allow" results (`True` or a `Grant`) are kept: a key or user added to the backend
+    works at once, errors and timeouts are always asked again, and a denial is never
+    remembered. The price is that a revoked key or password keeps working for up to `ttl`
+    seconds. The cache key is an HMAC-SHA256 (under a per-process random key) of every
+    request field except the request id, so a PLAIN password is never held in clear and a
+    result for one address, domain or server socket never answers another. At most
+    `max_entries` are kept (expired ones are dropped first, then the oldest). Thread-safe.
+    """
+
+    __slots__ = ("_entries", "_key", "_lock", "max_entries", "ttl")
+
+    def __init__(self, ttl: float, max_entries: int = 1024) -> None:
+        """`ttl` > 0 seconds; `max_entries` >= 1."""
+        if not ttl > 0 or max_entries < 1:
+            raise ConfigError("a provider cache needs ttl > 0 and max_entries >= 1")
+        self.ttl = float(ttl)
+        self.max_entries = int(max_entries)
+        self._entries: dict[bytes, tuple[float, ProviderResult]] = {}
+        self._key = secrets.token_bytes(32)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<ResultCache ttl={self.ttl}s {len(self._entries)}/{self.max_entries}>"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _digest(self, request: zap.ZapRequest) -> bytes:
+        mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        for part in (request.domain.encode("utf-8"), request.address.encode("utf-8"),
+                     request.identity, request.mechanism.encode("ascii"), *request.credentials):
+            mac.update(len(part).to_bytes(4, "big"))
+            mac.update(part)
+        return mac.digest()
+
+    def get(self, request: zap.ZapRequest) -> ProviderResult:
+        """The remembered answer for `request`, or None (unknown or expired)."""
+        hit = self._entries.get(self._digest(request))
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, request: zap.ZapRequest, result: ProviderResult) -> None:
+        """Remember `result` if it allows; anything else is ignored."""
+        if not (result is True or isinstance(result, Grant)):
+            return
+        digest = self._digest(request)
+        now = time.monotonic()
+        with self._lock:
+            entries = self._entries
+            if digest not in entries and len(entries) >= self.max_entries:
+                for k in [k for k, (expiry, _) in entries.items() if expiry <= now]:
+                    del entries[k]
+                while len(entries) >= self.max_entries:
+                    del entries[next(iter(entries))]
+            entries.pop(digest, None)  # re-insert: the dict order is the age order
+            entries[digest] = (now + self.ttl, result)
+
+    def clear(self) -> None:
+        """Forget everything (e.g. after revoking a key in the backend)."""
+        with self._lock:
+            self._entries.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class Provider:
     """A decision callback for one mechanism in one domain: `callback(request)`.
 
     It returns `True` or a `Grant` to allow, `False`/`None` to deny; an exception becomes a
-    500 reply. It runs on the authenticator's thread: keep it quick (the asyncio flavour
-    adds deadlines). `name` appears in logs.
+    500 reply. `callback` may be an `async def` function (or return an awaitable). `name`
+    appears in logs.
+
+    How it runs depends on the transport (`curvecert.providers`): the thread and asyncio
+    authenticators run a plain callback in a small pool of worker threads and an async one
+    on an event loop, and answer other requests meanwhile; a call that has not finished
+    after `timeout` seconds is answered 500 (the call itself is abandoned, never killed).
+    `inline=True` runs a plain callback directly on the authenticator's thread or loop
+    instead: fastest, but a call that never returns then wedges the authenticator, so only
+    use it for code that cannot block (a dict lookup). `cache` remembers allow results for
+    a bounded time (`ResultCache`). `decide` (the synchronous core) calls the callback
+    directly and cannot run async ones (500).
     """
 
-    callback: Callable[[zap.ZapRequest], ProviderResult]
+    callback: Callable[[zap.ZapRequest], ProviderResult | Awaitable[ProviderResult]]
     name: str = "provider"
+    timeout: float = DEFAULT_PROVIDER_TIMEOUT
+    cache: ResultCache | None = field(default=None, compare=False)
+    inline: bool = False
+    is_async: bool = field(init=False, default=False, compare=False)
 
-    def __call__(self, request: zap.ZapRequest) -> ProviderResult:
+    def __post_init__(self) -> None:
+        if not callable(self.callback):
+            raise ConfigError(f"provider {self.name!r}: the callback is not callable")
+        if not (isinstance(self.timeout, (int, float)) and 0 < self.timeout < 1e6):
+            raise ConfigError(f"provider {self.name!r}: timeout must be a positive number "
+                              "of seconds")
+        is_async = _is_async_callable(self.callback)
+        if is_async and self.inline:
+            raise ConfigError(f"provider {self.name!r}: an async callback cannot be inline")
+        object.__setattr__(self, "is_async", is_async)
+
+    def __call__(self, request: zap.ZapRequest) -> ProviderResult | Awaitable[ProviderResult]:
         """Run the callback."""
         return self.callback(request)
 
@@ -569,15 +688,35 @@ def _user_id(value: str | bytes) -> bytes:
 class Pending:
     """A decision that needs a `Provider` call: run `provider(request)`, then `finish` it.
 
-    `decide` does this synchronously; an asyncio or deadline-bound caller can run the
-    provider its own way and still share every other rule.
+    `decide` does this synchronously; an asyncio or deadline-bound caller
+    (`curvecert.providers`) runs the provider its own way and still shares every other
+    rule: `cached()` first, then `finish(result)`, `fail(exc)` or `expire()`.
     """
 
     provider: Provider
     request: zap.ZapRequest
 
-    def finish(self, result: ProviderResult) -> Decision:
-        """Turn the provider's result into a decision (a bad result is a 500)."""
+    def cached(self) -> Decision | None:
+        """The decision from the provider's cache, or None when it must be called."""
+        cache = self.provider.cache
+        if cache is None:
+            return None
+        result = cache.get(self.request)
+        if result is None:
+            return None
+        decision = self._finish(result)
+        return decision._replace(reason=f"{decision.reason} (cached)")
+
+    def finish(self, result: object) -> Decision:
+        """Turn the provider's result into a decision (a bad result is a 500); an allow is
+        remembered in the provider's cache, if it has one."""
+        decision = self._finish(result)
+        cache = self.provider.cache
+        if cache is not None and decision.status == "200":
+            cache.put(self.request, result)  # type: ignore[arg-type]
+        return decision
+
+    def _finish(self, result: object) -> Decision:
         request = self.request
         subject = _subject(request)
         who = f"{self.provider.name}"
@@ -593,13 +732,27 @@ class Pending:
             return _allow(request, uid, meta, f"{who} allowed", subject)
         if result is False or result is None:
             return _deny(request, f"{who} denied", subject)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited here: close it rather than leak a warning
+            return _error(request, f"{who} returned an awaitable to a synchronous caller",
+                          subject)
         return _error(request, f"{who} returned {type(result).__name__}, not bool/Grant",
                       subject)
 
     def fail(self, exc: BaseException) -> Decision:
-        """The decision when the provider raised (or timed out): 500, fail closed."""
+        """The decision when the provider raised (or timed out): 500, fail closed.
+
+        Only the exception's type is named: a careless provider may put a credential in
+        its message.
+        """
         return _error(self.request, f"{self.provider.name} failed: "
                       f"{type(exc).__name__}", _subject(self.request))
+
+    def expire(self) -> Decision:
+        """The decision when the provider did not answer within its `timeout`: 500."""
+        return _error(self.request, f"{self.provider.name} did not answer within "
+                      f"{self.provider.timeout:g}s", _subject(self.request))
 
 
 def _decide_curve(request: zap.ZapRequest, source: CurveSource) -> Decision | Pending:
@@ -680,7 +833,8 @@ def resolve(request: zap.ZapRequest, policy: Policy) -> Decision | Pending:
 
 def decide(request: zap.ZapRequest, policy: Policy) -> Decision:
     """Decide one request; a provider is called synchronously (the one place it is called
-    in this module). Never raises: internal failures become 500 decisions.
+    in this module), without a deadline; an async provider cannot run here (500). Never
+    raises: internal failures become 500 decisions.
     """
     try:
         outcome = resolve(request, policy)
@@ -689,11 +843,22 @@ def decide(request: zap.ZapRequest, policy: Policy) -> Decision:
         return _error(request, f"internal error: {type(exc).__name__}")
     if isinstance(outcome, Decision):
         return outcome
+    return run_inline(outcome)
+
+
+def run_inline(pending: Pending) -> Decision:
+    """Call `pending`'s provider right here (cache first); never raises."""
+    hit = pending.cached()
+    if hit is not None:
+        return hit
+    if pending.provider.is_async:
+        return _error(pending.request, f"{pending.provider.name} is async: it needs the "
+                      "thread or asyncio authenticator", _subject(pending.request))
     try:
-        result = outcome.provider(request)
+        result = pending.provider(pending.request)
     except Exception as exc:
-        return outcome.fail(exc)
-    return outcome.finish(result)
+        return pending.fail(exc)
+    return pending.finish(result)
 
 
 _STATUS = {"200": b"200", "400": b"400", "500": b"500"}  # never 300 (module docstring)
@@ -705,23 +870,34 @@ def _malformed(frames: list[bytes], exc: Exception) -> Decision:
                     zap.mechanism_hint(frames), "", "", "")
 
 
-def respond(policy: Policy, frames: list[bytes]
-            ) -> tuple[zap.ZapRequest | None, Decision, list[bytes]]:
-    """One request in, `(request or None, decision, reply frames)` out; never raises.
+def prepare(policy: Policy, frames: list[bytes]
+            ) -> tuple[zap.ZapRequest | None, Decision | Pending]:
+    """Parse one request and apply every rule that needs no provider call; never raises.
 
-    A request that does not parse gets a 500 (`request` is then None) with the request id
-    echoed when usable (see `curvecert.zap.fallback_reply`). The reply is always six
-    well-formed frames.
+    Returns `(request or None, decision)` or `(request, Pending)`; a request that does not
+    parse is a 500 decision (`request` is then None). Hand the decision to `encode`.
     """
     try:
         request = zap.parse_request(frames)
-    except ZapError as exc:
-        decision = _malformed(frames, exc)
-        return None, decision, zap.fallback_reply(frames, "500", decision.text)
-    except Exception as exc:  # frames of the wrong type, etc.
-        decision = _malformed(frames, exc)
-        return None, decision, zap.fallback_reply(frames, "500", decision.text)
-    decision = decide(request, policy)
+    except Exception as exc:  # ZapError, or frames of the wrong type
+        return None, _malformed(frames, exc)
+    try:
+        return request, resolve(request, policy)
+    except Exception as exc:  # defensive: a bug here must still fail closed
+        _logger.exception("decision failed")
+        return request, _error(request, f"internal error: {type(exc).__name__}")
+
+
+def encode(request: zap.ZapRequest | None, decision: Decision, frames: list[bytes]
+           ) -> tuple[Decision, list[bytes]]:
+    """The reply frames for `decision` (and the decision actually sent); never raises.
+
+    `frames` is the request as received: a malformed one (`request` None) is answered with
+    `curvecert.zap.fallback_reply`, echoing its request id when usable. A decision whose
+    reply cannot be encoded (an over-long user id from a hook) becomes a 500.
+    """
+    if request is None:
+        return decision, zap.fallback_reply(frames, "500", decision.text)
     status = _STATUS.get(decision.status)
     user_id = decision.user_id
     if status is not None and len(user_id) <= zap.MAX_TEXT and type(user_id) is bytes:
@@ -730,13 +906,27 @@ def respond(policy: Policy, frames: list[bytes]
         text = _TEXT.get(decision.text)
         if text is None:
             text = decision.text.encode("utf-8")[:zap.MAX_TEXT]
-        return request, decision, [zap.VERSION, request.request_id, status, text, user_id,
-                                   decision.metadata]
+        return decision, [zap.VERSION, request.request_id, status, text, user_id,
+                          decision.metadata]
     try:
-        reply = decision.reply(request.request_id)
+        return decision, decision.reply(request.request_id)
     except Exception as exc:
         decision = _error(request, f"cannot encode reply: {exc}", decision.subject)
-        reply = zap.fallback_reply(frames, "500", decision.text)
+        return decision, zap.fallback_reply(frames, "500", decision.text)
+
+
+def respond(policy: Policy, frames: list[bytes]
+            ) -> tuple[zap.ZapRequest | None, Decision, list[bytes]]:
+    """One request in, `(request or None, decision, reply frames)` out; never raises.
+
+    A provider is called synchronously (`run_inline`). A request that does not parse gets
+    a 500 (`request` is then None) with the request id echoed when usable (see
+    `curvecert.zap.fallback_reply`). The reply is always six well-formed frames.
+    """
+    request, outcome = prepare(policy, frames)
+    if type(outcome) is Pending:
+        outcome = run_inline(outcome)
+    decision, reply = encode(request, outcome, frames)  # type: ignore[arg-type]
     return request, decision, reply
 
 

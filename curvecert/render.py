@@ -12,23 +12,26 @@ commands do only when the user asked for exactly that.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from rich.console import Console, RenderableType
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    # rich (and json, verify) are imported where they are used, so a command that
+    # prints plain text or JSON does not pay for loading rich at start-up.
+    from rich.console import Console, RenderableType
+    from rich.table import Table
+    from rich.text import Text
 
-from curvecert.cert import Certificate
-from curvecert.verify import ERROR, Finding
+    from curvecert.cert import Certificate
+    from curvecert.verify import Finding
 
 __all__ = [
     "cert_to_json",
+    "certificate_rows",
+    "plain_certificate",
     "console",
     "findings_summary",
     "findings_to_json",
@@ -58,6 +61,8 @@ def use_colour(stream: IO[str]) -> bool:
 
 def console(*, stderr: bool = False) -> Console:
     """A rich `Console` on stdout (data) or stderr (diagnostics), coloured only on a TTY."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     colour = use_colour(stream)
     return Console(file=stream, stderr=stderr, highlight=False, emoji=False, markup=False,
@@ -67,6 +72,8 @@ def console(*, stderr: bool = False) -> Console:
 
 def print_json(obj: Any, *, file: IO[str] | None = None) -> None:
     """Write `obj` as indented JSON plus a newline to stdout (never coloured)."""
+    import json
+
     out = file if file is not None else sys.stdout
     out.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
     out.flush()
@@ -92,39 +99,70 @@ def cert_to_json(cert: Certificate, *, path: str | None = None,
 
 
 def _grid() -> Table:
+    from rich.table import Table
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     return grid
 
 
+def certificate_rows(cert: Certificate, *, path: str | None = None,
+                     reveal_secret: bool = False) -> list[tuple[str, str]]:
+    """The `(label, text)` rows people see for a certificate; metadata rows are indented."""
+    rows: list[tuple[str, str]] = []
+    if path is not None:
+        rows.append(("file", path))
+    rows.append(("type", "secret certificate" if cert.has_secret else "public certificate"))
+    rows.append(("public key", cert.public_txt))
+    rows.append(("fingerprint", cert.fingerprint))
+    if cert.has_secret:
+        rows.append(("secret key", (cert.secret_txt or "") if reveal_secret
+                     else "present (not shown; --reveal-secret prints it)"))
+    if not cert.meta:
+        rows.append(("metadata", "(none)"))
+    else:
+        rows.append(("metadata", ""))
+        for name, value in cert.meta.items():
+            rows.append((f"  {name}", repr(value) if _needs_repr(value) else value))
+    return rows
+
+
+def plain_certificate(cert: Certificate, *, path: str | None = None,
+                      reveal_secret: bool = False) -> str:
+    """The certificate as aligned `label  text` lines: what `show` prints into a pipe.
+
+    Plain text needs no rich import, so `curvecert show FILE | grep ...` starts fast and
+    its output stays stable for scripts; on a terminal `render_certificate` is used.
+    """
+    rows = certificate_rows(cert, path=path, reveal_secret=reveal_secret)
+    width = max(len(label) for label, _ in rows)
+    return "".join(f"{label:<{width}}  {text}".rstrip() + "\n" for label, text in rows)
+
+
 def render_certificate(cert: Certificate, *, path: str | None = None,
                        reveal_secret: bool = False) -> RenderableType:
     """A panel with the keys, fingerprint and metadata of `cert`, for people."""
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    styles = {"public key": "cyan", "secret key": "bold magenta" if reveal_secret else "dim"}
     grid = _grid()
-    if path is not None:
-        grid.add_row("file", Text(path))
-    grid.add_row("type", Text("secret certificate" if cert.has_secret
-                              else "public certificate"))
-    grid.add_row("public key", Text(cert.public_txt, style="cyan"))
-    grid.add_row("fingerprint", Text(cert.fingerprint))
-    if cert.has_secret:
-        if reveal_secret:
-            grid.add_row("secret key", Text(cert.secret_txt or "", style="bold magenta"))
+    meta: Table | None = None
+    for label, text in certificate_rows(cert, path=path, reveal_secret=reveal_secret):
+        if label.startswith("  "):
+            assert meta is not None
+            meta.add_row(Text(label[2:]), Text(text))
+        elif label == "metadata" and not text:
+            meta = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+            meta.add_column("name", no_wrap=True)
+            meta.add_column("value", overflow="fold")
+            grid.add_row(label, meta)
         else:
-            grid.add_row("secret key", Text("present (not shown; --reveal-secret prints it)",
-                                            style="dim"))
-    if cert.meta:
-        meta = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
-        meta.add_column("name", no_wrap=True)
-        meta.add_column("value", overflow="fold")
-        for name, value in cert.meta.items():
-            meta.add_row(Text(name), Text(repr(value) if _needs_repr(value) else value))
-        grid.add_row("metadata", meta)
-    else:
-        grid.add_row("metadata", Text("(none)", style="dim"))
-    title = Text("CURVE certificate")
-    return Panel(grid, title=title, title_align="left", expand=False)
+            style = "dim" if text == "(none)" else styles.get(label, "")
+            grid.add_row(label, Text(text, style=style))
+    return Panel(grid, title=Text("CURVE certificate"), title_align="left", expand=False)
 
 
 def _needs_repr(value: str) -> bool:
@@ -149,6 +187,8 @@ def findings_to_json(findings: Iterable[Finding]) -> list[dict[str, object]]:
 
 def render_findings(findings: Sequence[Finding]) -> Text:
     """One line per finding, `path:line: severity: message [code]` (compiler style)."""
+    from rich.text import Text
+
     out = Text()
     for i, f in enumerate(findings):
         if i:
@@ -162,6 +202,10 @@ def render_findings(findings: Sequence[Finding]) -> Text:
 
 def findings_summary(findings: Sequence[Finding], files: int) -> Text:
     """`OK: 2 files, no findings` or `3 errors, 1 warning in 2 files`."""
+    from rich.text import Text
+
+    from curvecert.verify import ERROR
+
     if not findings:
         noun = "file" if files == 1 else "files"
         return Text(f"OK: {files} {noun}, no findings", style="green")

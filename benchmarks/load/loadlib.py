@@ -12,6 +12,7 @@ it is complete for the requested size. It holds:
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
 import sys
@@ -22,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-__all__ = ["DEFAULT_CACHE", "ROOT", "cpu_s", "ensure_cache", "fd_count", "percentile",
-           "raise_nofile", "read_keypairs", "rss_kb"]
+__all__ = ["DEFAULT_CACHE", "ROOT", "cpu_s", "ensure_cache", "fd_count", "heap_kb",
+           "malloc_trim", "percentile", "raise_nofile", "read_keypairs", "rss_kb"]
 
 DEFAULT_CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / f"curvecert-load-cache-{os.getuid()}"
 _RECORD = 64
@@ -69,6 +70,44 @@ def cpu_s(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):  # not glibc, or glibc < 2.33
+        return None
+    return libc
+
+
+_LIBC = _libc()
+
+
+def heap_kb() -> dict[str, int]:
+    """This process's malloc heap (all arenas, glibc): KiB in use and KiB free but kept.
+
+    RSS counts freed memory that malloc keeps for reuse; a leak shows as growth of
+    `in_use`, fragmentation as growth of `free`. Python objects: `sys.getallocatedblocks`.
+    """
+    out = {"py_blocks": sys.getallocatedblocks()}
+    if _LIBC is not None:
+        m = _LIBC.mallinfo2()
+        out["malloc_in_use_kb"] = (m.uordblks + m.hblkhd) // 1024
+        out["malloc_free_kb"] = m.fordblks // 1024
+    return out
+
+
+def malloc_trim() -> bool:
+    """Ask glibc to give free heap memory back to the system; False when unavailable."""
+    return bool(_LIBC is not None and _LIBC.malloc_trim(0))
+
+
 def percentile(histogram: dict[int, int], q: float) -> int | None:
     """The `q` quantile (0..1) of a {value: count} histogram, or None when it is empty."""
     total = sum(histogram.values())
@@ -84,7 +123,8 @@ def percentile(histogram: dict[int, int], q: float) -> int | None:
 
 
 def _write_store(store: Path, pairs: Iterable[tuple[bytes, bytes]]) -> None:
-    from curvecert import certfile, store as storemod
+    from curvecert import certfile
+    from curvecert import store as storemod
     from curvecert.cert import Certificate
 
     store.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,14 @@ and the trusted set.
 
 Reported per scenario: decisions and decisions/s; wrong decisions (trusted refused or
 never decided, untrusted admitted, messages with a wrong User-Id); latency p50/p99;
-resident memory of the server process (and daemon) at the end of warm-up and at the end
-of the load, with the growth and the number of decisions in between (goal: < 10 % over
->= 100k decisions); open file descriptors at the same points and idle before/after.
+resident memory (VmRSS) of the server process and of the daemon, sampled every second:
+the median of the first window after warm-up against the median of the last one, with
+the number of decisions in between (goal: < 10 % over >= 100k decisions); open file
+descriptors the same way, and with no client connected before and after the load. RSS
+under load swings with the number of connections open at the moment (libzmq buffers
+per connection) and includes memory malloc keeps for reuse, so the server also reports,
+idle before and after the load, malloc's bytes in use (glibc `mallinfo2`), Python's
+allocated blocks and the RSS after `malloc_trim`: a leak shows there, fragmentation not.
 The 100k keys are generated once into a cache directory (`--cache`) and reused.
 
 Usage: python benchmarks/load/run.py [--quick] [--duration S] [--clients N] [--json PATH]
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -57,14 +63,23 @@ def _merge(workers: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, dic
 
 
 def _growth(samples: list[dict[str, Any]], key: str, warm: dict[str, Any],
-            end: dict[str, Any]) -> dict[str, Any]:
-    after = [s[key] for s in samples if warm["t"] <= s["t"] <= end["t"]]
-    base = warm[key]
-    return {"at_warmup": base, "at_end": end[key], "max_after_warmup": max(after),
-            "min_after_warmup": min(after),
-            "growth": end[key] - base,
-            "growth_pct": round(100.0 * (end[key] - base) / base, 2) if base else None,
-            "max_growth_pct": round(100.0 * (max(after) - base) / base, 2) if base else None}
+            end: dict[str, Any], window: float) -> dict[str, Any]:
+    """How `key` moved between the first and the last `window` seconds after warm-up.
+
+    Memory and descriptors swing with the number of connections in flight at the moment
+    of a sample, so each end is the median of the samples in a window, not one sample.
+    """
+    after = [s for s in samples if warm["t"] <= s["t"] <= end["t"]]
+    first = [s[key] for s in after if s["t"] < warm["t"] + window]
+    last = [s[key] for s in after if s["t"] > end["t"] - window]
+    base, final = statistics.median(first), statistics.median(last)
+    peak = max(s[key] for s in after)
+    return {"first_window_median": base, "last_window_median": final,
+            "growth": final - base,
+            "growth_pct": round(100.0 * (final - base) / base, 2) if base else None,
+            "max_after_warmup": peak,
+            "max_vs_first_pct": round(100.0 * (peak - base) / base, 2) if base else None,
+            "min_after_warmup": min(s[key] for s in after)}
 
 
 def summarise(raw: dict[str, Any], duration: float, warmup: float) -> dict[str, Any]:
@@ -82,6 +97,7 @@ def summarise(raw: dict[str, Any], duration: float, warmup: float) -> dict[str, 
     loaded = [s for s in samples if 0 < s["t"] <= duration]
     warm = next((s for s in loaded if s["t"] >= warmup), loaded[0])
     end = loaded[-1]
+    window = max(2.0, min(10.0, (end["t"] - warm["t"]) / 3))
     out: dict[str, Any] = {
         "mode": raw["mode"],
         "setup_s": round(raw["setup_s"], 2),
@@ -103,18 +119,27 @@ def summarise(raw: dict[str, Any], duration: float, warmup: float) -> dict[str, 
         "warmup_s": warm["t"],
         "end_s": end["t"],
         "decisions_after_warmup": end["decisions"] - warm["decisions"],
-        "server_rss_kb": _growth(samples, "server_rss_kb", warm, end),
-        "server_fds": _growth(samples, "server_fds", warm, end),
+        "window_s": window,
+        "server_rss_kb": _growth(samples, "server_rss_kb", warm, end, window),
+        "server_fds": _growth(samples, "server_fds", warm, end, window),
         "server_fds_idle": {"before": raw["idle_before"]["server_fds"],
                             "after": raw["idle_after"]["server_fds"]},
-        "server_rss_kb_idle": {"before": raw["idle_before"]["server_rss_kb"],
-                               "after": raw["idle_after"]["server_rss_kb"]},
+        # With no client connected, before and after the load: what a leak would leave.
+        "server_idle": {
+            "rss_kb": [raw["idle_before"]["server_rss_kb"], raw["idle_after"]["server_rss_kb"]],
+            "rss_kb_after_malloc_trim": raw["idle_after"].get("server_rss_kb_after_malloc_trim"),
+            "malloc_in_use_kb": [raw["idle_before"].get("server_malloc_in_use_kb"),
+                                 raw["idle_after"].get("server_malloc_in_use_kb")],
+            "malloc_free_kb": [raw["idle_before"].get("server_malloc_free_kb"),
+                               raw["idle_after"].get("server_malloc_free_kb")],
+            "python_blocks": [raw["idle_before"]["server_py_blocks"],
+                              raw["idle_after"]["server_py_blocks"]]},
         "authenticator_counters": raw["authenticator_counters"],
         "forwarder_stats": raw["forwarder_stats"],
     }
     if "daemon_rss_kb" in warm:
-        out["daemon_rss_kb"] = _growth(samples, "daemon_rss_kb", warm, end)
-        out["daemon_fds"] = _growth(samples, "daemon_fds", warm, end)
+        out["daemon_rss_kb"] = _growth(samples, "daemon_rss_kb", warm, end, window)
+        out["daemon_fds"] = _growth(samples, "daemon_fds", warm, end, window)
         out["daemon_fds_idle"] = {"before": raw["idle_before"]["daemon_fds"],
                                   "after": raw["idle_after"]["daemon_fds"]}
         out["daemon_exit"] = raw["daemon_exit"]
@@ -126,14 +151,15 @@ def _table(rows: list[dict[str, Any]]) -> str:
         g = r.get(f"{who}_rss_kb")
         if not g:
             return "-"
-        return (f"{g['at_warmup'] / 1024:.0f}->{g['at_end'] / 1024:.0f} MiB "
-                f"({g['growth_pct']:+.1f}%)")
+        return (f"{g['first_window_median'] / 1024:.0f}->"
+                f"{g['last_window_median'] / 1024:.0f} MiB ({g['growth_pct']:+.1f}%)")
 
     def fds(r: dict[str, Any], who: str) -> str:
         g, idle = r.get(f"{who}_fds"), r.get(f"{who}_fds_idle")
         if not g or not idle:
             return "-"
-        return (f"{g['at_warmup']}->{g['at_end']} (idle {idle['before']}->{idle['after']})")
+        return (f"{g['first_window_median']:.0f}->{g['last_window_median']:.0f} "
+                f"(idle {idle['before']}->{idle['after']})")
 
     lines = []
     head = ("mode", "decisions", "dec/s", "wrong", "after warm-up", "server RSS",
@@ -152,7 +178,18 @@ def _table(rows: list[dict[str, Any]]) -> str:
     for row in table:
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     lines.append("wrong = total (false refusals / false admissions / server User-Id errors); "
-                 "p50/p99 = admitted then refused; fds = at warm-up -> end of load")
+                 "p50/p99 = admitted then refused; RSS and fds: median of the first\n"
+                 "and of the last window after warm-up; idle = with no client, before and "
+                 "after the load")
+    lines.append("server process idle, before -> after the load (a leak stays; memory "
+                 "malloc keeps for reuse goes with malloc_trim):")
+    for r in rows:
+        idle = r["server_idle"]
+        kib = [f"{v / 1024:.1f}" if v is not None else "?" for v in (
+            *idle["rss_kb"], idle["rss_kb_after_malloc_trim"], *idle["malloc_in_use_kb"])]
+        lines.append(f"  {r['mode']}: RSS {kib[0]} -> {kib[1]} MiB ({kib[2]} MiB after "
+                     f"malloc_trim); malloc in use {kib[3]} -> {kib[4]} MiB; Python blocks "
+                     f"{idle['python_blocks'][0]} -> {idle['python_blocks'][1]}")
     return "\n".join(lines)
 
 

@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import loadlib
 import zmq
 from zmq.utils import z85
 
-import loadlib
 from curvecert.authenticator import Authenticator
 from curvecert.cert import Certificate
 from curvecert.forwarder import ZapForwarder
@@ -64,7 +64,8 @@ def _start_daemon(store_dir: str, endpoint: str, errlog: Path) -> subprocess.Pop
 
 def _sample(t: float, decisions: int, received: int, daemon: int | None) -> dict[str, Any]:
     row: dict[str, Any] = {"t": round(t, 2), "decisions": decisions, "received": received,
-                           "server_rss_kb": loadlib.rss_kb(), "server_fds": loadlib.fd_count()}
+                           "server_rss_kb": loadlib.rss_kb(), "server_fds": loadlib.fd_count(),
+                           **{f"server_{k}": v for k, v in loadlib.heap_kb().items()}}
     if daemon is not None:
         row["daemon_rss_kb"] = loadlib.rss_kb(daemon)
         row["daemon_fds"] = loadlib.fd_count(daemon)
@@ -190,6 +191,8 @@ def main() -> None:
         router.poll(50)
     gc.collect()
     idle_after = _sample(time.monotonic() - t0, decisions(), received, daemon_pid)
+    loadlib.malloc_trim()
+    idle_after["server_rss_kb_after_malloc_trim"] = loadlib.rss_kb()
     counters = auth.counters if auth is not None else None
     fwd_stats = fwd.stats.__dict__ if fwd is not None else None
 

@@ -14,6 +14,7 @@ import logging
 import os
 import stat
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,13 +22,9 @@ from curvecert import certfile, keys, render, z85, zpl
 from curvecert.cert import Certificate
 from curvecert.cli import Verdict
 from curvecert.errors import CertificateError, InvalidKey, OperationalError, ZplError
-from curvecert.verify import (
-    Finding,
-    check_metadata,
-    check_mode,
-    check_text,
-    verify_file,
-)
+
+if TYPE_CHECKING:  # curvecert.verify is imported by the commands that check something
+    from curvecert.verify import Finding
 
 __all__ = ["keygen", "new", "public", "show", "verify"]
 
@@ -110,6 +107,8 @@ Examples:
 def new(path: str, name: str | None, email: str | None, organization: str | None,
         meta: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Generate a certificate pair: PATH (public) and PATH_secret (secret)."""
+    from curvecert.verify import check_metadata
+
     if path == "-":
         raise click.BadParameter("new writes files; give a path, not '-'", param_hint="PATH")
     if path.endswith(certfile.SECRET_SUFFIX):
@@ -174,6 +173,8 @@ def show(file: str, as_json: bool, reveal_secret: bool) -> None:
     """Show a certificate file: keys, fingerprint and metadata."""
     cert, label = _load_any(file)
     if cert.has_secret and file != "-":
+        from curvecert.verify import check_mode
+
         try:
             mode = os.stat(file).st_mode
         except OSError:
@@ -182,6 +183,10 @@ def show(file: str, as_json: bool, reveal_secret: bool) -> None:
             click.echo(f"curvecert: warning: {f.location}: {f.message}", err=True)
     if as_json:
         render.print_json(render.cert_to_json(cert, path=label, reveal_secret=reveal_secret))
+        return
+    if not sys.stdout.isatty():  # a pipe or a file: plain lines, and no rich import
+        click.echo(render.plain_certificate(cert, path=label, reveal_secret=reveal_secret),
+                   nl=False)
         return
     render.console().print(render.render_certificate(cert, path=label,
                                                      reveal_secret=reveal_secret))
@@ -212,6 +217,8 @@ Examples:
               help='Print {"ok": bool, "files": [...], "findings": [...]}.')
 def verify(files: tuple[str, ...], as_json: bool) -> None:
     """Check certificate files for problems (exit 1 when there are findings)."""
+    from curvecert.verify import check_text, verify_file
+
     findings: list[Finding] = []
     for file in files:
         if file == "-":

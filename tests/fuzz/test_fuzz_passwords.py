@@ -21,8 +21,7 @@ import os
 import stat
 import tempfile
 
-import pytest
-from hypothesis import assume, example, given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from curvecert import passwords
@@ -136,6 +135,7 @@ def test_parse_files_and_check(case: tuple[bytes, list[str]], guess: bytes, who:
 @scaled(0.25)
 @given(password_files(), st.sampled_from(["alice", "dave", "h0"]),
        st.sampled_from(["add", "add-force", "remove"]))
+@example((b"user0=MARK0000x\r\r\n", ["MARK0000x"]), "alice", "add")
 def test_add_and_remove_rewrite_exactly(case: tuple[bytes, list[str]], user: str,
                                         action: str) -> None:
     data, _markers = case
@@ -144,9 +144,6 @@ def test_add_and_remove_rewrite_exactly(case: tuple[bytes, list[str]], user: str
         with open(path, "wb") as fh:
             fh.write(data)
         before = _parse(data)
-        # TEMPORARY until the CR fix lands (see the regression test below)
-        assume(not (isinstance(before, passwords.PasswordTable) and any(
-            isinstance(v, bytes) and v.endswith(b"\r") for v in before.entries.values())))
         try:
             pf = passwords.PasswordFile(path)
             if action == "remove":
@@ -176,9 +173,7 @@ def test_add_and_remove_rewrite_exactly(case: tuple[bytes, list[str]], user: str
 
 # --- regressions found by the fuzzer ---------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="passwords.PasswordFile._write drops the CR of a "
-                   "password ending in CR (CRLF file); fix pending")
-def test_rewrite_keeps_a_password_that_ends_in_cr(tmp_path: "os.PathLike[str]") -> None:
+def test_rewrite_keeps_a_password_that_ends_in_cr(tmp_path: os.PathLike[str]) -> None:
     """Found by `test_add_and_remove_rewrite_exactly`: in a CRLF file the line
     `user0=pw\\r\\r\\n` holds the password `pw\\r` (one CR belongs to the line end). `add`
     rewrote the file with LF line ends and that password silently lost its CR."""

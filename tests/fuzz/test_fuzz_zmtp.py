@@ -26,7 +26,8 @@ _prop = st.tuples(st.binary(min_size=0, max_size=12), st.binary(max_size=12))
 def _blob(props: list[tuple[bytes, bytes]], lie: int) -> bytes:
     out = b""
     for name, value in props:
-        out += bytes((len(name),)) + name + struct.pack(">I", max(0, len(value) + lie) & 0xFFFFFFFF) + value
+        size = max(0, len(value) + lie) & 0xFFFFFFFF  # `lie` makes the length field wrong
+        out += bytes((len(name),)) + name + struct.pack(">I", size) + value
     return out
 
 

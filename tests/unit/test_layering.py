@@ -21,7 +21,7 @@ RANK = {
     "keys": 1, "cert": 1,
     "certfile": 2, "store": 2, "passwords": 2, "zap": 2, "config": 2,
     "policy": 3, "verify": 3,
-    "watch": 4, "authenticator": 4, "aio": 4, "forwarder": 4, "gateway": 4, "probe": 4,
+    "watch": 4, "providers": 4, "authenticator": 4, "aio": 4, "forwarder": 4, "gateway": 4, "probe": 4,
     "daemon": 4, "compat": 5,
     "render": 6, "cli": 7,
 }
@@ -75,7 +75,8 @@ ALLOWED_SAME: dict[str, tuple[str, ...]] = {
     "z85": ("errors",), "zpl": ("errors",), "zmtp": ("errors",), "fileio": ("errors",),
     "store": ("certfile",), "passwords": (), "zap": (), "config": ("certfile", "store", "passwords"),
     "policy": ("verify",), "verify": (),
-    "authenticator": ("watch",), "aio": ("authenticator",),
+    "authenticator": ("watch", "providers"), "aio": ("authenticator", "providers"),
+    "providers": (),
     "forwarder": ("authenticator",), "gateway": ("authenticator", "daemon"),
     "daemon": ("authenticator", "forwarder", "watch", "gateway"), "probe": (),
 }
