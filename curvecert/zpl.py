@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 from curvecert.errors import ZplError, ZplSyntaxError
 
@@ -44,15 +43,34 @@ _INDENT = 4
 _WS = " \t\n\v\f\r"
 
 
-@dataclass(slots=True)
 class Node:
-    """One ZPL property: a name, a string value ("" for a section) and ordered children."""
+    """One ZPL property: a name, a string value ("" for a section) and ordered children.
 
-    name: str
-    value: str = ""
-    children: list[Node] = field(default_factory=list)
-    #: 1-based line of the property in the parsed text; 0 for nodes built in code.
-    line: int = 0
+    A plain slotted class rather than a dataclass: `dataclasses` pulls in `inspect`, which
+    would add milliseconds to every `curvecert show` start-up.
+    """
+
+    __slots__ = ("children", "line", "name", "value")
+
+    def __init__(self, name: str, value: str = "", children: list[Node] | None = None,
+                 line: int = 0) -> None:
+        """A node; `line` is the 1-based line it was parsed from (0 when built in code)."""
+        self.name = name
+        self.value = value
+        self.children: list[Node] = children if children is not None else []
+        self.line = line
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Node):
+            return NotImplemented
+        return (self.name, self.value, self.line, self.children) == (
+            other.name, other.value, other.line, other.children)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (f"Node(name={self.name!r}, value={self.value!r}, "
+                f"children={self.children!r}, line={self.line!r})")
 
     def child(self, name: str) -> Node | None:
         """The first direct child called `name` (CZMQ: the first of duplicates wins)."""
