@@ -17,12 +17,12 @@ This one has the same policy objects, configuration methods, counters, decision 
 - `stop()` is synchronous, bounded and idempotent: requests still waiting for a provider
   are answered 500, their tasks cancelled, the socket unbound and closed.
 
-The socket is a plain (non-asyncio) `zmq.Socket` watched with `loop.add_reader` on its
-`FD`; each readiness callback drains it with non-blocking receives (the FD is
-edge-triggered, see libzmq's ZMQ_FD notes), a bounded number at a time so a flood cannot
-starve the application's other callbacks. That costs no future per message. On a loop
-without `add_reader` (Windows' proactor loop) it falls back to a task polling the socket
-through `zmq.asyncio.Poller`, as pyzmq does.
+The socket is a plain (non-asyncio) `zmq.Socket` watched with `loop.add_reader` on a
+private duplicate of its `FD`; each readiness callback drains it with non-blocking
+receives (the FD is edge-triggered, see libzmq's ZMQ_FD notes), a bounded number at a
+time so a flood cannot starve the application's other callbacks. That costs no future per
+message. On a loop without `add_reader` (Windows' proactor loop) it falls back to a task
+polling the socket through `zmq.asyncio.Poller`, as pyzmq does.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import asyncio
 import concurrent.futures
 import errno
 import logging
+import os
 import threading
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -44,7 +45,7 @@ from curvecert.authenticator import (
 )
 from curvecert.errors import OperationalError
 from curvecert.policy import Decision, Pending, Policy, prepare, run_inline
-from curvecert.providers import DEFAULT_WORKERS, WorkerPool, run_pending
+from curvecert.providers import DEFAULT_WORKERS, WorkerPool, log_failure, run_pending
 from curvecert.zap import ZAP_ENDPOINT, ZapRequest, split_envelope
 
 __all__ = ["DRAIN_BUDGET", "AsyncioAuthenticator"]
@@ -152,12 +153,17 @@ class AsyncioAuthenticator(BaseAuthenticator):
         self._loop_thread = threading.get_ident()
         self._recv, self._send = fast_io(sock)
         self._drain_scheduled = False
-        fd = sock.FD
         if self._use_reader:
+            # A private duplicate of the socket's FD: selectors key readers by descriptor
+            # number, and another library's late `remove_reader` for a recycled number
+            # (pyzmq's poller cleans up a few callbacks after its socket closed) must not
+            # silently unhook this handler.
+            fd = os.dup(sock.FD)
             try:
                 loop.add_reader(fd, self._on_readable)
                 self._reader_fd = fd
             except NotImplementedError:
+                os.close(fd)
                 self._reader_fd = None
         if self._reader_fd is None:
             self._poll_task = loop.create_task(self._poll(sock))
@@ -198,11 +204,13 @@ class AsyncioAuthenticator(BaseAuthenticator):
         if sock is None:
             return
         self._sock = None
-        if self._reader_fd is not None and loop is not None:
-            try:
-                loop.remove_reader(self._reader_fd)
-            except Exception as exc:  # the loop is closed already
-                _logger.debug("removing the ZAP reader: %s", exc)
+        if self._reader_fd is not None:
+            if loop is not None:
+                try:
+                    loop.remove_reader(self._reader_fd)
+                except Exception as exc:  # the loop is closed already
+                    _logger.debug("removing the ZAP reader: %s", exc)
+            os.close(self._reader_fd)
             self._reader_fd = None
         if self._poll_task is not None:
             try:
@@ -300,7 +308,8 @@ class AsyncioAuthenticator(BaseAuthenticator):
             if hit is not None:
                 outcome = hit
             elif outcome.provider.inline:
-                outcome = run_inline(outcome)
+                pending, outcome = outcome, run_inline(outcome)
+                log_failure(pending, outcome)
             else:
                 assert self._loop is not None and request is not None
                 task = self._loop.create_task(self._call(envelope, body, outcome))
@@ -314,7 +323,16 @@ class AsyncioAuthenticator(BaseAuthenticator):
 
     async def _call(self, envelope: list[bytes], frames: list[bytes],
                     pending: Pending) -> None:
-        decision = await run_pending(pending, self._get_pool)
+        try:
+            decision = await run_pending(pending, self._get_pool)
+        except asyncio.CancelledError:
+            # Cancelled by someone else than stop() (which answers its own), e.g. by
+            # asyncio.run() ending: answer now rather than leave the handshake waiting.
+            task = asyncio.current_task()
+            if self._sock is not None and task is not None and task in self._tasks:
+                self._reply(envelope, pending.request,
+                            pending.fail(OperationalError("provider call cancelled")), frames)
+            raise
         if self._sock is None:
             return
         self._reply(envelope, pending.request, decision, frames)

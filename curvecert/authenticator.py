@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import errno
+import itertools
 import logging
 import math
 import os
@@ -71,7 +72,7 @@ from curvecert.policy import (
     respond,
     run_inline,
 )
-from curvecert.providers import DEFAULT_WORKERS, ProviderRunner, settle
+from curvecert.providers import DEFAULT_WORKERS, ProviderRunner, log_failure, settle
 from curvecert.zap import ZAP_ENDPOINT, ZapRequest, split_envelope
 
 __all__ = ["AUDIT_LOGGER", "ZAP_ENDPOINT", "Authenticator", "BaseAuthenticator",
@@ -442,6 +443,7 @@ class Authenticator(BaseAuthenticator):
         self._wake_lock = threading.Lock()
         self._wake_w: int | None = None
         self._in_flight = 0
+        self._call_ids = itertools.count(1)  # never reused, also across restarts
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -593,7 +595,6 @@ class Authenticator(BaseAuthenticator):
         poller = zmq.Poller()
         poller.register(zsock, zmq.POLLIN)
         poller.register(rfd, zmq.POLLIN)
-        next_id = 0
         failures = 0
         try:
             while True:
@@ -631,10 +632,11 @@ class Authenticator(BaseAuthenticator):
                     if hit is not None:
                         outcome = hit
                     elif outcome.provider.inline:
-                        outcome = run_inline(outcome)
+                        pending, outcome = outcome, run_inline(outcome)
+                        log_failure(pending, outcome)
                     else:
-                        next_id += 1
-                        self._dispatch(next_id, envelope, body, outcome, runner, calls)
+                        self._dispatch(next(self._call_ids), envelope, body, outcome, runner,
+                                       calls)
                         continue
                 self._reply(send, envelope, request, outcome, body)  # type: ignore[arg-type]
         except zmq.ContextTerminated:
@@ -693,8 +695,11 @@ class Authenticator(BaseAuthenticator):
         done = self._done
         while done:
             call_id, fut = done.popleft()
-            call = calls.pop(call_id, None)
-            if call is not None:  # else: answered 500 at its deadline already
+            call = calls.get(call_id)
+            # else: answered 500 at its deadline already, or a late completion from before
+            # a restart (the future's identity tells them apart from a reused id)
+            if call is not None and call.future is fut:
+                del calls[call_id]
                 self._reply(send, call.envelope, call.request, settle(call.pending, fut),
                             call.frames)
         now = time.monotonic()

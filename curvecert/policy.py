@@ -158,14 +158,16 @@ class ResultCache:
     `max_entries` are kept (expired ones are dropped first, then the oldest). Thread-safe.
     """
 
-    __slots__ = ("_entries", "_key", "_lock", "max_entries", "ttl")
+    __slots__ = ("_clock", "_entries", "_key", "_lock", "max_entries", "ttl")
 
-    def __init__(self, ttl: float, max_entries: int = 1024) -> None:
-        """`ttl` > 0 seconds; `max_entries` >= 1."""
+    def __init__(self, ttl: float, max_entries: int = 1024, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`ttl` > 0 seconds; `max_entries` >= 1; `clock` gives seconds (monotonic)."""
         if not ttl > 0 or max_entries < 1:
             raise ConfigError("a provider cache needs ttl > 0 and max_entries >= 1")
         self.ttl = float(ttl)
         self.max_entries = int(max_entries)
+        self._clock = clock
         self._entries: dict[bytes, tuple[float, ProviderResult]] = {}
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
@@ -187,7 +189,7 @@ class ResultCache:
     def get(self, request: zap.ZapRequest) -> ProviderResult:
         """The remembered answer for `request`, or None (unknown or expired)."""
         hit = self._entries.get(self._digest(request))
-        if hit is None or hit[0] <= time.monotonic():
+        if hit is None or hit[0] <= self._clock():
             return None
         return hit[1]
 
@@ -196,7 +198,7 @@ class ResultCache:
         if not (result is True or isinstance(result, Grant)):
             return
         digest = self._digest(request)
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             entries = self._entries
             if digest not in entries and len(entries) >= self.max_entries:

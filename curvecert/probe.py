@@ -425,7 +425,9 @@ def classify(obs: Observation, greeting: Greeting, *, mechanism: str, stranger: 
                 "the server's secret key (the server's monitor shows HANDSHAKE_FAILED_PROTOCOL "
                 "ZMTP_CRYPTOGRAPHIC; older libzmq printed 'cannot open client HELLO -- wrong "
                 "server key?'). The same silent drop happens when the server's ZAP handler "
-                "sends a malformed reply, or when the socket types do not fit (this probe "
+                "sends a malformed reply or answers 300 (temporary failure: libzmq closes "
+                "without an ERROR, or keeps the handshake waiting), or when the socket "
+                "types do not fit (this probe "
                 f"connected as {probe_type}, for a {server_type} server).",
                 "Compare the key you probed with against the server's public certificate "
                 "(`curvecert show SERVER.key`) and probe with --server-cert SERVER.key. If the "

@@ -342,6 +342,15 @@ def settle(pending: Pending, fut: concurrent.futures.Future[Any] | None) -> Deci
     return decision
 
 
+async def _bounded(awaitable: Awaitable[Any], seconds: float) -> Any:
+    """`await awaitable`, cancelled after `seconds` (`TimeoutError`)."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # Python 3.10: wait_for costs one more task per call
+        return await asyncio.wait_for(_as_coroutine(awaitable), seconds)
+    async with timeout(seconds):
+        return await awaitable
+
+
 async def run_pending(pending: Pending, pool: Callable[[], WorkerPool]) -> Decision:
     """Run `pending`'s provider on the running loop, with its deadline; never raises
     (except `CancelledError`).
@@ -361,15 +370,13 @@ async def run_pending(pending: Pending, pool: Callable[[], WorkerPool]) -> Decis
     try:
         result: Any
         if provider.is_async:
-            result = await asyncio.wait_for(
-                _as_coroutine(provider(request)),  # type: ignore[arg-type]
-                provider.timeout)
+            result = await _bounded(provider(request),  # type: ignore[arg-type]
+                                    provider.timeout)
         else:
             cfut = pool().submit(lambda: provider(request))
-            result = await asyncio.wait_for(asyncio.wrap_future(cfut), provider.timeout)
+            result = await _bounded(asyncio.wrap_future(cfut), provider.timeout)
             if inspect.isawaitable(result):
-                result = await asyncio.wait_for(_as_coroutine(result),
-                                                max(0.0, deadline - time.monotonic()))
+                result = await _bounded(result, max(0.0, deadline - time.monotonic()))
     except asyncio.CancelledError:
         raise
     except (asyncio.TimeoutError, TimeoutError):
@@ -380,4 +387,3 @@ async def run_pending(pending: Pending, pool: Callable[[], WorkerPool]) -> Decis
         decision = pending.finish(result)
     log_failure(pending, decision)
     return decision
-

@@ -7,8 +7,9 @@ asyncio classes (`curvecert.compat.thread`, `curvecert.compat.asyncio`) put them
 curvecert's own transports. Kept from pyzmq because changing them would break working
 applications for no safety gain: NULL clients are allowed unless an address list refuses
 them, `allow` and `deny` cannot be mixed (`ValueError`), a PLAIN password dict is used by
-reference (later changes apply), a callback's result counts by truthiness, and
-`curve_user_id` can be overridden, even on a running authenticator. Everything else is
+reference (later changes apply), a callback's result counts by truthiness, NULL clients
+get the User-Id "anonymous", and `curve_user_id` can be overridden, even on a running
+authenticator. Everything else is
 curvecert's behaviour; docs/migrating-from-zmq-auth.md lists each difference.
 """
 
@@ -132,7 +133,7 @@ class Authenticator(BaseAuthenticator):
         self.zap_socket = None
         self._used_allow = self._used_deny = False
         self._update(ANY_DOMAIN)  # pyzmq: NULL clients are allowed unless an address is refused
-        self.adjust = self._apply_curve_user_id
+        self.adjust = self._pyzmq_user_id
 
     # --- pyzmq's manual mode ------------------------------------------------------------
 
@@ -297,8 +298,13 @@ class Authenticator(BaseAuthenticator):
         class or the instance) to map keys to names, as in pyzmq."""
         return z85.encode(client_public_key)
 
-    def _apply_curve_user_id(self, request: ZapRequest, decision: Decision) -> Decision:
-        if decision.status != "200" or request.mechanism != "CURVE":
+    def _pyzmq_user_id(self, request: ZapRequest, decision: Decision) -> Decision:
+        """pyzmq's User-Ids: `curve_user_id(key)` for CURVE, "anonymous" for NULL."""
+        if decision.status != "200":
+            return decision
+        if request.mechanism == "NULL":
+            return decision if decision.user_id else decision._replace(user_id=b"anonymous")
+        if request.mechanism != "CURVE":
             return decision
         fn = self.curve_user_id
         if getattr(fn, "__func__", None) is Authenticator.curve_user_id:

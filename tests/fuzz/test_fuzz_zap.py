@@ -43,6 +43,7 @@ from curvecert.policy import (
     Provider,
     StaticKeys,
     UnsafeAllowAny,
+    answer,
     respond,
 )
 from tests.fuzz.conftest import FUZZ
@@ -251,6 +252,7 @@ def _reply_ok(frames: list[bytes], reply: list[bytes]) -> None:
 def test_respond_always_answers_well_formed(frames: list[bytes]) -> None:
     request, decision, reply = respond(POLICY, frames)
     _reply_ok(frames, reply)
+    assert answer(POLICY, frames) == reply  # the frames-only entry point agrees
     assert reply[2] == decision.status.encode()
     if request is not None:
         assert reply[1] == bytes(frames[1])

@@ -135,7 +135,7 @@ def test_remove_by_each_kind_of_selector(run_cli: Run, tmp_path: Path,
                            ("alice", "alice"),
                            (str(tmp_path / "certs" / "bob1"), "bob1")]:
         refill()
-        r = run_cli("store", "--store", str(d), "remove", selector, cwd=tmp_path)
+        r = run_cli("store", "--store", str(d), "remove", "--", selector, cwd=tmp_path)
         assert r.code == 0, (selector, r.err)
         assert r.out.split() == [str(d / name_of[gone])]
         assert files(d) == set(name_of.values()) - {name_of[gone]}

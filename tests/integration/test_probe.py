@@ -409,9 +409,12 @@ def test_temporary_300_stalls_the_handshake(ctx: Ctx, zap: Callable[[Rule], ZapH
     handler = zap(lambda req: b"300")
     _, endpoint = curve_server(ctx, server_cert)
     result = probe(endpoint, server_key=server_cert.public_key, timeout=0.5)
-    # libzmq sends no ERROR for 300: the client only sees a handshake that never ends.
+    # libzmq sends no ERROR for 300: the client sees a handshake that never ends or, when
+    # the server closes first (a race inside libzmq), the same silent drop as a wrong key.
+    # Either way the verdict names 300 as a possible cause.
     assert handler.replies[:1] == [b"300"]
-    assert result.verdict is V.STALLED
+    assert result.verdict in (V.STALLED, V.WRONG_SERVER_KEY)
+    assert not result.ok
     assert "300" in result.cause
     assert result.server_mechanism == "CURVE"
     assert "HANDSHAKE_FAILED_AUTH" not in names(result)

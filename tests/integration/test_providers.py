@@ -139,6 +139,39 @@ def test_raising_provider_is_a_500_and_the_next_request_is_answered(
     assert "hunter2" not in caplog.text  # only the exception's type is logged
 
 
+# --- malformed input ------------------------------------------------------------------------
+
+def test_malformed_requests_get_500_and_the_hook_sees_every_decision(w: World) -> None:
+    seen: list[tuple[bool, str]] = []
+
+    def hook(request: ZapRequest | None, decision: Any) -> None:
+        seen.append((request is not None, decision.status))
+        if len(seen) == 2:
+            raise RuntimeError("a broken audit sink")  # must not stop anything
+
+    w.auth.on_decision = hook
+
+    async def body() -> None:
+        for frames in ([b"1.0"], [b"2.0", b"v", b"", b"127.0.0.1", b"", b"NULL"],
+                       curve(b"short", key=b"\x01" * 31),
+                       [b"1.0", b"u", b"", b"\xff", b"", b"NULL"]):
+            reply = await w.ask(frames) if len(frames) > 1 else None
+            if reply is None:  # a one-frame body: answered with an empty request id
+                await w.send(frames)
+                reply = await w.reply_for(b"")
+            assert reply[2] == b"500" and reply[4:] == [b"", b""]
+        assert (await w.ask(null(b"ok")))[1:3] == [b"ok", b"200"]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while len(seen) < 5:  # the hook runs just after the reply has been sent
+            assert loop.time() < deadline
+            await asyncio.sleep(0.005)
+        assert seen == [(False, "500")] * 4 + [(True, "200")]
+        assert w.auth.requests == 5 and w.auth.counters["NULL"]["errors"] == 2
+
+    w.run(body)
+
+
 # --- providers that never return ------------------------------------------------------------
 
 def test_stuck_blocking_provider_expires_while_others_are_answered(
@@ -374,4 +407,37 @@ def test_asyncio_poller_fallback_and_stop_from_another_thread() -> None:
         asyncio.run(body())
     finally:
         auth.stop()
+        ctx.destroy(linger=0)
+
+
+def test_asyncio_run_ending_answers_requests_in_flight() -> None:
+    """asyncio.run() cancels the provider task when the application's loop ends: the
+    request is answered 500 then, not left waiting."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    auth = AsyncioAuthenticator(ctx)
+
+    async def stuck(request: ZapRequest) -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    auth.configure_provider("CURVE", stuck, name="stuck", timeout=30)
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.linger, dealer.rcvtimeo = 0, int(WAIT * 1000)
+
+    async def body() -> None:
+        auth.start()
+        dealer.connect(ZAP_ENDPOINT)
+        dealer.send_multipart([b"", *curve(b"x")])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while auth.in_flight == 0:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.005)
+
+    try:
+        asyncio.run(body())  # returns with the call in flight
+        assert dealer.recv_multipart()[2:4] == [b"x", b"500"]
+    finally:
+        auth.stop()
+        dealer.close(linger=0)
         ctx.destroy(linger=0)

@@ -21,8 +21,8 @@ RANK = {
     "keys": 1, "cert": 1,
     "certfile": 2, "store": 2, "passwords": 2, "zap": 2, "config": 2,
     "policy": 3, "verify": 3,
-    "watch": 4, "providers": 4, "authenticator": 4, "aio": 4, "forwarder": 4, "gateway": 4, "probe": 4,
-    "daemon": 4, "compat": 5,
+    "watch": 4, "authenticator": 4, "aio": 4, "forwarder": 4, "gateway": 4, "probe": 4,
+    "daemon": 4, "providers": 4, "compat": 5,
     "render": 6, "cli": 7,
 }
 LIVE = 4
