@@ -70,12 +70,26 @@ def _read_password(use_stdin: bool) -> str:
     return password
 
 
-@click.group(context_settings=_CONTEXT)
+_ADD_EPILOG = """\b
+Examples:
+  curvecert passwd add admin                     # prompts twice, hidden
+  printf '%s' "$PW" | curvecert passwd add deploy --stdin
+  curvecert passwd add admin --force             # change a password
+"""
+
+
+@click.group(context_settings=_CONTEXT, epilog="""\b
+Examples:
+  curvecert passwd add admin --file /etc/app/passwords
+  printf '%s' "$PW" | curvecert passwd add deploy --stdin --file /etc/app/passwords
+  curvecert passwd list --file /etc/app/passwords
+  curvecert passwd remove deploy --file /etc/app/passwords
+""")
 def passwd() -> None:
     """Manage a PLAIN password file (user=password lines, scrypt-hashed entries)."""
 
 
-@passwd.command(context_settings=_CONTEXT)
+@passwd.command(context_settings=_CONTEXT, epilog=_ADD_EPILOG)
 @click.argument("user")
 @_file_option
 @click.option("--stdin", "use_stdin", is_flag=True,
@@ -104,7 +118,10 @@ def add(user: str, path: str | None, use_stdin: bool, force: bool, plaintext: bo
     click.echo(f"curvecert: {'updated' if force else 'added'} {user} in {target}", err=True)
 
 
-@passwd.command(context_settings=_CONTEXT)
+@passwd.command(context_settings=_CONTEXT, epilog="""\b
+Example:
+  curvecert passwd remove deploy --file /etc/app/passwords
+""")
 @click.argument("user")
 @_file_option
 def remove(user: str, path: str | None) -> None:
@@ -114,7 +131,10 @@ def remove(user: str, path: str | None) -> None:
     click.echo(f"curvecert: removed {user} from {target}", err=True)
 
 
-@passwd.command(name="list", context_settings=_CONTEXT)
+@passwd.command(name="list", context_settings=_CONTEXT, epilog="""\b
+Example:
+  curvecert passwd list --file /etc/app/passwords
+""")
 @_file_option
 def list_users(path: str | None) -> None:
     """Print the user names, one per line (never a password or hash)."""

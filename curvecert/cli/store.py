@@ -74,7 +74,14 @@ def _store_option(f: Callable[..., Any]) -> Callable[..., Any]:
                         type=click.Path(file_okay=False), help=_STORE_HELP)(f)
 
 
-@click.group("store")
+@click.group("store", epilog="""\b
+Examples:
+  export CURVECERT_STORE=/etc/app/clients
+  curvecert store add alice bob.key
+  curvecert store list --json | jq -r '.[].metadata.name'
+  curvecert store remove Alice
+  curvecert store check || echo "store has problems"
+""")
 @click.option("--store", "store_dir", metavar="DIR", envvar="CURVECERT_STORE", default=None,
               type=click.Path(file_okay=False), help=_STORE_HELP)
 @click.pass_context
@@ -89,7 +96,12 @@ def store(ctx: click.Context, store_dir: str | None) -> None:
     ctx.obj["store_dir"] = store_dir
 
 
-@store.command("add")
+@store.command("add", epilog="""\b
+Examples:
+  curvecert store add alice                      # the public file of a pair
+  curvecert store add client.key_secret          # a secret file: warns, stores the public part
+  ssh host cat .curve/client | curvecert store add -
+""")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...|-")
 @click.option("-f", "--force", is_flag=True,
               help="Replace a stored file for the same key whose metadata differs.")
@@ -152,7 +164,14 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, store_dir: str 
         click.echo(path)
 
 
-@store.command("remove")
+@store.command("remove", epilog="""\b
+Examples:
+  curvecert store remove Alice                   # by metadata name
+  curvecert store remove SHA256:0jpEC4ST6V8CVXveaS4eHPNrir51uJFDcerubB6hgUU
+  curvecert store remove -- '-@o0WQ-7@y%c!wG>hmm2(TdKyWcfm}OlOSUGom{G'
+                                   # a Z85 key: quote it, and put -- before it
+  curvecert store remove ./old-client            # every stored file with that file's key
+""")
 @click.argument("selectors", nargs=-1, required=True, metavar="KEY|FINGERPRINT|NAME|FILE...")
 @_store_option
 @click.pass_context
@@ -178,7 +197,11 @@ def _entry_json(entry: store_mod.Entry) -> dict[str, Any]:
             "file": entry.file, "metadata": entry.meta}
 
 
-@store.command("list")
+@store.command("list", epilog="""\b
+Examples:
+  curvecert store list
+  curvecert store list --json | jq -r '.[] | [.fingerprint, .metadata.name] | @tsv'
+""")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @_store_option
 @click.pass_context
@@ -206,7 +229,14 @@ def list_(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
                             if snap.findings else ""))
 
 
-@store.command("check")
+@store.command("check", epilog="""\b
+Exit status: 0 clean, 1 findings, 3 the store cannot be read.
+
+\b
+Examples:
+  curvecert store check
+  curvecert store check --json | jq -r '.[] | "\\(.path): \\(.message)"'
+""")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON array.")
 @_store_option
 @click.pass_context
