@@ -79,7 +79,7 @@ FORWARDER_DOMAIN = "curvecert-forwarders"
 _HWM = 100_000
 _MORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
-_raw_send = zmq.backend.Socket.send  # see curvecert.forwarder: ~9x cheaper per message
+_raw_send = getattr(getattr(zmq, "backend", None), "Socket", zmq.Socket).send  # ~9x cheaper
 
 
 def _send_frames(sock: zmq.Socket[Any], frames: list[bytes], flags: int = 0) -> None:

@@ -68,7 +68,7 @@ _NOBLOCK = int(zmq.NOBLOCK)
 # pyzmq's send_multipart costs ~18 µs for a 10-frame ZAP message, mostly enum arithmetic
 # in the Python layer; the Cython send it ends in costs ~2 µs. The relay is on the
 # handshake path, so it calls that directly.
-_raw_send = zmq.backend.Socket.send
+_raw_send = getattr(getattr(zmq, "backend", None), "Socket", zmq.Socket).send
 
 
 def _send_frames(sock: zmq.Socket[Any], frames: list[bytes], flags: int = 0) -> None:
