@@ -343,8 +343,32 @@ def verify_file(path: str | os.PathLike[str]) -> list[Finding]:
     findings += check_mode(spath, st.st_mode, holds_secret=facts.holds_secret)
     if not facts.holds_secret:
         findings += _sibling_findings(spath, facts.public_key)
+    findings += _stale_temporaries(spath)
     _logger.debug("verified %s: %d findings", spath, len(findings))
     return sorted(findings, key=lambda f: (f.path != spath, f.path, f.line or 0))
+
+
+def _stale_temporaries(path: str) -> list[Finding]:
+    """Temporary files an interrupted write of `path` (or its `_secret`) left behind.
+
+    `fileio.atomic_write` writes `.NAME.<random>.tmp` beside the target and renames it; a
+    process killed in between leaves the temporary, which may hold a secret key that a
+    rotation (`new --force`) meant to retire.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    stem = name[:-len("_secret")] if name.endswith("_secret") else name
+    prefixes = (f".{stem}.", f".{stem}_secret.")
+    out: list[Finding] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return out
+    for other in sorted(names):
+        if other.endswith(".tmp") and other.startswith(prefixes):
+            out.append(Finding(os.path.join(directory, other), None, WARNING, "stale-temporary",
+                               "temporary file left by an interrupted write (it may hold a "
+                               "secret key); delete it"))
+    return out
 
 
 def verify_files(paths: Iterable[str | os.PathLike[str]]) -> list[Finding]:
@@ -352,4 +376,4 @@ def verify_files(paths: Iterable[str | os.PathLike[str]]) -> list[Finding]:
     out: list[Finding] = []
     for p in paths:
         out += verify_file(p)
-    return out
+    return list(dict.fromkeys(out))  # the pair's files report the same stale temporaries

@@ -226,6 +226,7 @@ def verify(files: tuple[str, ...], as_json: bool) -> None:
             findings += found
         else:
             findings += verify_file(file)
+    findings = list(dict.fromkeys(findings))  # a stale temporary is seen from both files of a pair
     labels = [STDIN_LABEL if f == "-" else f for f in files]
     if as_json:
         render.print_json({"ok": not findings, "files": labels,

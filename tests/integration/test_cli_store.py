@@ -163,13 +163,14 @@ def test_check_exit_codes_and_json(run_cli: Run, tmp_path: Path,
     r = run_cli("store", "--store", str(d), "check")
     assert r.code == 0 and r.out == "" and "no findings" in r.err
     (d / "bad").write_text('curve\n    public-key = "short"\n')
-    (d / "copy.key").write_text(certfile.dump(certs["alice"], secret=False))
+    # "zz-" sorts after every hex file name, so the stored file wins the duplicate rule.
+    (d / "zz-copy.key").write_text(certfile.dump(certs["alice"], secret=False))
     (d / "secret").write_text(certfile.dump(certs["bob1"], secret=True))
     r = run_cli("store", "--store", str(d), "check", "--json")
     assert r.code == 1
     found = json.loads(r.out)
     assert {(Path(f["path"]).name, f["code"], f["severity"]) for f in found} == {
-        ("bad", "invalid-certificate", "error"), ("copy.key", "duplicate-key", "error"),
+        ("bad", "invalid-certificate", "error"), ("zz-copy.key", "duplicate-key", "error"),
         ("secret", "secret-key", "error")}
     assert all(set(f) == {"path", "line", "severity", "code", "message"} for f in found)
     human = run_cli("store", "--store", str(d), "check")

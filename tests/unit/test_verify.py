@@ -235,3 +235,17 @@ def test_unreadable_inputs_are_operational_errors(tmp_path: Path) -> None:
         verify_file(tmp_path)
     with pytest.raises(OperationalError, match="cannot read"):
         verify_file(tmp_path / "missing")
+
+
+def test_stale_temporary_of_an_interrupted_write_is_reported_once(tmp_path: Path) -> None:
+    from curvecert.cert import Certificate
+    from curvecert.verify import verify_files
+
+    Certificate.new(name="a").save(tmp_path / "a")
+    stale = tmp_path / ".a_secret.0123456789ab.tmp"
+    stale.write_text("half a secret")
+    (tmp_path / ".other.0123456789ab.tmp").write_text("not ours")
+    found = [f for f in verify_files([tmp_path / "a", tmp_path / "a_secret"])
+             if f.code == "stale-temporary"]
+    assert [f.path for f in found] == [str(stale)]
+    assert found[0].severity == "warning"
