@@ -391,6 +391,16 @@ class Daemon:
         self._stop.set()
         self._wake()
 
+    def wakeup_fd(self) -> int:
+        """A non-blocking fd for `signal.set_wakeup_fd`.
+
+        Signals may land on any thread (watchdog runs several), and Python runs its handlers
+        only in the main thread between bytecodes; while `run()` blocks in `poll` nothing
+        would run them. With this fd as the wakeup fd, the C-level handler writes a byte
+        that wakes the poll, and the Python handler runs right after.
+        """
+        return self._wake_w.fileno()
+
     def request_reload(self) -> None:
         """Ask `run()` to reload the configuration; only sets a flag and wakes the loop."""
         self._reload.set()

@@ -250,10 +250,12 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
     previous = {sig: signal.signal(sig, handler) for sig, handler in
                 ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop),
                  (signal.SIGHUP, on_hup))}
+    previous_fd = signal.set_wakeup_fd(daemon.wakeup_fd(), warn_on_full_buffer=False)
     try:
         daemon.start()
         daemon.run()
     finally:
+        signal.set_wakeup_fd(previous_fd)
         daemon.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
