@@ -73,7 +73,8 @@ def test_imports_point_down(path: Path) -> None:
 ALLOWED_SAME: dict[str, tuple[str, ...]] = {
     "cert": ("keys",),
     "z85": ("errors",), "zpl": ("errors",), "zmtp": ("errors",), "fileio": ("errors",),
-    "store": ("certfile",), "passwords": (), "zap": (), "config": ("certfile", "store", "passwords"),
+    "store": ("certfile",), "passwords": (), "zap": (),
+    "config": ("certfile", "store", "passwords"),
     "policy": ("verify",), "verify": (),
     "authenticator": ("watch", "providers"), "aio": ("authenticator", "providers"),
     "providers": (),
