@@ -44,8 +44,8 @@ from curvecert.authenticator import (
     fast_io,
 )
 from curvecert.errors import OperationalError
-from curvecert.policy import Decision, Pending, Policy, prepare, run_inline
-from curvecert.providers import DEFAULT_WORKERS, WorkerPool, log_failure, run_pending
+from curvecert.policy import Decision, Pending, Policy, prepare
+from curvecert.providers import DEFAULT_WORKERS, WorkerPool, resolve_now, run_pending
 from curvecert.zap import ZAP_ENDPOINT, ZapRequest, split_envelope
 
 __all__ = ["DRAIN_BUDGET", "AsyncioAuthenticator"]
@@ -304,18 +304,14 @@ class AsyncioAuthenticator(BaseAuthenticator):
             envelope, body = split
         request, outcome = prepare(self._policy, body)
         if type(outcome) is Pending:
-            hit = outcome.cached()
-            if hit is not None:
-                outcome = hit
-            elif outcome.provider.inline:
-                pending, outcome = outcome, run_inline(outcome)
-                log_failure(pending, outcome)
-            else:
+            now = resolve_now(outcome)
+            if now is None:
                 assert self._loop is not None and request is not None
                 task = self._loop.create_task(self._call(envelope, body, outcome))
                 self._tasks[task] = _InFlight(envelope, request, outcome, body)
                 task.add_done_callback(self._forget)
                 return
+            outcome = now
         self._reply(envelope, request, outcome, body)  # type: ignore[arg-type]
 
     def _forget(self, task: asyncio.Task[None]) -> None:

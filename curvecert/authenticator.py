@@ -70,9 +70,8 @@ from curvecert.policy import (
     encode,
     prepare,
     respond,
-    run_inline,
 )
-from curvecert.providers import DEFAULT_WORKERS, ProviderRunner, log_failure, settle
+from curvecert.providers import DEFAULT_WORKERS, ProviderRunner, resolve_now, settle
 from curvecert.zap import ZAP_ENDPOINT, ZapRequest, split_envelope
 
 __all__ = ["AUDIT_LOGGER", "ZAP_ENDPOINT", "Authenticator", "BaseAuthenticator",
@@ -628,16 +627,12 @@ class Authenticator(BaseAuthenticator):
                     return
                 request, outcome = prepare(self._policy, body)
                 if type(outcome) is Pending:
-                    hit = outcome.cached()
-                    if hit is not None:
-                        outcome = hit
-                    elif outcome.provider.inline:
-                        pending, outcome = outcome, run_inline(outcome)
-                        log_failure(pending, outcome)
-                    else:
+                    now = resolve_now(outcome)
+                    if now is None:
                         self._dispatch(next(self._call_ids), envelope, body, outcome, runner,
                                        calls)
                         continue
+                    outcome = now
                 self._reply(send, envelope, request, outcome, body)  # type: ignore[arg-type]
         except zmq.ContextTerminated:
             return

@@ -45,6 +45,7 @@ __all__ = [
     "ProviderRunner",
     "WorkerPool",
     "log_failure",
+    "resolve_now",
     "run_pending",
     "settle",
 ]
@@ -324,6 +325,19 @@ def log_failure(pending: Pending, decision: Decision) -> None:
     if decision.status == "500":
         _logger.warning("ZAP %s request in domain %r from %s: %s", pending.request.mechanism,
                         pending.request.domain, pending.request.address, decision.reason)
+
+
+def resolve_now(pending: Pending) -> Decision | None:
+    """The decision for `pending` without leaving the handler: a cache hit, or an inline
+    provider called right here (failures logged); None when the call must be dispatched."""
+    hit = pending.cached()
+    if hit is not None:
+        return hit
+    if pending.provider.inline:
+        decision = run_inline(pending)
+        log_failure(pending, decision)
+        return decision
+    return None
 
 
 def settle(pending: Pending, fut: concurrent.futures.Future[Any] | None) -> Decision:
