@@ -3,7 +3,7 @@
 Both handlers are configured with the SAME pyzmq-style calls (`allow`, `configure_plain`,
 `configure_curve`, `configure_curve_callback`): pyzmq's
 `zmq.auth.asyncio.AsyncioAuthenticator` and curvecert's drop-in
-`curvecert.compat.asyncio.AsyncioAuthenticator` (curvecert.aio underneath), so only the
+`curvecert.compat.asyncio.AsyncioAuthenticator` (curvecert.auth.aio underneath), so only the
 import differs. Each runs on an asyncio event loop in the main thread; `start()` is
 called inside the running loop, as both require.
 
@@ -62,7 +62,7 @@ from zap_bench import (  # noqa: E402  (the same client driver as the thread ben
     write_store,
 )
 
-from curvecert import z85  # noqa: E402
+from curvecert.formats import z85  # noqa: E402
 
 IMPLS = ["curvecert", "pyzmq"]
 SCENARIOS = ["NULL", "PLAIN", "CURVE known", "CURVE unknown", "CURVE allow-any",

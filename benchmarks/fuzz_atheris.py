@@ -37,7 +37,11 @@ def _target(name: str) -> Callable[[bytes], None]:
     import atheris  # type: ignore[import-untyped,unused-ignore]
 
     with atheris.instrument_imports(include=["curvecert"]):
-        from curvecert import certfile, passwords, store, zap, zmtp, zpl
+        from curvecert.auth import passwords
+        from curvecert.auth.passwords import StaticPasswords
+        from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys, respond
+        from curvecert.certs import certfile
+        from curvecert.certs.verify import check_text
         from curvecert.errors import (
             CertificateError,
             CurvecertError,
@@ -45,9 +49,8 @@ def _target(name: str) -> Callable[[bytes], None]:
             ZapError,
             ZplSyntaxError,
         )
-        from curvecert.passwords import StaticPasswords
-        from curvecert.policy import DomainPolicy, Policy, StaticKeys, respond
-        from curvecert.verify import check_text
+        from curvecert.formats import zap, zmtp, zpl
+        from curvecert.store import snapshot as store
 
     if name == "zpl":
         def one(data: bytes) -> None:
@@ -89,7 +92,7 @@ def _target(name: str) -> Callable[[bytes], None]:
         return one
 
     if name == "zap":
-        from curvecert.cert import Certificate
+        from curvecert.certs.cert import Certificate
 
         trusted = Certificate.new()
         policy = Policy({"*": DomainPolicy(curve=StaticKeys.from_certificates([trusted]),

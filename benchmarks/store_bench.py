@@ -4,7 +4,7 @@ Measured at 1k, 10k and 100k public certificates (`--quick`: 1k and 10k), on the
 (written once into a temporary directory, named `<hex key>.key` so both loaders read them,
 three metadata fields each as CZMQ's benchmarks use):
 
-- load time per certificate: `curvecert.store.scan(dir)` (full ZPL + metadata, the
+- load time per certificate: `curvecert.store.snapshot.scan(dir)` (full ZPL + metadata, the
   ZMTP blob pre-encoded) vs `zmq.auth.load_certificates(dir)` (a line scan of `*.key`),
   each in a fresh child process, interleaved, median of the repetitions;
 - memory per certificate retained after the load: tracemalloc in a fresh child, and the
@@ -46,8 +46,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curvecert import certfile, store, z85  # noqa: E402
-from curvecert.cert import Certificate  # noqa: E402
+from curvecert.certs import certfile  # noqa: E402
+from curvecert.certs.cert import Certificate  # noqa: E402
+from curvecert.formats import z85
+from curvecert.store import snapshot as store
 
 GOALS = {"load_ratio_max": 1.0, "bytes_per_cert_max": 400, "latency_p99_max_s": 0.100}
 
@@ -56,7 +58,7 @@ CHILD = r"""
 import gc, json, os, sys, time
 impl, mode, directory = sys.argv[1:4]
 import zmq.auth
-from curvecert import store
+from curvecert.store import snapshot as store
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():
     with open("/proc/self/statm") as fh:
@@ -154,7 +156,7 @@ def lookup_child(directory: Path) -> None:
     import zmq.auth
     from zmq.utils import z85 as pyzmq_z85
 
-    from curvecert.watch import CertStore
+    from curvecert.store.watch import CertStore
 
     snap = store.scan(directory, log_findings=False)
     live = CertStore(directory, watch=False).start()
@@ -195,7 +197,7 @@ def lookup_child(directory: Path) -> None:
 
 
 def measure_latency(directory: Path, certs: list[Certificate], trials: int) -> dict[str, Any]:
-    from curvecert.watch import CertStore
+    from curvecert.store.watch import CertStore
 
     t0 = time.perf_counter()
     live = CertStore(directory).start()  # inotify, default debounce, default rescan interval

@@ -52,11 +52,11 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curvecert import z85  # noqa: E402
-from curvecert.authenticator import Authenticator  # noqa: E402
-from curvecert.passwords import PasswordFile, PasswordTable, hash_password  # noqa: E402
-from curvecert.policy import StaticKeys  # noqa: E402
-from curvecert.zap import ZAP_ENDPOINT  # noqa: E402
+from curvecert.auth.authenticator import Authenticator  # noqa: E402
+from curvecert.auth.passwords import PasswordFile, PasswordTable, hash_password  # noqa: E402
+from curvecert.auth.policy import StaticKeys  # noqa: E402
+from curvecert.formats import z85  # noqa: E402
+from curvecert.formats.zap import ZAP_ENDPOINT  # noqa: E402
 
 SCENARIOS = ["NULL", "PLAIN", "CURVE known", "CURVE unknown", "CURVE allow-any"]
 IMPLS = ["curvecert", "pyzmq", "bare"]
@@ -311,7 +311,7 @@ def _big_store(args: argparse.Namespace, work: Path, client_keys: list[bytes]) -
     filler = [os.urandom(32) for _ in range(args.store - len(client_keys))]
     if args.quick:
         return StaticKeys.from_keys(client_keys + filler), "in-memory StaticKeys (--quick)"
-    from curvecert.watch import CertStore
+    from curvecert.store.watch import CertStore
 
     directory = work / "big-store"
     t0 = time.perf_counter()

@@ -13,31 +13,31 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "Certificate": "curvecert.cert",
+    "Certificate": "curvecert.certs.cert",
     "CurvecertError": "curvecert.errors",
-    "CertStore": "curvecert.watch",
-    "Authenticator": "curvecert.authenticator",
-    "AsyncioAuthenticator": "curvecert.aio",
-    "ZapForwarder": "curvecert.forwarder",
-    "PasswordFile": "curvecert.passwords",
-    "Policy": "curvecert.policy",
-    "DomainPolicy": "curvecert.policy",
-    "UnsafeAllowAny": "curvecert.policy",
+    "CertStore": "curvecert.store.watch",
+    "Authenticator": "curvecert.auth.authenticator",
+    "AsyncioAuthenticator": "curvecert.auth.aio",
+    "ZapForwarder": "curvecert.serve.forwarder",
+    "PasswordFile": "curvecert.auth.passwords",
+    "Policy": "curvecert.auth.policy",
+    "DomainPolicy": "curvecert.auth.policy",
+    "UnsafeAllowAny": "curvecert.auth.policy",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
-    from curvecert.aio import AsyncioAuthenticator as AsyncioAuthenticator
-    from curvecert.authenticator import Authenticator as Authenticator
-    from curvecert.cert import Certificate as Certificate
+    from curvecert.auth.aio import AsyncioAuthenticator as AsyncioAuthenticator
+    from curvecert.auth.authenticator import Authenticator as Authenticator
+    from curvecert.auth.passwords import PasswordFile as PasswordFile
+    from curvecert.auth.policy import DomainPolicy as DomainPolicy
+    from curvecert.auth.policy import Policy as Policy
+    from curvecert.auth.policy import UnsafeAllowAny as UnsafeAllowAny
+    from curvecert.certs.cert import Certificate as Certificate
     from curvecert.errors import CurvecertError as CurvecertError
-    from curvecert.forwarder import ZapForwarder as ZapForwarder
-    from curvecert.passwords import PasswordFile as PasswordFile
-    from curvecert.policy import DomainPolicy as DomainPolicy
-    from curvecert.policy import Policy as Policy
-    from curvecert.policy import UnsafeAllowAny as UnsafeAllowAny
-    from curvecert.watch import CertStore as CertStore
+    from curvecert.serve.forwarder import ZapForwarder as ZapForwarder
+    from curvecert.store.watch import CertStore as CertStore
 
 
 def __getattr__(name: str) -> Any:

@@ -38,8 +38,8 @@ try:  # run from a checkout without `pip install -e .`
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(ROOT))
 
-from curvecert.cert import Certificate  # noqa: E402
-from curvecert.forwarder import ZapForwarder  # noqa: E402
+from curvecert.certs.cert import Certificate  # noqa: E402
+from curvecert.serve.forwarder import ZapForwarder  # noqa: E402
 
 ENV = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 ENV.pop("CURVECERT_STORE", None)

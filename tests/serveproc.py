@@ -24,7 +24,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from curvecert.cert import Certificate
+from curvecert.certs.cert import Certificate
 
 __all__ = ["Outcome", "ServeAuth", "Server", "handshake", "retry_until"]
 

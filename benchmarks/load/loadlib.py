@@ -123,9 +123,9 @@ def percentile(histogram: dict[int, int], q: float) -> int | None:
 
 
 def _write_store(store: Path, pairs: Iterable[tuple[bytes, bytes]]) -> None:
-    from curvecert import certfile
-    from curvecert import store as storemod
-    from curvecert.cert import Certificate
+    from curvecert.certs import certfile
+    from curvecert.certs.cert import Certificate
+    from curvecert.store import snapshot as storemod
 
     store.mkdir(parents=True, exist_ok=True)
     for i, (pub, _sec) in enumerate(pairs):
@@ -139,7 +139,7 @@ def ensure_cache(cache: Path, n: int, log: bool = True) -> tuple[Path, Path]:
 
     import zmq
 
-    from curvecert import z85
+    from curvecert.formats import z85
 
     store, blob, marker = cache / "store", cache / "trusted.bin", cache / "complete"
     try:

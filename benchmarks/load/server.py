@@ -30,10 +30,10 @@ import loadlib
 import zmq
 from zmq.utils import z85
 
-from curvecert.authenticator import Authenticator
-from curvecert.cert import Certificate
-from curvecert.forwarder import ZapForwarder
-from curvecert.watch import CertStore
+from curvecert.auth.authenticator import Authenticator
+from curvecert.certs.cert import Certificate
+from curvecert.serve.forwarder import ZapForwarder
+from curvecert.store.watch import CertStore
 
 __all__ = ["main"]
 

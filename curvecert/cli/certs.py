@@ -1,7 +1,7 @@
 """`curvecert new | show | verify | keygen | public`: certificate commands.
 
 The command bodies only gather input, call the library and hand results to
-`curvecert.render`; errors travel up as `CurvecertError` (exit 3) or `click.UsageError`
+`curvecert.cli.render`; errors travel up as `CurvecertError` (exit 3) or `click.UsageError`
 (exit 2), and a negative `verify` ends with `Verdict` (exit 1), all mapped in
 `curvecert.cli.main`. Secret keys are never taken from the command line (a file, stdin or
 a hidden prompt only) and never printed unless the user asked for exactly that
@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from curvecert import certfile, keys, render, z85, zpl
-from curvecert.cert import Certificate
-from curvecert.cli import Verdict
+from curvecert.certs import certfile, keys
+from curvecert.certs.cert import Certificate
+from curvecert.cli import Verdict, render
 from curvecert.errors import CertificateError, InvalidKey, OperationalError, ZplError
+from curvecert.formats import z85, zpl
 
-if TYPE_CHECKING:  # curvecert.verify is imported by the commands that check something
-    from curvecert.verify import Finding
+if TYPE_CHECKING:  # curvecert.certs.verify is imported by the commands that check something
+    from curvecert.certs.verify import Finding
 
 __all__ = ["keygen", "new", "public", "show", "verify"]
 
@@ -107,7 +108,7 @@ Examples:
 def new(path: str, name: str | None, email: str | None, organization: str | None,
         meta: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Generate a certificate pair: PATH (public) and PATH_secret (secret)."""
-    from curvecert.verify import check_metadata
+    from curvecert.certs.verify import check_metadata
 
     if path == "-":
         raise click.BadParameter("new writes files; give a path, not '-'", param_hint="PATH")
@@ -173,7 +174,7 @@ def show(file: str, as_json: bool, reveal_secret: bool) -> None:
     """Show a certificate file: keys, fingerprint and metadata."""
     cert, label = _load_any(file)
     if cert.has_secret and file != "-":
-        from curvecert.verify import check_mode
+        from curvecert.certs.verify import check_mode
 
         try:
             mode = os.stat(file).st_mode
@@ -217,7 +218,7 @@ Examples:
               help='Print {"ok": bool, "files": [...], "findings": [...]}.')
 def verify(files: tuple[str, ...], as_json: bool) -> None:
     """Check certificate files for problems (exit 1 when there are findings)."""
-    from curvecert.verify import check_text, verify_file
+    from curvecert.certs.verify import check_text, verify_file
 
     findings: list[Finding] = []
     for file in files:

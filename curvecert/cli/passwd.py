@@ -3,7 +3,7 @@
 Passwords are read from a hidden prompt (asked twice) or from stdin (`--stdin`, or
 whenever stdin is not a terminal: `printf '%s\\n' "$PW" | curvecert passwd add alice`),
 never from the command line, where `ps` and shell history would keep them. New entries
-are scrypt hashes (`curvecert.passwords`); `--plaintext` writes a clear-text entry that
+are scrypt hashes (`curvecert.auth.passwords`); `--plaintext` writes a clear-text entry that
 CZMQ's zauth can also read. The file is rewritten atomically with mode 0600.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
+from curvecert.auth.passwords import PasswordFile, validate_password
 from curvecert.errors import OperationalError, PasswordFileError
-from curvecert.passwords import PasswordFile, validate_password
 
 __all__ = ["DEFAULT_FILE", "ENV_VAR", "default_file", "passwd"]
 

@@ -1,6 +1,6 @@
 """`curvecert probe ENDPOINT`: connect once and say why a handshake fails, or that it works.
 
-The work happens in `curvecert.probe`; this module gathers the options, reads a PLAIN
+The work happens in `curvecert.probe.core`; this module gathers the options, reads a PLAIN
 password from a hidden prompt or stdin (never the command line), prints the one verdict
 with its cause and fix (or `--json`), and ends with exit 0 when the outcome is the expected
 one (admitted; with `--stranger`, refused) and `Verdict` (exit 1) when not. The client's
@@ -14,12 +14,12 @@ import sys
 
 import click
 
-from curvecert import keys, render
-from curvecert.cert import Certificate
-from curvecert.cli import Verdict
+from curvecert.certs import keys
+from curvecert.certs.cert import Certificate
+from curvecert.cli import Verdict, render
 from curvecert.errors import InvalidKey
-from curvecert.probe import SERVER_TYPES, ProbeResult, ProbeVerdict
-from curvecert.probe import probe as run_probe
+from curvecert.probe.core import SERVER_TYPES, ProbeResult, ProbeVerdict
+from curvecert.probe.core import probe as run_probe
 
 __all__ = ["probe"]
 

@@ -3,7 +3,7 @@
 The command only turns options (or a TOML file) into a `DaemonConfig`, wires signals to
 the daemon's flags, and renders the decision log: rich text on a terminal, or one JSON
 object per line with `--log-format json` (an audit stream). Everything else lives in
-`curvecert.daemon` and `curvecert.gateway`; docs/serve-auth.md is the reference.
+`curvecert.serve.daemon` and `curvecert.serve.gateway`; docs/serve-auth.md is the reference.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import IO, Any
 
 import click
 
-from curvecert import config as cfgmod
-from curvecert.config import DaemonConfig, DomainConfig, GatewayConfig, ServerConfig
 from curvecert.errors import ConfigError
+from curvecert.serve import config as cfgmod
+from curvecert.serve.config import DaemonConfig, DomainConfig, GatewayConfig, ServerConfig
 
 __all__ = ["serve_auth"]
 
@@ -95,7 +95,7 @@ class _DecisionLog:
         self.stream: IO[str] = sys.stdout if stream_name == "stdout" else sys.stderr
         self._console: Any = None
         if fmt == "text":
-            from curvecert import render
+            from curvecert.cli import render
 
             self._console = render.console(stderr=stream_name != "stdout")
 
@@ -190,7 +190,7 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
                back: str | None, pattern: str | None, log_format: str | None,
                log_stream: str | None, stats_interval: float | None) -> None:
     """Answer ZAP requests for forwarders, and/or run a CURVE gateway, until stopped."""
-    from curvecert.daemon import Daemon
+    from curvecert.serve.daemon import Daemon
 
     overrides: dict[str, Any] = {}
     if log_format is not None:

@@ -3,7 +3,7 @@
 Why: `from zmq.auth.asyncio import AsyncioAuthenticator` becomes
 `from curvecert.compat.asyncio import AsyncioAuthenticator`. As in pyzmq, `start()` is
 called inside the running event loop and the handler runs there; underneath is
-`curvecert.aio.AsyncioAuthenticator`, which answers requests concurrently (a slow async
+`curvecert.auth.aio.AsyncioAuthenticator`, which answers requests concurrently (a slow async
 callback no longer holds up other handshakes), puts a deadline on every callback and
 answers 500 when one raises or runs late.
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 import zmq
 
-from curvecert.aio import AsyncioAuthenticator as _AsyncioTransport
+from curvecert.auth.aio import AsyncioAuthenticator as _AsyncioTransport
+from curvecert.auth.providers import DEFAULT_WORKERS
 from curvecert.compat.base import Authenticator
-from curvecert.providers import DEFAULT_WORKERS
 
 __all__ = ["AsyncioAuthenticator"]
 

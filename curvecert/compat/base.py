@@ -25,11 +25,9 @@ from typing import Any
 
 import zmq
 
-from curvecert import z85
-from curvecert.authenticator import BaseAuthenticator
-from curvecert.errors import ConfigError, OperationalError
-from curvecert.passwords import CheckResult
-from curvecert.policy import (
+from curvecert.auth.authenticator import BaseAuthenticator
+from curvecert.auth.passwords import CheckResult
+from curvecert.auth.policy import (
     ANY_DOMAIN,
     DEFAULT_PROVIDER_TIMEOUT,
     Decision,
@@ -41,8 +39,10 @@ from curvecert.policy import (
     ProviderResult,
     prepare,
 )
-from curvecert.providers import DEFAULT_WORKERS, WorkerPool, run_pending
-from curvecert.zap import ZAP_ENDPOINT, ZapRequest
+from curvecert.auth.providers import DEFAULT_WORKERS, WorkerPool, run_pending
+from curvecert.errors import ConfigError, OperationalError
+from curvecert.formats import z85
+from curvecert.formats.zap import ZAP_ENDPOINT, ZapRequest
 
 __all__ = ["CURVE_ALLOW_ANY", "VERSION", "Authenticator"]
 

@@ -9,7 +9,7 @@ Same names, arguments and return shapes as pyzmq; curvecert's file handling unde
   checked so that no value can inject lines into the file;
 - `load_certificate` reads with the strict parser (a 40-character Z85 key, CZMQ's ZPL
   rules) instead of pyzmq's lax line scan, and says what is wrong and where;
-- `load_certificates` reads a directory with the store's rules (`curvecert.store`), so it
+- `load_certificates` reads a directory with the store's rules (`curvecert.store.snapshot`), so it
   returns exactly the keys `configure_curve` trusts: a bad file is skipped and logged
   instead of aborting the whole load.
 
@@ -23,10 +23,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from curvecert import certfile, z85
-from curvecert.cert import Certificate
+from curvecert.certs import certfile
+from curvecert.certs.cert import Certificate
 from curvecert.errors import OperationalError
-from curvecert.store import scan
+from curvecert.formats import z85
+from curvecert.store.snapshot import scan
 
 __all__ = ["CertificateFileError", "create_certificates", "load_certificate",
            "load_certificates"]

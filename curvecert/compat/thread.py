@@ -15,9 +15,9 @@ from typing import Any
 
 import zmq
 
-from curvecert.authenticator import Authenticator as _ThreadTransport
+from curvecert.auth.authenticator import Authenticator as _ThreadTransport
+from curvecert.auth.providers import DEFAULT_WORKERS
 from curvecert.compat.base import Authenticator
-from curvecert.providers import DEFAULT_WORKERS
 
 __all__ = ["ThreadAuthenticator"]
 

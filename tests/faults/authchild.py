@@ -14,8 +14,8 @@ import sys
 
 import zmq
 
-from curvecert.authenticator import Authenticator
-from curvecert.cert import Certificate
+from curvecert.auth.authenticator import Authenticator
+from curvecert.certs.cert import Certificate
 
 __all__ = ["main"]
 

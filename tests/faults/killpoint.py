@@ -2,7 +2,7 @@
 
     python -m tests.faults.killpoint ARGS...        # like `python -m curvecert ARGS...`
 
-Every file curvecert writes goes through `curvecert.fileio` (`atomic_write`), so wrapping
+Every file curvecert writes goes through `curvecert.certs.fileio` (`atomic_write`), so wrapping
 that module's `os` calls (open, fchmod, write, fsync, close, replace, link, unlink)
 enumerates every step of every write. With `CURVECERT_KILL_TRACE=FILE` each call is
 appended to FILE as one line (`op path-or-fd`); with `CURVECERT_KILL_AT=N` (N >= 1) the
@@ -24,7 +24,7 @@ OPS = ("open", "fchmod", "write", "fsync", "close", "replace", "link", "unlink")
 
 
 def _instrument(kill_at: int, trace_path: str | None) -> None:
-    import curvecert.fileio as fileio
+    import curvecert.certs.fileio as fileio
 
     real = os
     trace_fd = real.open(trace_path, real.O_WRONLY | real.O_CREAT | real.O_APPEND, 0o600) \
@@ -59,7 +59,7 @@ def _instrument(kill_at: int, trace_path: str | None) -> None:
 
 
 def main() -> None:
-    """Instrument `curvecert.fileio`, then run the CLI with `sys.argv[1:]`."""
+    """Instrument `curvecert.certs.fileio`, then run the CLI with `sys.argv[1:]`."""
     _instrument(int(os.environ.get("CURVECERT_KILL_AT", "0")),
                 os.environ.get("CURVECERT_KILL_TRACE"))
     from curvecert.cli import main as cli_main

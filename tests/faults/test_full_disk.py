@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from curvecert import certfile, passwords, store
-from curvecert.cert import Certificate
+from curvecert.auth import passwords
+from curvecert.certs import certfile
+from curvecert.certs.cert import Certificate
+from curvecert.store import snapshot as store
 from tests.faults.support import leftover_temps, one_error_line, run_cli_as
 
 Env = Callable[..., dict[str, str]]

@@ -3,7 +3,7 @@
 Two kinds of kill, each many times per command:
 
 - deterministic: `tests.faults.killpoint` runs the real CLI and SIGKILLs it right before
-  its 1st, 2nd, ... Nth file-system call inside `curvecert.fileio` (create the temporary,
+  its 1st, 2nd, ... Nth file-system call inside `curvecert.certs.fileio` (create the temporary,
   chmod, write, fsync, close, rename, directory fsync), so every step of every write is
   interrupted once;
 - external: the plain CLI process is killed with SIGKILL after an increasing delay spread
@@ -31,9 +31,11 @@ from pathlib import Path
 
 import pytest
 
-from curvecert import certfile, passwords, store
-from curvecert.cert import Certificate
-from curvecert.verify import verify_file
+from curvecert.auth import passwords
+from curvecert.certs import certfile
+from curvecert.certs.cert import Certificate
+from curvecert.certs.verify import verify_file
+from curvecert.store import snapshot as store
 from tests.faults.support import leftover_temps, secret_mode_problems, temps_are_ignored
 
 pytestmark = pytest.mark.slow
@@ -255,7 +257,7 @@ def test_kill_passwd_add(tmp_path: Path, cli_env: Callable[..., dict[str, str]])
 
 _RELOADER = """
 import sys
-from curvecert.watch import CertStore
+from curvecert.store.watch import CertStore
 store = CertStore(sys.argv[1], watch=True, debounce=0.0).start()
 print(len(store), flush=True)
 while True:

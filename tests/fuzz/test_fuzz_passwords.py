@@ -1,4 +1,4 @@
-"""Fuzz target: PLAIN password files (`curvecert.passwords`).
+"""Fuzz target: PLAIN password files (`curvecert.auth.passwords`).
 
 Properties, for any bytes and for grammar-aware files (entries, hashes, comments, CRLF,
 blanks, duplicates, bad hashes, non-UTF-8):
@@ -24,7 +24,7 @@ import tempfile
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from curvecert import passwords
+from curvecert.auth import passwords
 from curvecert.errors import PasswordFileError
 from tests.fuzz.conftest import FUZZ, scaled
 

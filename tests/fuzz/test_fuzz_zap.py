@@ -28,13 +28,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from curvecert import store, z85, zap, zmtp
-from curvecert.authenticator import format_decision
-from curvecert.cert import Certificate
-from curvecert.daemon import _decision_record
-from curvecert.errors import ZapError
-from curvecert.passwords import StaticPasswords
-from curvecert.policy import (
+from curvecert.auth.authenticator import format_decision
+from curvecert.auth.passwords import StaticPasswords
+from curvecert.auth.policy import (
     AddressFilter,
     DomainPolicy,
     Grant,
@@ -46,6 +42,11 @@ from curvecert.policy import (
     answer,
     respond,
 )
+from curvecert.certs.cert import Certificate
+from curvecert.errors import ZapError
+from curvecert.formats import z85, zap, zmtp
+from curvecert.serve.daemon import _decision_record
+from curvecert.store import snapshot as store
 from tests.fuzz.conftest import FUZZ
 
 # --- a real policy --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Fuzz target: ZMTP metadata (`curvecert.zmtp`), the blob a ZAP 200 reply carries.
+"""Fuzz target: ZMTP metadata (`curvecert.formats.zmtp`), the blob a ZAP 200 reply carries.
 
 - `decode` takes any bytes: a list of properties or `ZapError`, never another exception;
   a blob it accepts re-encodes to exactly the same bytes;
@@ -16,8 +16,8 @@ import struct
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from curvecert import zmtp
 from curvecert.errors import ZapError
+from curvecert.formats import zmtp
 from tests.fuzz.conftest import FUZZ, scaled
 
 _prop = st.tuples(st.binary(min_size=0, max_size=12), st.binary(max_size=12))

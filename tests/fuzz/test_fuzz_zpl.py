@@ -1,4 +1,4 @@
-"""Fuzz target: the ZPL parser and writer (`curvecert.zpl`).
+"""Fuzz target: the ZPL parser and writer (`curvecert.formats.zpl`).
 
 Properties, for any input:
 
@@ -21,8 +21,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from curvecert import zpl
 from curvecert.errors import ZplError, ZplSyntaxError
+from curvecert.formats import zpl
 from tests.czmq import CzmqNode, load_czmq
 from tests.fuzz.conftest import FUZZ, scaled
 from tests.fuzz.strategies import ZPL_SEEDS, mutated, zpl_texts

@@ -13,13 +13,13 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from curvecert import z85
-from curvecert.authenticator import Authenticator, format_decision
-from curvecert.cert import Certificate
+from curvecert.auth.authenticator import Authenticator, format_decision
+from curvecert.auth.passwords import PasswordFile
+from curvecert.auth.policy import Decision, DomainPolicy, Grant, Policy, StaticKeys, UnsafeAllowAny
+from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
-from curvecert.passwords import PasswordFile
-from curvecert.policy import Decision, DomainPolicy, Grant, Policy, StaticKeys, UnsafeAllowAny
-from curvecert.zap import ZAP_ENDPOINT, ZapRequest
+from curvecert.formats import z85
+from curvecert.formats.zap import ZAP_ENDPOINT, ZapRequest
 from tests.conftest import wait_until
 
 Ctx = zmq.Context[zmq.Socket[bytes]]
@@ -237,7 +237,7 @@ def test_no_decision_logs_when_disabled(ctx: Ctx, zap_req: Callable[[list[bytes]
 
 
 def test_unsafe_allow_any_warns(ctx: Ctx, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="curvecert.authenticator"):
+    with caplog.at_level(logging.WARNING, logger="curvecert.auth.authenticator"):
         with Authenticator(ctx, Policy({"open": DomainPolicy(curve=UnsafeAllowAny())})) as a:
             a.configure_curve_unsafe_allow_any("other")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -323,7 +323,7 @@ def test_curve_handshake_user_id_and_metadata(ctx: Ctx, auth: Authenticator) -> 
 
 def test_curve_handshake_with_watched_cert_store(ctx: Ctx, auth: Authenticator,
                                                  tmp_path: Path) -> None:
-    pytest.importorskip("curvecert.watch")
+    pytest.importorskip("curvecert.store.watch")
     server_cert = Certificate.new()
     alice = Certificate.new({"name": "Alice", "org/unit": "R&D"})
     store = tmp_path / "store"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from curvecert.cert import Certificate
+from curvecert.certs.cert import Certificate
 from tests.conftest import CliResult
 
 Run = Callable[..., CliResult]

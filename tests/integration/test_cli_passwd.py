@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from curvecert.passwords import CheckResult, PasswordFile
+from curvecert.auth.passwords import CheckResult, PasswordFile
 from tests.conftest import CliResult
 
 Run = Callable[..., CliResult]

@@ -17,9 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curvecert import certfile, z85, zpl
-from curvecert.cert import Certificate
+from curvecert.certs import certfile
+from curvecert.certs.cert import Certificate
 from curvecert.errors import CurvecertError, ZplSyntaxError
+from curvecert.formats import z85, zpl
 from tests.czmq import Czmq, CzmqNode, require_czmq
 
 pytestmark = pytest.mark.czmq

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import zmq
 
-from curvecert.cert import Certificate
+from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
-from curvecert.forwarder import UNREACHABLE_TEXT, ZapForwarder
+from curvecert.serve.forwarder import UNREACHABLE_TEXT, ZapForwarder
 from tests.conftest import wait_until
 
 ZAP = "inproc://zeromq.zap.01"

@@ -1,6 +1,6 @@
 """Run the five patterns in-process with ALL logging at DEBUG: no password, no secret key.
 
-Every keypair made during the run is recorded (by wrapping `curvecert.keys.keypair`), so
+Every keypair made during the run is recorded (by wrapping `curvecert.certs.keys.keypair`), so
 secret keys that never reach a file are checked too; passwords are the examples' own.
 """
 
@@ -14,7 +14,8 @@ from types import ModuleType
 
 import pytest
 
-from curvecert import keys, z85
+from curvecert.certs import keys
+from curvecert.formats import z85
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PATTERNS = ["grasslands", "strawhouse", "woodhouse", "stonehouse", "ironhouse"]

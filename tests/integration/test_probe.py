@@ -19,9 +19,9 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from curvecert.cert import Certificate
+from curvecert.certs.cert import Certificate
 from curvecert.errors import CertificateError, ConfigError, OperationalError
-from curvecert.probe import (
+from curvecert.probe.core import (
     Greeting,
     Observation,
     ProbeEvent,

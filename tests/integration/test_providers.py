@@ -20,10 +20,10 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from curvecert.aio import AsyncioAuthenticator
-from curvecert.authenticator import Authenticator, BaseAuthenticator
-from curvecert.policy import Grant, StaticKeys
-from curvecert.zap import ZAP_ENDPOINT, ZapRequest
+from curvecert.auth.aio import AsyncioAuthenticator
+from curvecert.auth.authenticator import Authenticator, BaseAuthenticator
+from curvecert.auth.policy import Grant, StaticKeys
+from curvecert.formats.zap import ZAP_ENDPOINT, ZapRequest
 
 WAIT = 10.0
 DEADLINE = 0.5  # provider timeout used here: short, so stuck calls expire quickly

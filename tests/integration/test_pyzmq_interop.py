@@ -17,9 +17,9 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from curvecert.cert import Certificate
+from curvecert.certs.cert import Certificate
+from curvecert.certs.verify import verify_file
 from curvecert.errors import CertificateError, InvalidKey
-from curvecert.verify import verify_file
 
 SERVER_SECRET = "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6"
 SERVER_PUBLIC = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"

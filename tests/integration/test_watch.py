@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from curvecert import certfile, store
-from curvecert.cert import Certificate
+from curvecert.certs import certfile
+from curvecert.certs.cert import Certificate
 from curvecert.errors import StoreError
-from curvecert.store import Snapshot
-from curvecert.watch import CertStore
+from curvecert.store import snapshot as store
+from curvecert.store.snapshot import Snapshot
+from curvecert.store.watch import CertStore
 
 # watchdog's recursive inotify watch can race itself when nested directories appear quickly
 # and warns "Callback with id ... already exists ... It will be Overwritten" (harmless: the
@@ -361,9 +362,9 @@ def test_inotify_limit_falls_back_to_polling() -> None:
         code = textwrap.dedent(f"""
             import ctypes, errno, logging, os, sys
             import watchdog.observers.inotify, watchdog.observers.polling
-            from curvecert.watch import CertStore
-            from curvecert.cert import Certificate
-            from curvecert import certfile
+            from curvecert.store.watch import CertStore
+            from curvecert.certs.cert import Certificate
+            from curvecert.certs import certfile
             c = Certificate.new(name="x")
             text = certfile.dump(c, secret=False)
             os.setgid(65534); os.setuid(65534)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from curvecert import keys, z85
-from curvecert.cert import Certificate
+from curvecert.certs import keys
+from curvecert.certs.cert import Certificate
 from curvecert.errors import CertificateError, CurvecertError, InvalidKey
+from curvecert.formats import z85
 
 # zmq_curve(7) test key pairs (SPECS.md §2).
 CLIENT_PUBLIC = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curvecert import certfile, fileio
-from curvecert.cert import Certificate
+from curvecert.certs import certfile, fileio
+from curvecert.certs.cert import Certificate
 from curvecert.errors import (
     CertificateError,
     CurvecertError,

@@ -16,10 +16,11 @@ import pytest
 import zmq
 import zmq.auth
 
-from curvecert import certfile, keys, z85
+from curvecert.certs import certfile, keys
 from curvecert.compat import create_certificates, load_certificate, load_certificates
 from curvecert.compat.certs import CertificateFileError
 from curvecert.errors import CurvecertError
+from curvecert.formats import z85
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`curvecert.config`: the serve-auth TOML file parsed strictly into plain values."""
+"""`curvecert.serve.config`: the serve-auth TOML file parsed strictly into plain values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curvecert import config
 from curvecert.errors import ConfigError
+from curvecert.serve import config
 
 FULL = """
 zap-endpoint = "tcp://127.0.0.1:7001"

@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curvecert import passwords
+from curvecert.auth import passwords
+from curvecert.auth.passwords import CheckResult, PasswordFile, hash_password, parse
 from curvecert.errors import OperationalError, PasswordFileError
-from curvecert.passwords import CheckResult, PasswordFile, hash_password, parse
 
 FAST = {"n": 16}  # cheap scrypt for tests; the format carries its own parameters
 
 
 def _count_kdf(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record every scrypt call made through curvecert.passwords."""
+    """Record every scrypt call made through curvecert.auth.passwords."""
     import hashlib
 
     calls: list[int] = []
@@ -208,7 +208,7 @@ def test_failed_reload_fails_closed_then_recovers(tmp_path: Path,
     path.write_bytes(b"admin=secret\n")
     pf = PasswordFile(path, check_interval=0)
     generation = pf.generation
-    with caplog.at_level(logging.ERROR, logger="curvecert.passwords"):
+    with caplog.at_level(logging.ERROR, logger="curvecert.auth.passwords"):
         path.write_bytes(b"admin=secret\nbroken line\n")
         assert pf.check("admin", b"secret") is CheckResult.UNAVAILABLE
     assert pf.error is not None and f"{path}:2" in pf.error
@@ -232,7 +232,7 @@ def test_world_readable_plaintext_file_warns(tmp_path: Path,
     path = tmp_path / "pw"
     path.write_bytes(b"admin=secret\n")
     path.chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="curvecert.passwords"):
+    with caplog.at_level(logging.WARNING, logger="curvecert.auth.passwords"):
         PasswordFile(path)
     assert "readable by group/others" in caplog.text and "secret" not in caplog.text
 

@@ -1,4 +1,4 @@
-"""Decision tables for `curvecert.policy.decide`: plain data in, decisions out, no sockets."""
+"""Decision tables for `curvecert.auth.policy.decide`: plain data in, decisions out, no sockets."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from curvecert import z85, zmtp
-from curvecert.cert import Certificate
-from curvecert.errors import ConfigError
-from curvecert.passwords import CheckResult, StaticPasswords
-from curvecert.policy import (
+from curvecert.auth.passwords import CheckResult, StaticPasswords
+from curvecert.auth.policy import (
     AddressFilter,
     Decision,
     DomainPolicy,
@@ -26,7 +23,10 @@ from curvecert.policy import (
     resolve,
     respond,
 )
-from curvecert.zap import ZapRequest
+from curvecert.certs.cert import Certificate
+from curvecert.errors import ConfigError
+from curvecert.formats import z85, zmtp
+from curvecert.formats.zap import ZapRequest
 
 ALICE = bytes(range(32))
 MALLORY = bytes(range(1, 33))
@@ -190,7 +190,7 @@ def test_plain_source_failures_are_500() -> None:
 
 
 def test_plain_with_hashed_static_passwords() -> None:
-    from curvecert.passwords import hash_password
+    from curvecert.auth.passwords import hash_password
 
     source = StaticPasswords({"admin": hash_password("secret", n=16)})
     assert decide(plain(), one(DomainPolicy(plain=source))).allowed

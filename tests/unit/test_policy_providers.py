@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 
-from curvecert import z85
-from curvecert.errors import ConfigError
-from curvecert.policy import (
+from curvecert.auth.policy import (
     Decision,
     DomainPolicy,
     Grant,
@@ -26,7 +24,9 @@ from curvecert.policy import (
     respond,
     run_inline,
 )
-from curvecert.zap import ZapRequest, parse_request
+from curvecert.errors import ConfigError
+from curvecert.formats import z85
+from curvecert.formats.zap import ZapRequest, parse_request
 
 KEY = bytes(range(32))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from curvecert.cert import Certificate
+from curvecert.certs.cert import Certificate
 
 HEAVY = ("zmq", "rich", "watchdog")
 

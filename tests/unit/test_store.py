@@ -17,9 +17,11 @@ import zmq.auth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curvecert import certfile, keys, store, z85, zmtp
-from curvecert.cert import Certificate
+from curvecert.certs import certfile, keys
+from curvecert.certs.cert import Certificate
 from curvecert.errors import AmbiguousMatch, FileExists, InvalidKey, StoreError
+from curvecert.formats import z85, zmtp
+from curvecert.store import snapshot as store
 
 CORPUS = Path(__file__).resolve().parents[1] / "assets" / "zpl"
 
@@ -171,7 +173,7 @@ def test_missing_directory_trusts_nothing_and_says_why(tmp_path: Path,
     scanner = store.Scanner(d)
     assert scanner.scan().lookup(c.public_key) is not None
     shutil.rmtree(d)
-    with caplog.at_level("ERROR", logger="curvecert.store"):
+    with caplog.at_level("ERROR", logger="curvecert.store.snapshot"):
         snap = scanner.scan()
     assert not snap.healthy and len(snap) == 0 and snap.lookup(c.public_key) is None
     assert snap.problem is not None and "No such file" in snap.problem

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from curvecert import verify
-from curvecert.cert import Certificate
+from curvecert.certs import verify
+from curvecert.certs.cert import Certificate
+from curvecert.certs.verify import Finding, check_metadata, check_mode, check_text, verify_file
 from curvecert.errors import OperationalError
-from curvecert.verify import Finding, check_metadata, check_mode, check_text, verify_file
 
 SERVER_PUBLIC = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
 SERVER_SECRET = "JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6"
@@ -238,8 +238,8 @@ def test_unreadable_inputs_are_operational_errors(tmp_path: Path) -> None:
 
 
 def test_stale_temporary_of_an_interrupted_write_is_reported_once(tmp_path: Path) -> None:
-    from curvecert.cert import Certificate
-    from curvecert.verify import verify_files
+    from curvecert.certs.cert import Certificate
+    from curvecert.certs.verify import verify_files
 
     Certificate.new(name="a").save(tmp_path / "a")
     stale = tmp_path / ".a_secret.0123456789ab.tmp"

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from zmq.utils import z85 as pyzmq_z85
 
-from curvecert import z85
 from curvecert.errors import CurvecertError, InvalidKey
+from curvecert.formats import z85
 
 # zmq_curve(7) test key pairs (SPECS.md §2): hex <-> Z85.
 CURVE_VECTORS = [

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curvecert import zap
+from curvecert.auth.passwords import StaticPasswords
+from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys, answer, respond
 from curvecert.errors import ZapError
-from curvecert.passwords import StaticPasswords
-from curvecert.policy import DomainPolicy, Policy, StaticKeys, answer, respond
+from curvecert.formats import zap
 
 KEY = bytes(range(32))
 CURVE = [b"1.0", b"1", b"", b"127.0.0.1", b"", b"CURVE", KEY]
@@ -176,7 +176,7 @@ def test_valid_requests_are_answered_from_policy() -> None:
 
 
 def zap_z85(key: bytes) -> bytes:
-    from curvecert import z85
+    from curvecert.formats import z85
 
     return z85.encode(key).encode("ascii")
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curvecert import zmtp
 from curvecert.errors import CurvecertError, ZapError
+from curvecert.formats import zmtp
 
 # libzmq tests/test_metadata.cpp: one property Hello=World.
 VECTOR = b"\x05Hello\x00\x00\x00\x05World"

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curvecert import zpl
 from curvecert.errors import CurvecertError, ZplError, ZplSyntaxError
+from curvecert.formats import zpl
 
 CORPUS = Path(__file__).resolve().parents[1] / "assets" / "zpl"
 

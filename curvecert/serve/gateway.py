@@ -32,13 +32,12 @@ from typing import Any
 
 import zmq
 
-from curvecert.authenticator import Authenticator
-from curvecert.cert import Certificate
-from curvecert.config import GATEWAY_PATTERNS, GatewayConfig
-from curvecert.daemon import BACKLOG
+from curvecert.auth.authenticator import Authenticator
+from curvecert.auth.policy import Decision, Policy
+from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
-from curvecert.policy import Decision, Policy
-from curvecert.zap import ZapRequest
+from curvecert.formats.zap import ZapRequest
+from curvecert.serve.config import BACKLOG, GATEWAY_PATTERNS, GatewayConfig
 
 __all__ = ["PATTERNS", "Gateway"]
 

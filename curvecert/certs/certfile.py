@@ -22,10 +22,9 @@ import os
 import time
 from collections.abc import Mapping
 
-from curvecert import keys, z85, zpl
-from curvecert.cert import Certificate
-from curvecert.errors import CertificateError, FileExists, InvalidKey, ZplError
-from curvecert.fileio import (
+from curvecert.certs import keys
+from curvecert.certs.cert import Certificate
+from curvecert.certs.fileio import (
     PRIVATE_MODE,
     PUBLIC_MODE,
     abandon_write,
@@ -35,6 +34,8 @@ from curvecert.fileio import (
     prepare_write,
     read_bytes,
 )
+from curvecert.errors import CertificateError, FileExists, InvalidKey, ZplError
+from curvecert.formats import z85, zpl
 
 __all__ = [
     "SECRET_SUFFIX",

@@ -21,10 +21,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from curvecert import keys, z85, zmtp, zpl
-from curvecert.certfile import SECRET_SUFFIX
+from curvecert.certs import keys
+from curvecert.certs.certfile import SECRET_SUFFIX
+from curvecert.certs.fileio import read_bytes
 from curvecert.errors import InvalidKey, OperationalError, ZplError, ZplSyntaxError
-from curvecert.fileio import read_bytes
+from curvecert.formats import z85, zmtp, zpl
 
 __all__ = [
     "CZMQ_ZAUTH_METADATA_LIMIT",

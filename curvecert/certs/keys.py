@@ -11,8 +11,8 @@ import base64
 import hashlib
 import hmac
 
-from curvecert import z85
 from curvecert.errors import InvalidKey, OperationalError
+from curvecert.formats import z85
 
 __all__ = [
     "KEY_LEN",

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from curvecert import keys, z85
+from curvecert.certs import keys
 from curvecert.errors import CertificateError
+from curvecert.formats import z85
 
 __all__ = ["Certificate"]
 
@@ -84,7 +85,7 @@ class Certificate:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Certificate:
         """Load exactly the file at `path` (CZMQ or pyzmq layout); never its `_secret` sibling."""
-        from curvecert import certfile  # the file layer sits above this one
+        from curvecert.certs import certfile  # the file layer sits above this one
 
         return certfile.load(path)
 
@@ -137,19 +138,19 @@ class Certificate:
 
     def save(self, path: str | os.PathLike[str], *, force: bool = False) -> None:
         """Write `path` (public) and, with a secret, `path_secret` (mode 0600)."""
-        from curvecert import certfile
+        from curvecert.certs import certfile
 
         certfile.save(self, path, force=force)
 
     def save_public(self, path: str | os.PathLike[str], *, force: bool = False) -> None:
         """Write only the public file at `path`."""
-        from curvecert import certfile
+        from curvecert.certs import certfile
 
         certfile.save_public(self, path, force=force)
 
     def save_secret(self, path: str | os.PathLike[str], *, force: bool = False) -> None:
         """Write only the secret file at `path` (mode 0600 from the first byte)."""
-        from curvecert import certfile
+        from curvecert.certs import certfile
 
         certfile.save_secret(self, path, force=force)
 

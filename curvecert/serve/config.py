@@ -7,7 +7,7 @@ anything live is touched. Every unknown key, wrong type or bad value raises
 allow[2]: ...`); a typo never silently turns into "allow everything".
 
 This module only parses into frozen dataclasses. Turning them into a live policy
-(watched stores, password files) is `curvecert.daemon.build_policy`. Relative paths in
+(watched stores, password files) is `curvecert.serve.daemon.build_policy`. Relative paths in
 a file are resolved against the file's directory.
 
 Example (see docs/serve-auth.md for the reference):
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curvecert import store
 from curvecert.errors import ConfigError
+from curvecert.store import snapshot as store
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,6 +41,7 @@ else:  # pragma: no cover - python 3.10
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = [
+    "BACKLOG",
     "CURVE_MODES",
     "GATEWAY_PATTERNS",
     "LOG_FORMATS",
@@ -65,6 +66,9 @@ MECHANISMS = ("NULL", "PLAIN", "CURVE")
 #: Decision log formats.
 LOG_FORMATS = ("text", "json")
 #: Gateway shapes (docs/serve-auth.md "Gateway").
+#: Listen backlog for the daemon's and the gateway's sockets. libzmq's default (100)
+#: overflows on a burst of a few hundred connects and SYN retries then add ~1 s.
+BACKLOG = 4096
 GATEWAY_PATTERNS = ("push-pull", "router-dealer", "pub-sub", "pub-sub-out")
 
 _TRANSPORTS = ("ipc", "tcp")
@@ -162,7 +166,7 @@ def check_address(text: str, *, where: str) -> str:
 
     An entry is an IPv4/IPv6 address, a CIDR network, or an ipc peer pattern
     `localhost:UID:GID:PID` whose parts are numbers or `*` (libzmq reports ipc clients
-    that way), as `curvecert.policy` reads them.
+    that way), as `curvecert.auth.policy` reads them.
     """
     parts = text.strip().split(":")
     if len(parts) == 4 and parts[0] == "localhost":

@@ -1,6 +1,6 @@
 """The live certificate store: a watched directory, reloaded into a fresh snapshot on change.
 
-`CertStore` keeps the newest `curvecert.store.Snapshot` behind one reference. A lookup reads
+`CertStore` keeps the newest `curvecert.store.snapshot.Snapshot` behind one reference. A lookup reads
 that reference and does one dict access: no lock, no disk. Changes are picked up by
 watchdog (the only module that imports it) and applied by one reload thread:
 
@@ -59,7 +59,14 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from curvecert.errors import StoreError
-from curvecert.store import Entry, ScanCancelled, Scanner, Snapshot, StoreFinding, is_ignored_name
+from curvecert.store.snapshot import (
+    Entry,
+    ScanCancelled,
+    Scanner,
+    Snapshot,
+    StoreFinding,
+    is_ignored_name,
+)
 
 __all__ = ["CertStore", "ReloadCallback"]
 

@@ -48,10 +48,10 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from curvecert import z85, zap, zmtp
-from curvecert.cert import Certificate
+from curvecert.auth.passwords import CheckResult, StaticPasswords
+from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, ZapError
-from curvecert.passwords import CheckResult, StaticPasswords
+from curvecert.formats import z85, zap, zmtp
 
 __all__ = [
     "ANY_DOMAIN",
@@ -223,7 +223,7 @@ class Provider:
     500 reply. `callback` may be an `async def` function (or return an awaitable). `name`
     appears in logs.
 
-    How it runs depends on the transport (`curvecert.providers`): the thread and asyncio
+    How it runs depends on the transport (`curvecert.auth.providers`): the thread and asyncio
     authenticators run a plain callback in a small pool of worker threads and an async one
     on an event loop, and answer other requests meanwhile; a call that has not finished
     after `timeout` seconds is answered 500 (the call itself is abandoned, never killed).
@@ -285,7 +285,7 @@ class StaticKeys:
     """An in-memory, immutable `KeyLookup`: `{32-byte key: entry}`.
 
     Build it from certificates (their metadata becomes ZAP metadata, names mapped to legal
-    ZMTP names and sizes bounded by `curvecert.zmtp.encode_lenient`) or from bare keys.
+    ZMTP names and sizes bounded by `curvecert.formats.zmtp.encode_lenient`) or from bare keys.
     """
 
     __slots__ = ("_entries",)
@@ -310,7 +310,7 @@ class StaticKeys:
     @classmethod
     def from_keys(cls, keys: Iterable[bytes | str]) -> StaticKeys:
         """Bare keys (raw or Z85), no metadata."""
-        from curvecert.keys import decode_key
+        from curvecert.certs.keys import decode_key
 
         empty = _Entry(b"")
         return cls({decode_key(k, what="client key"): empty for k in keys})
@@ -691,7 +691,7 @@ class Pending:
     """A decision that needs a `Provider` call: run `provider(request)`, then `finish` it.
 
     `decide` does this synchronously; an asyncio or deadline-bound caller
-    (`curvecert.providers`) runs the provider its own way and still shares every other
+    (`curvecert.auth.providers`) runs the provider its own way and still shares every other
     rule: `cached()` first, then `finish(result)`, `fail(exc)` or `expire()`.
     """
 
@@ -895,7 +895,7 @@ def encode(request: zap.ZapRequest | None, decision: Decision, frames: list[byte
     """The reply frames for `decision` (and the decision actually sent); never raises.
 
     `frames` is the request as received: a malformed one (`request` None) is answered with
-    `curvecert.zap.fallback_reply`, echoing its request id when usable. A decision whose
+    `curvecert.formats.zap.fallback_reply`, echoing its request id when usable. A decision whose
     reply cannot be encoded (an over-long user id from a hook) becomes a 500.
     """
     if request is None:
@@ -923,7 +923,7 @@ def respond(policy: Policy, frames: list[bytes]
 
     A provider is called synchronously (`run_inline`). A request that does not parse gets
     a 500 (`request` is then None) with the request id echoed when usable (see
-    `curvecert.zap.fallback_reply`). The reply is always six well-formed frames.
+    `curvecert.formats.zap.fallback_reply`). The reply is always six well-formed frames.
     """
     request, outcome = prepare(policy, frames)
     if type(outcome) is Pending:

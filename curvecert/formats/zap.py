@@ -172,7 +172,7 @@ def encode_reply(request_id: bytes, status: str | bytes | int, text: str | bytes
 
     Checks RFC 27's rules: status is one of 200/300/400/500; the request id, status text
     and user id are at most 255 octets; the user id and metadata are empty unless the
-    status is 200. The metadata blob itself is not re-validated here (see `curvecert.zmtp`).
+    status is 200. The metadata blob itself is not re-validated here (see `curvecert.formats.zmtp`).
     Raises `ZapError` when a rule is broken.
     """
     code = str(status) if isinstance(status, int) else (

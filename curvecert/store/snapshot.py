@@ -2,7 +2,7 @@
 
 Ironhouse trusts exactly the public keys found in one directory. This module reads that
 directory into an immutable `Snapshot` {32-byte public key -> `Entry`} and changes it
-(`add_certificate`, `remove`). It has no threads and no watcher (that is `curvecert.watch`),
+(`add_certificate`, `remove`). It has no threads and no watcher (that is `curvecert.store.watch`),
 so everything here is plain, testable code.
 
 What is read (CZMQ's and pyzmq's stores, both):
@@ -15,7 +15,7 @@ What is read (CZMQ's and pyzmq's stores, both):
   `..data` and `..<timestamp>` are never read twice), `*_secret` (CZMQ and pyzmq secret
   files), and editor or tool temporaries `*~`, `*.swp`, `*.swo`, `*.swx`, `*.tmp`, `#*#`.
 
-What is trusted: a file that parses as a certificate (the full ZPL grammar, `curvecert.zpl`)
+What is trusted: a file that parses as a certificate (the full ZPL grammar, `curvecert.formats.zpl`)
 with a valid public key and no secret key. Anything else becomes a `StoreFinding`, is
 logged once, is never trusted, and never stops the scan: a file that does not parse, a
 file holding a secret key, a file that cannot be read, a file over 1 MiB, an unreadable
@@ -41,7 +41,7 @@ a list of keys sorted by path (used to find a file's key when an event names its
 
 Speed: the files curvecert, CZMQ and pyzmq write have one exact layout; a single regular
 expression recognises it and yields the same result as the full parser (proved by tests).
-Any other text goes through `curvecert.certfile.parse`.
+Any other text goes through `curvecert.certs.certfile.parse`.
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Literal
 
-from curvecert import certfile, keys, z85, zmtp
-from curvecert.cert import Certificate
+from curvecert.certs import certfile, keys
+from curvecert.certs.cert import Certificate
+from curvecert.certs.fileio import PUBLIC_MODE, atomic_write
 from curvecert.errors import (
     AmbiguousMatch,
     CertificateError,
@@ -70,7 +71,7 @@ from curvecert.errors import (
     StoreError,
     ZplSyntaxError,
 )
-from curvecert.fileio import PUBLIC_MODE, atomic_write
+from curvecert.formats import z85, zmtp
 
 __all__ = [
     "MAX_FILE_SIZE",
@@ -119,7 +120,7 @@ class StoreFinding:
 
     `severity` is "error" when the file is not trusted because of it, "warning" when the
     file is trusted but something about it deserves attention (dropped metadata). The
-    fields match `curvecert.verify.Finding` (which lives a layer above this module).
+    fields match `curvecert.certs.verify.Finding` (which lives a layer above this module).
     """
 
     path: str

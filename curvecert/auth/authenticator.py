@@ -5,13 +5,13 @@ domains; pyzmq's ThreadAuthenticator logs PLAIN passwords, has one global "allow
 dies silently when a credentials callback raises (every later handshake then hangs) and
 its `stop()` can block forever. This one:
 
-- only moves frames: `curvecert.policy.prepare`/`encode` (pure, never raise) turn each
+- only moves frames: `curvecert.auth.policy.prepare`/`encode` (pure, never raise) turn each
   request into a reply, so malformed input, a raising key lookup or a broken provider gets
   a 500 and the loop carries on;
 - swaps an immutable `Policy` reference on every configuration change (thread-safe, no
   locks on the hot path);
 - binds a ROUTER socket, so several requests can be in flight: a request that needs a
-  provider (a database lookup, ...) is handed to `curvecert.providers` (a small pool of
+  provider (a database lookup, ...) is handed to `curvecert.auth.providers` (a small pool of
   daemon worker threads for blocking callbacks, a private event loop for async ones) and
   answered when the call completes or, at its deadline, with a 500, while other requests
   are answered meanwhile. With no provider call in flight the thread blocks in a plain
@@ -27,7 +27,7 @@ its `stop()` can block forever. This one:
   after the reply has been sent.
 
 `BaseAuthenticator` holds everything but the transport (policy, configuration methods,
-counters, logging, hook); `curvecert.aio.AsyncioAuthenticator` is the same on an asyncio
+counters, logging, hook); `curvecert.auth.aio.AsyncioAuthenticator` is the same on an asyncio
 loop. libzmq looks the ZAP endpoint up in the server socket's own context, so there is one
 authenticator per context (a second `start()` in the same context fails with a clear
 `OperationalError`).
@@ -51,9 +51,8 @@ from typing import Any, NamedTuple
 
 import zmq
 
-from curvecert.errors import ConfigError, OperationalError
-from curvecert.passwords import PasswordFile
-from curvecert.policy import (
+from curvecert.auth.passwords import PasswordFile
+from curvecert.auth.policy import (
     ANY_DOMAIN,
     DEFAULT_PROVIDER_TIMEOUT,
     Decision,
@@ -71,8 +70,9 @@ from curvecert.policy import (
     prepare,
     respond,
 )
-from curvecert.providers import DEFAULT_WORKERS, ProviderRunner, resolve_now, settle
-from curvecert.zap import ZAP_ENDPOINT, ZapRequest, split_envelope
+from curvecert.auth.providers import DEFAULT_WORKERS, ProviderRunner, resolve_now, settle
+from curvecert.errors import ConfigError, OperationalError
+from curvecert.formats.zap import ZAP_ENDPOINT, ZapRequest, split_envelope
 
 __all__ = ["AUDIT_LOGGER", "ZAP_ENDPOINT", "Authenticator", "BaseAuthenticator",
            "DecisionAdjust", "DecisionHook", "ProviderCallback", "answer", "fast_io",
@@ -218,7 +218,7 @@ class BaseAuthenticator:
 
     def _final(self, request: ZapRequest | None, decision: Decision, frames: list[bytes]
                ) -> tuple[Decision, list[bytes]]:
-        """`adjust`, then the reply frames (see `curvecert.policy.encode`)."""
+        """`adjust`, then the reply frames (see `curvecert.auth.policy.encode`)."""
         adjust = self.adjust
         if adjust is not None and request is not None:
             try:
@@ -269,7 +269,7 @@ class BaseAuthenticator:
     def set_policy(self, policy: Policy) -> None:
         """Replace the whole policy; requests already being decided finish with the old one."""
         if not isinstance(policy, Policy):
-            raise ConfigError("set_policy needs a curvecert.policy.Policy")
+            raise ConfigError("set_policy needs a curvecert.auth.policy.Policy")
         with self._lock:
             self._policy = policy
         self._warn_unsafe(policy)
@@ -369,9 +369,9 @@ class BaseAuthenticator:
         `callback` may be a plain function or an `async def` one; it reads the
         credentials from `request.credentials` (CURVE: the client's 32-byte key; PLAIN:
         user name and password bytes). It runs off the handler (see
-        `curvecert.providers`) and is answered 500 after `timeout` seconds. `cache_ttl` >
+        `curvecert.auth.providers`) and is answered 500 after `timeout` seconds. `cache_ttl` >
         0 remembers allow results for that long (at most `cache_max` entries, see
-        `curvecert.policy.ResultCache`). `inline=True` runs a plain callback on the
+        `curvecert.auth.policy.ResultCache`). `inline=True` runs a plain callback on the
         handler itself, without a deadline: only for code that cannot block. Returns
         the installed `Provider` (its `.cache` can be cleared).
         """
@@ -714,9 +714,9 @@ class Authenticator(BaseAuthenticator):
 
 def _open_store(directory: str | os.PathLike[str]) -> Any:
     try:
-        from curvecert.watch import CertStore
+        from curvecert.store.watch import CertStore
     except ImportError as exc:  # pragma: no cover - the store ships with curvecert
-        raise ConfigError("curvecert.watch.CertStore is not available; pass a KeyLookup "
+        raise ConfigError("curvecert.store.watch.CertStore is not available; pass a KeyLookup "
                           "instead of a directory") from exc
     store = CertStore(directory, watch=True)
     store.start()

@@ -55,9 +55,10 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from curvecert import keys, z85
-from curvecert.cert import Certificate
+from curvecert.certs import keys
+from curvecert.certs.cert import Certificate
 from curvecert.errors import CertificateError, ConfigError, OperationalError
+from curvecert.formats import z85
 
 __all__ = [
     "SERVER_TYPES",

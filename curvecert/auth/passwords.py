@@ -47,8 +47,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from curvecert.certs.fileio import PRIVATE_MODE, atomic_write
 from curvecert.errors import OperationalError, PasswordFileError
-from curvecert.fileio import PRIVATE_MODE, atomic_write
 
 __all__ = [
     "SCRYPT_N",

@@ -42,8 +42,8 @@ from typing import Any
 
 import zmq
 
-from curvecert import keys
-from curvecert.cert import Certificate
+from curvecert.certs import keys
+from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
 
 __all__ = ["DEFAULT_TIMEOUT", "UNREACHABLE_TEXT", "ZAP_ENDPOINT", "ForwarderStats",

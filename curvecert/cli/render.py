@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
-    from curvecert.cert import Certificate
-    from curvecert.verify import Finding
+    from curvecert.certs.cert import Certificate
+    from curvecert.certs.verify import Finding
 
 __all__ = [
     "cert_to_json",
@@ -204,7 +204,7 @@ def findings_summary(findings: Sequence[Finding], files: int) -> Text:
     """`OK: 2 files, no findings` or `3 errors, 1 warning in 2 files`."""
     from rich.text import Text
 
-    from curvecert.verify import ERROR
+    from curvecert.certs.verify import ERROR
 
     if not findings:
         noun = "file" if files == 1 else "files"

@@ -38,13 +38,9 @@ from typing import Any
 
 import zmq
 
-from curvecert import zap
-from curvecert.authenticator import Authenticator
-from curvecert.cert import Certificate
-from curvecert.config import DaemonConfig, DomainConfig
-from curvecert.errors import ConfigError, CurvecertError, OperationalError
-from curvecert.passwords import PasswordFile
-from curvecert.policy import (
+from curvecert.auth.authenticator import Authenticator
+from curvecert.auth.passwords import PasswordFile
+from curvecert.auth.policy import (
     AddressFilter,
     Decision,
     DomainPolicy,
@@ -54,7 +50,11 @@ from curvecert.policy import (
     UnsafeAllowAny,
     respond,
 )
-from curvecert.watch import CertStore
+from curvecert.certs.cert import Certificate
+from curvecert.errors import ConfigError, CurvecertError, OperationalError
+from curvecert.formats import zap
+from curvecert.serve.config import BACKLOG, DaemonConfig, DomainConfig
+from curvecert.store.watch import CertStore
 
 __all__ = [
     "BACKLOG",
@@ -69,9 +69,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-#: Listen backlog for the daemon's and the gateway's sockets. libzmq's default (100)
-#: overflows on a burst of a few hundred connects and SYN retries then add ~1 s.
-BACKLOG = 4096
 #: ZAP domain of the daemon's own tcp:// socket (only forwarder keys are admitted there).
 FORWARDER_DOMAIN = "curvecert-forwarders"
 # Forwarders pipeline many requests per connection; libzmq's per-pipe default of 1000 is
@@ -435,7 +432,7 @@ class Daemon:
                                        ipc_group=cfg.ipc_group, server_cert=server_cert)
             self._service.bind()
         if cfg.gateway is not None:
-            from curvecert.gateway import Gateway
+            from curvecert.serve.gateway import Gateway
 
             self._gateway = Gateway.from_config(cfg.gateway, self._live.policy,
                                                 on_decision=self._record)

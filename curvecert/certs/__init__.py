@@ -1,0 +1,1 @@
+"""Certificates: key values, the immutable `Certificate`, the CZMQ file pair, `verify` findings."""

@@ -1,0 +1,1 @@
+"""`probe`: connect to a ZeroMQ endpoint and say why a handshake succeeds or fails."""

@@ -1,0 +1,1 @@
+"""`serve-auth`: the daemon, the fail-closed forwarder, the gateway and their configuration."""

@@ -1,0 +1,1 @@
+"""The trust store: immutable snapshots keyed by public key, scanning, add/remove, watchers."""
