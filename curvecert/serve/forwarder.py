@@ -29,6 +29,7 @@ from typing import Any
 
 import zmq
 
+from curvecert.auth.endpoint import ZapLease, acquire
 from curvecert.certs import keys
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
@@ -64,7 +65,8 @@ class ZapForwarder:
     key as `server_key` and the forwarder's own secret certificate as `cert` (the daemon
     admits forwarders by key). `timeout` (seconds, default 0.5) is how long the daemon
     has to answer before the forwarder replies 500 itself. `stop()` (or leaving the
-    `with` block) unbinds and joins the thread; it never blocks on the daemon.
+    `with` block) joins the thread and never blocks on the daemon; the ZAP endpoint stays
+    bound and denies until the context terminates (close server sockets first).
     """
 
     def __init__(self, context: zmq.Context[Any], endpoint: str, *,
@@ -82,8 +84,6 @@ class ZapForwarder:
         self._server_key = key
         self._cert = cert
         self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
         self._control_addr = f"inproc://curvecert-forwarder-{os.getpid()}-{id(self):x}"
         self._control: zmq.Socket[Any] | None = None
         self._relay = Relay(endpoint, self.timeout)
@@ -91,36 +91,48 @@ class ZapForwarder:
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> ZapForwarder:
-        """Bind the ZAP endpoint and start relaying; returns once bound (raises if not).
+        """Bind the ZAP endpoint (or take it over) and start relaying; returns once bound.
 
-        Raises `OperationalError` if the ZAP endpoint is already bound in this context
-        (another authenticator or forwarder holds it).
+        Everything the relay needs (its control pair, the link to the daemon, the thread)
+        is made here; if any of it fails, `OperationalError` is raised and the endpoint,
+        if it was bound, stays bound and denies (`curvecert.auth.endpoint`). Also raises
+        `OperationalError` if another live handler holds the ZAP endpoint of this context.
         """
         if self._thread is not None:
             raise OperationalError("this ZapForwarder is already started")
-        control = self.context.socket(zmq.PAIR)
-        control.linger = 0
-        control.bind(self._control_addr)
-        self._control = control
-        self._thread = threading.Thread(target=self._run, name="curvecert-zap-forwarder",
-                                        daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._start_error is not None:
-            self._thread.join()
-            self._thread = None
-            control.close(linger=0)
-            self._control = None
-            err = self._start_error
-            raise OperationalError(f"cannot bind the ZAP endpoint {self.zap_endpoint}: {err} "
-                                   "(is another authenticator running in this context?)"
-                                   ) from err
+        lease = acquire(self.context, self.zap_endpoint)
+        made: list[zmq.Socket[Any]] = []
+        try:
+            control = self.context.socket(zmq.PAIR)
+            made.append(control)
+            control.linger = 0
+            control.bind(self._control_addr)
+            inner: zmq.Socket[Any] = zmq.Socket(self.context, zmq.PAIR)  # the thread's own
+            made.append(inner)
+            inner.linger = 0
+            inner.connect(self._control_addr)
+            back = self._open_backend()
+            made.append(back)
+            thread = threading.Thread(target=self._run, args=(lease, inner, back),
+                                      name="curvecert-zap-forwarder", daemon=True)
+            thread.start()
+        except BaseException as exc:
+            for sock in made:
+                sock.close(linger=0)
+            lease.release()  # never unbind: the deny-all responder answers meanwhile
+            raise OperationalError(f"cannot start the ZAP forwarder on {self.zap_endpoint}: "
+                                   f"{exc}") from exc
+        self._control, self._thread = control, thread
         _logger.info("ZAP forwarder bound %s, relaying to %s (deadline %.2fs)",
                      self.zap_endpoint, self.endpoint, self.timeout)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop relaying, unbind the ZAP endpoint and join the thread; safe to call twice."""
+        """Stop relaying and join the thread; safe to call twice.
+
+        The ZAP endpoint is NOT unbound: a deny-all responder answers 500 until the
+        context terminates or a new handler takes over (close server sockets first).
+        """
         thread, control = self._thread, self._control
         if thread is None or control is None:
             return
@@ -175,7 +187,9 @@ class ZapForwarder:
     # --- the relay thread ---------------------------------------------------------------
 
     def _open_backend(self) -> zmq.Socket[Any]:
-        sock: zmq.Socket[Any] = self.context.socket(zmq.DEALER)
+        # Untracked by the context: only the relay thread touches it, and Context.destroy()
+        # must not close it from another thread while the relay polls it.
+        sock: zmq.Socket[Any] = zmq.Socket(self.context, zmq.DEALER)
         sock.linger = 0
         # Requests queue while the link is (re)connecting, so a forwarder started a moment
         # before the daemon is reachable does not deny its first clients. A queue toward a
@@ -186,36 +200,30 @@ class ZapForwarder:
         if self.endpoint.startswith("tcp://"):
             sock.heartbeat_ivl = 1000
             sock.heartbeat_timeout = 3000
-        if self._cert is not None and self._server_key is not None:
-            self._cert.apply_client(sock, self._server_key)
-        sock.connect(self.endpoint)
+        try:
+            if self._cert is not None and self._server_key is not None:
+                self._cert.apply_client(sock, self._server_key)
+            sock.connect(self.endpoint)
+        except BaseException:
+            sock.close(linger=0)
+            raise
         return sock
 
-    def _run(self) -> None:
-        front = self.context.socket(zmq.ROUTER)
-        front.linger = 0
+    def _run(self, lease: ZapLease, control: zmq.Socket[Any],
+             back: zmq.Socket[Any] | None) -> None:
+        terminated = False
         try:
-            front.bind(self.zap_endpoint)
-            control = self.context.socket(zmq.PAIR)
-            control.linger = 0
-            control.connect(self._control_addr)
-            back = self._open_backend()
-        except (zmq.ZMQError, ValueError) as exc:
-            front.close(linger=0)
-            self._start_error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            back = self._relay.loop(front, back, control, self._open_backend)
-        except Exception:  # pragma: no cover - a bug; never leave libzmq waiting silently
-            _logger.exception("ZAP forwarder failed; the ZAP endpoint is now unbound and "
-                              "CURVE servers in this context would ACCEPT ALL clients")
+            back, terminated = self._relay.loop(lease.socket, back, control,
+                                                self._open_backend)
+        except zmq.ContextTerminated:
+            terminated = True
+        except BaseException:  # pragma: no cover - the loop catches everything it expects
+            _logger.exception("ZAP forwarder failed; the ZAP endpoint stays bound and denies")
         finally:
-            try:  # unbinding inproc is synchronous: a new handler may bind at once
-                front.unbind(self.zap_endpoint)
-            except zmq.ZMQError:
-                pass
-            front.close(linger=0)
-            back.close(linger=0)
+            if back is not None:
+                back.close(linger=0)
             control.close(linger=0)
+            if terminated:
+                lease.terminated()
+            else:
+                lease.release()  # bound to the end: a deny-all responder takes over
