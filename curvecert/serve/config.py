@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from curvecert import store
 from curvecert.errors import ConfigError
-from curvecert.store import snapshot as store
 
 if sys.version_info >= (3, 11):
     import tomllib
