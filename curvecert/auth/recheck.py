@@ -6,7 +6,9 @@ bound socket, but every message it delivers carries the connection's ZAP User-Id
 `"User-Id"` frame property, RFC 27), so a receiver can drop messages from peers that
 would no longer be admitted.
 
-Hot path: `allowed(user_id)` is one dict lookup. The answer per User-Id is computed once
+Hot path: `allowed(user_id)` is one dict lookup. A relay that feeds the handshakes it saw
+(`admit`) can skip even that: `armed` is True only while a User-Id admitted earlier is no
+longer allowed, i.e. while a revoked peer may still be connected. The answer per User-Id is computed once
 (a key lookup in the live snapshot) and cached until the policy is replaced
 (`set_policy`) or one of the domain's watched stores publishes a new snapshot (a
 `CertStore.on_reload` callback empties the cache), so a removal takes effect as soon as
@@ -67,6 +69,11 @@ class Rechecker:
         with the rest of the cache."""
         self.invalidations = 0
         """How often the cache was emptied (tests and benchmarks wait on it)."""
+        self._admitted: set[str] = set()
+        self.armed = False
+        """True while some User-Id admitted earlier (see `admit`) is no longer allowed:
+        only then must a relay look at every message. Without `admit` calls it stays
+        False, so callers that do not feed admissions use `allowed` directly."""
         self.policy = policy
         self._hook(policy)
 
@@ -77,10 +84,23 @@ class Rechecker:
         self.invalidate()
 
     def invalidate(self, *_: object) -> None:
-        """Forget every cached answer (called on store reloads)."""
+        """Forget every cached answer (called on store reloads), then re-arm."""
         self._cache = {}
         self.routes = {}
         self.invalidations += 1
+        with self._lock:  # serialised with `admit`, so neither overwrites the other's verdict
+            self.armed = any(not self.allowed(uid) for uid in self._admitted)
+
+    def admit(self, user_id: str) -> None:
+        """Note a User-Id the ZAP handler just admitted (it may now be connected).
+
+        Added before it is checked, so a store change racing with the handshake is seen
+        either here or by the next `invalidate`'s scan.
+        """
+        with self._lock:
+            self._admitted.add(user_id)
+            if not self.allowed(user_id):
+                self.armed = True
 
     def allowed(self, user_id: str) -> bool:
         """True while `user_id` would still be admitted; a dict lookup when cached."""

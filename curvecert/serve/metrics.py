@@ -18,6 +18,7 @@ Every metric, its labels and example alert rules: docs/metrics.md.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class Sources:
     "relayed_back": n, "dropped_revoked": n}`.
     """
 
-    stats: DecisionStats | None = None
+    stats: DecisionStats | list[DecisionStats] | None = None
     policy: Callable[[], Policy | None] | None = None
     reloads: Callable[[], Mapping[str, float]] | None = None
     forwarder: Callable[[], Any] | None = None
@@ -71,7 +72,8 @@ class CurvecertCollector(Collector):
         """The families, read now."""
         src = self.sources
         if src.stats is not None:
-            yield from _decision_families(src.stats)
+            yield from _decision_families(src.stats if isinstance(src.stats, list)
+                                          else [src.stats])
         policy = src.policy() if src.policy is not None else None
         if policy is not None:
             yield from _store_families(policy)
@@ -79,34 +81,41 @@ class CurvecertCollector(Collector):
             yield from _reload_families(src.reloads())
         if src.forwarder is not None:
             yield from _forwarder_families(src.forwarder())
-        if src.gateway is not None:
-            yield from _gateway_families(src.gateway())
+        gateway = src.gateway() if src.gateway is not None else None
+        if gateway:
+            yield from _gateway_families(gateway)
 
 
-def _decision_families(stats: DecisionStats) -> Iterator[Metric]:
+def _decision_families(all_stats: list[DecisionStats]) -> Iterator[Metric]:
     decisions = CounterMetricFamily("curvecert_decisions", "ZAP decisions since start.",
                                     labels=["mechanism", "status", "domain"])
-    for (mech, status, domain), n in sorted(list(stats.decisions.items())):
+    merged: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    counts = [0] * (len(LATENCY_BUCKETS) + 1)
+    total_sum = 0.0
+    for stats in all_stats:
+        merged.update(dict(stats.decisions))
+        counts = [a + b for a, b in zip(counts, list(stats.buckets), strict=True)]
+        total_sum += stats.latency_sum
+    for (mech, status, domain), n in sorted(merged.items()):
         decisions.add_metric([mech, status, domain], n)
     yield decisions
     buckets, acc = [], 0
-    counts = list(stats.buckets)
     for bound, n in zip(LATENCY_BUCKETS, counts, strict=False):
         acc += n
         buckets.append((repr(bound), acc))
     buckets.append(("+Inf", acc + counts[-1]))
     yield HistogramMetricFamily("curvecert_decision_duration_seconds",
                                 "Time from a ZAP request to its reply.", buckets=buckets,
-                                sum_value=stats.latency_sum)
+                                sum_value=total_sum)
     yield CounterMetricFamily("curvecert_provider_timeouts",
                               "Provider calls answered 500 at their deadline.",
-                              value=stats.provider_timeouts)
+                              value=sum(s.provider_timeouts for s in all_stats))
     yield CounterMetricFamily("curvecert_provider_errors",
                               "Providers, key lookups or password checks that failed (500).",
-                              value=stats.provider_errors)
+                              value=sum(s.provider_errors for s in all_stats))
     yield GaugeMetricFamily("curvecert_start_time_seconds",
                             "When counting started (seconds since the epoch).",
-                            value=stats.started)
+                            value=min(s.started for s in all_stats))
 
 
 def _store_families(policy: Policy) -> Iterator[Metric]:

@@ -34,23 +34,25 @@ BATCH = 512
 _BACKEND = getattr(getattr(zmq, "backend", None), "Socket", zmq.Socket)
 _recv = _BACKEND.recv
 _send = _BACKEND.send
-_get = _BACKEND.get
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.SNDMORE)
-_RCVMORE = int(zmq.RCVMORE)
 
 
 class Relay:
     """Moves messages front <-> back until `TERMINATE` arrives on `pipe`.
 
     `rechecker=None` relays everything (no revocation check; the benchmark's baseline).
+    With `gated=True` the caller feeds every admitted User-Id to `rechecker.admit` (the
+    gateway's authenticator does), and messages are only checked while
+    `rechecker.armed`, i.e. while a peer admitted earlier is no longer allowed.
     """
 
     def __init__(self, front: zmq.Socket[Any], back: zmq.Socket[Any], pipe: zmq.Socket[Any],
-                 rechecker: Rechecker | None = None):
+                 rechecker: Rechecker | None = None, *, gated: bool = False):
         """Relay between bound/connected sockets owned by the calling thread."""
         self.front, self.back, self.pipe = front, back, pipe
         self.rechecker = rechecker
+        self.gated = gated
         self.routed = front.type == zmq.ROUTER
         self.front_in = 0
         self.back_out = 0
@@ -72,83 +74,81 @@ class Relay:
         for sock in (self.front, self.back, self.pipe):
             poller.register(sock, zmq.POLLIN)
         front, back, pipe = self.front, self.back, self.pipe
+        checker, gated = self.rechecker, self.gated
         while True:
             events = dict(poller.poll())
             if pipe in events and pipe.recv() == b"TERMINATE":
                 return
             if front in events:
-                self._front_batch()
+                if checker is None or (gated and not checker.armed):
+                    n = _move(front, back)
+                    self.front_in += n
+                    self.back_out += n
+                else:
+                    self._front_checked(checker)
             if back in events:
-                self.back_in += self._move(back, front)
+                n = _move(back, front)
+                self.back_in += n
+                self.front_out += n
 
-    def _move(self, src: zmq.Socket[Any], dst: zmq.Socket[Any]) -> int:
-        n = 0
-        while n < BATCH:
-            try:
-                part = _recv(src, _NOBLOCK)
-            except zmq.Again:
-                break
-            while _get(src, _RCVMORE):
-                _send(dst, part, _MORE)
-                part = _recv(src, 0)
-            _send(dst, part, 0)
-            n += 1
-        if src is self.back:
-            self.front_out += n
-        else:
-            self.back_out += n
-        return n
-
-    def _front_batch(self) -> None:
-        checker = self.rechecker
-        if checker is None:
-            self.front_in += self._move(self.front, self.back)
-            return
+    def _front_checked(self, checker: Rechecker) -> None:
         front, back = self.front, self.back
         routed = self.routed
         for _ in range(BATCH):
             try:
-                if routed:
-                    first: Any = _recv(front, _NOBLOCK)
-                    routes = checker.routes
-                    ok = routes.get(first)
-                    if ok is None:
-                        body = _recv(front, 0, False)  # a Frame: its properties
-                        uid = _user_id(body)
-                        ok = routes[first] = checker.allowed(uid)
-                        parts: list[Any] = [first, body]
-                    else:
-                        parts = [first]
-                else:
-                    first = _recv(front, _NOBLOCK, False)
-                    uid = _user_id(first)
-                    ok = checker.allowed(uid)
-                    parts = [first]
+                first = _recv(front, _NOBLOCK, False)
             except zmq.Again:
                 return
+            parts = [first]
+            if routed:  # the routing id names the connection: cache per connection
+                routes = checker.routes
+                route = first.bytes
+                ok = routes.get(route)
+                if ok is None and first.more:
+                    body = _recv(front, 0, False)
+                    parts.append(body)
+                    ok = routes[route] = checker.allowed(_user_id(body))
+            else:
+                ok = checker.allowed(_user_id(first))
             self.front_in += 1
-            while _get(front, _RCVMORE):
-                parts.append(_recv(front, 0))
+            part = parts[-1]
+            while part.more:
+                part = _recv(front, 0, False)
+                parts.append(part)
             if not ok:
-                self._drop(parts, routed)
+                self._drop(checker, parts)
                 continue
             last = len(parts) - 1
             for i, part in enumerate(parts):
                 _send(back, part, _MORE if i < last else 0)
             self.back_out += 1
 
-    def _drop(self, parts: list[Any], routed: bool) -> None:
+    def _drop(self, checker: Rechecker, parts: list[Any]) -> None:
         self.dropped += 1
-        checker = self.rechecker
-        assert checker is not None
         if self._logged_at != checker.invalidations:
             self._logged, self._logged_at = set(), checker.invalidations
-        frame = parts[1] if routed and len(parts) > 1 else parts[0]
-        uid = _user_id(frame) if isinstance(frame, zmq.Frame) else "?"
+        uid = _user_id(parts[1] if self.routed and len(parts) > 1 else parts[0])
         if uid not in self._logged:
             self._logged.add(uid)
             _logger.warning("gateway: dropping messages from user_id=%s: no longer allowed "
                             "by the policy (revoked while connected)", field(uid))
+
+
+def _move(src: zmq.Socket[Any], dst: zmq.Socket[Any]) -> int:
+    """Relay up to `BATCH` whole messages; frames are moved without copying, and
+    `Frame.more` replaces a getsockopt(RCVMORE) per frame."""
+    n = 0
+    while n < BATCH:
+        try:
+            part = _recv(src, _NOBLOCK, False)
+        except zmq.Again:
+            break
+        while part.more:
+            _send(dst, part, _MORE)
+            part = _recv(src, 0, False)
+        _send(dst, part, 0)
+        n += 1
+    return n
 
 
 def _user_id(frame: Any) -> str:
