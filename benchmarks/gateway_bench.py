@@ -1,6 +1,6 @@
 """Gateway revocation: how fast a removed key is cut off, and what the per-message check costs.
 
-Both parts run the gateway's relay (`curvecert.serve.relay.Relay`, the loop `serve-auth
+Both parts run the gateway's relay (`curvecert.serve.gatewayrelay.GatewayRelay`, the loop `serve-auth
 --front/--back` runs) in this process, behind a real CURVE front socket on loopback TCP, a
 real `Authenticator` and a watched `CertStore`; the "application" is a plain socket on
 loopback TCP.
@@ -45,7 +45,7 @@ from curvecert.auth.authenticator import Authenticator  # noqa: E402
 from curvecert.auth.policy import DomainPolicy, Policy  # noqa: E402
 from curvecert.auth.recheck import Rechecker  # noqa: E402
 from curvecert.certs.cert import Certificate  # noqa: E402
-from curvecert.serve.relay import Relay  # noqa: E402
+from curvecert.serve.gatewayrelay import GatewayRelay as Relay  # noqa: E402
 from curvecert.store import snapshot as store  # noqa: E402
 from curvecert.store.watch import CertStore  # noqa: E402
 
@@ -129,7 +129,7 @@ class Rig:
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def revocation(trials: int) -> dict[str, Any]:

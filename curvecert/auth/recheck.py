@@ -8,8 +8,8 @@ would no longer be admitted.
 
 Hot path: `allowed(user_id)` is one dict lookup. A relay that feeds the handshakes it saw
 (`admit`) can skip even that: `armed` is True only while a User-Id admitted earlier is no
-longer allowed, i.e. while a revoked peer may still be connected. The answer per User-Id is computed once
-(a key lookup in the live snapshot) and cached until the policy is replaced
+longer allowed, i.e. while a revoked peer may still be connected. The answer per User-Id
+is computed once (a key lookup in the live snapshot) and cached until the policy is replaced
 (`set_policy`) or one of the domain's watched stores publishes a new snapshot (a
 `CertStore.on_reload` callback empties the cache), so a removal takes effect as soon as
 the store has rescanned.

@@ -1,4 +1,4 @@
-"""`Relay`: the gateway's message loop, with a per-message "still allowed?" check.
+"""`GatewayRelay`: the gateway's message loop, with a per-message "still allowed?" check.
 
 Why not `zmq_proxy`: the C proxy cannot look at a message's metadata, so a client whose key
 was removed keeps talking until it disconnects (ZAP runs once per connection). This loop
@@ -25,7 +25,7 @@ import zmq
 from curvecert.auth.recheck import Rechecker
 from curvecert.formats.sanitize import field
 
-__all__ = ["BATCH", "Relay"]
+__all__ = ["BATCH", "GatewayRelay"]
 
 _logger = logging.getLogger("curvecert.serve.gateway")
 
@@ -38,7 +38,7 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _MORE = int(zmq.SNDMORE)
 
 
-class Relay:
+class GatewayRelay:
     """Moves messages front <-> back until `TERMINATE` arrives on `pipe`.
 
     `rechecker=None` relays everything (no revocation check; the benchmark's baseline).
