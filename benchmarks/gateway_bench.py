@@ -1,9 +1,9 @@
 """Gateway revocation: how fast a removed key is cut off, and what the per-message check costs.
 
-Both parts run the gateway's relay (`curvecert.serve.gatewayrelay.GatewayRelay`, the loop `serve-auth
---front/--back` runs) in this process, behind a real CURVE front socket on loopback TCP, a
-real `Authenticator` and a watched `CertStore`; the "application" is a plain socket on
-loopback TCP.
+Both parts run the gateway's relay (`curvecert.serve.gatewayrelay.GatewayRelay`, the
+loop `serve-auth --front/--back` runs) in this process, behind a real CURVE front socket on
+loopback TCP, a real `Authenticator` and a watched `CertStore`; the "application" is a
+plain socket on loopback TCP.
 
 (a) `revocation`: a client sends a message every 50 ms and keeps its connection open; the
     key is removed from the store (`store remove`'s library call) at a random moment.
@@ -41,12 +41,12 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from curvecert import store  # noqa: E402
 from curvecert.auth.authenticator import Authenticator  # noqa: E402
 from curvecert.auth.policy import DomainPolicy, Policy  # noqa: E402
 from curvecert.auth.recheck import Rechecker  # noqa: E402
 from curvecert.certs.cert import Certificate  # noqa: E402
 from curvecert.serve.gatewayrelay import GatewayRelay as Relay  # noqa: E402
-from curvecert.store import snapshot as store  # noqa: E402
 from curvecert.store.watch import CertStore  # noqa: E402
 
 _STAMP = struct.Struct("<d")

@@ -35,7 +35,7 @@ from typing import Any
 from curvecert.auth.policy import KeyChain, Policy, Provider, UnsafeAllowAny
 from curvecert.formats import z85
 
-__all__ = ["Rechecker", "user_id_of"]
+__all__ = ["RecheckMixin", "Rechecker", "user_id_of"]
 
 
 def user_id_of(frame_or_user_id: Any) -> str:
@@ -155,3 +155,40 @@ class Rechecker:
         if isinstance(plain, Provider) or not callable(users):
             return True
         return user_id in users()
+
+
+class RecheckMixin:
+    """`still_allowed` for authenticators (mixed into `BaseAuthenticator`).
+
+    Needs `self._policy` (the policy in force) and `self._lock`; keeps one `Rechecker` per
+    ZAP domain asked about, re-pointed at the current policy when it has been replaced.
+    """
+
+    _policy: Policy
+    _lock: Any
+    _rechecks: dict[str, Rechecker]
+
+    def still_allowed(self, frame_or_user_id: Any, domain: str = "") -> bool:
+        """True while the peer that sent `frame_or_user_id` would still be admitted.
+
+        `frame_or_user_id` is a `zmq.Frame` received with `copy=False` (its `"User-Id"`
+        property is read) or the User-Id itself (Z85 key for CURVE, user name for PLAIN,
+        `""` for NULL); `domain` is the server socket's ZAP domain. One dict lookup once
+        the answer for that User-Id is cached; the cache is emptied when the policy or a
+        watched store changes. See `Rechecker` for what is re-checked, and
+        docs/authenticator.md for what libzmq cannot do (close one peer).
+        """
+        rechecks: dict[str, Rechecker] | None = getattr(self, "_rechecks", None)
+        if rechecks is None:
+            rechecks = {}
+            self._rechecks = rechecks
+        checker = rechecks.get(domain)
+        policy = self._policy
+        if checker is None or checker.policy is not policy:
+            with self._lock:
+                checker = rechecks.get(domain)
+                if checker is None:
+                    checker = rechecks[domain] = Rechecker(policy, domain)
+                elif checker.policy is not policy:
+                    checker.set_policy(policy)
+        return checker.allowed(user_id_of(frame_or_user_id))

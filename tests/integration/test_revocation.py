@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import zmq
 
+from curvecert import store
 from curvecert.auth.authenticator import Authenticator
 from curvecert.auth.policy import DomainPolicy, Policy
 from curvecert.auth.recheck import Rechecker, user_id_of
 from curvecert.certs.cert import Certificate
 from curvecert.serve.gatewayrelay import GatewayRelay as Relay
-from curvecert.store import snapshot as store
 from curvecert.store.watch import CertStore
 from tests.conftest import wait_until
 
