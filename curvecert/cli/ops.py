@@ -220,3 +220,39 @@ def top(endpoint: str | None, interval: float, once: bool) -> None:
                            live=sys.stdout.isatty() and not once)
         except KeyboardInterrupt:
             return
+
+
+# --- serve-auth's side (called by `curvecert serve-auth`) -----------------------------------
+
+def operations_for(zap_endpoint: str | None, control: str | None, metrics_at: str | None,
+                   allow_remote: bool) -> tuple[Any, Any]:
+    """`(Operations, metrics HTTP server or None)` for `serve-auth`'s options.
+
+    `control`: `ipc://PATH`, `none`, or None (derived from the ZAP endpoint; skipped with
+    a warning if it cannot be bound). Raises `ConfigError`/`OperationalError` for a bad or
+    unusable `--control` / `--metrics`.
+    """
+    import prometheus_client
+
+    from curvecert.errors import ConfigError
+    from curvecert.serve import metrics
+    from curvecert.serve.live import Operations
+
+    required = control is not None
+    if control is not None and control.lower() == "none":
+        endpoint = None
+    elif control is not None:
+        if not control.startswith("ipc://") or len(control) <= len("ipc://"):
+            raise ConfigError(f"--control {control!r}: expected ipc://PATH or none")
+        endpoint = control
+    else:
+        endpoint = control_endpoint_for(zap_endpoint, cfgmod.default_zap_endpoint())
+    ops = Operations(endpoint, required=required)
+    server = None
+    if metrics_at is not None:
+        host, port = metrics.parse_listen(metrics_at, allow_remote=allow_remote)
+        registry = prometheus_client.CollectorRegistry()
+        registry.register(metrics.CurvecertCollector(ops.metrics_sources()))
+        server, where = metrics.serve_http(host, port, registry)
+        ops.metrics_address = f"http://{where}/metrics"
+    return ops, server

@@ -294,10 +294,16 @@ def iso_time(epoch: object) -> str:
 
 
 def control_endpoint_for(zap_endpoint: str | None, default_zap: str) -> str:
-    """`ipc://DIR/control.sock` next to an ipc ZAP endpoint, else next to `default_zap`."""
+    """The control endpoint that goes with a ZAP endpoint: in the same directory,
+    `control.sock` next to a ZAP socket named `zap.sock` (the default), else
+    `NAME.control.sock` next to `NAME.sock`, so two daemons in one directory do not
+    collide. A `tcp://` or missing ZAP endpoint uses `default_zap`'s directory."""
     base = zap_endpoint if zap_endpoint and zap_endpoint.startswith("ipc://") else default_zap
-    path = base[len("ipc://"):]
-    return "ipc://" + os.path.join(os.path.dirname(os.path.abspath(path)), CONTROL_NAME)
+    path = os.path.abspath(base[len("ipc://"):])
+    stem = os.path.basename(path)
+    stem = stem[:-len(".sock")] if stem.endswith(".sock") else stem
+    name = CONTROL_NAME if stem == "zap" else f"{stem}.{CONTROL_NAME}"
+    return "ipc://" + os.path.join(os.path.dirname(path), name)
 
 
 def check_runtime_dir(path: str) -> None:

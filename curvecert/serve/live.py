@@ -3,8 +3,8 @@
 The daemon passes one `Operations` object in and calls four small hooks:
 
 - `attach(daemon, zap_socket)` once its sockets are bound (the control socket is bound
-  here, through the daemon's own permission-safe `bind_ipc`; a monitor on the ZAP socket
-  counts forwarder connections);
+  here, as a `ZapService` like the ZAP socket: same permission-safe ipc bind; a monitor
+  on the ZAP socket counts forwarder connections);
 - `sockets()` to add to its poller, and `serve(events)` after each poll (answers control
   requests, reads monitor events; never raises);
 - `record(decision, record, seconds)` per decision (a ring append and a few counter
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import zmq
@@ -28,6 +28,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from curvecert.auth.policy import Decision, Policy
 from curvecert.auth.stats import DecisionStats
+from curvecert.errors import OperationalError
 from curvecert.serve.control import (
     DEFAULT_RING,
     ControlHandler,
@@ -38,6 +39,7 @@ from curvecert.serve.control import (
     store_summary,
 )
 from curvecert.serve.metrics import Sources
+from curvecert.serve.service import ZapService
 
 __all__ = ["Operations"]
 
@@ -48,9 +50,13 @@ _MONITOR_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 class Operations:
     """The daemon's self-knowledge: decision ring, counters, reloads, control socket."""
 
-    def __init__(self, control_endpoint: str | None, *, ring_size: int = DEFAULT_RING):
-        """`control_endpoint` is `ipc://PATH`, or None for no control channel."""
+    def __init__(self, control_endpoint: str | None, *, required: bool = True,
+                 ring_size: int = DEFAULT_RING):
+        """`control_endpoint` is `ipc://PATH`, or None for no control channel. When it was
+        not asked for explicitly (`required=False`), a control socket that cannot be bound
+        (in use by another daemon, unsafe directory) is logged and skipped."""
         self.control_endpoint = control_endpoint
+        self.control_required = required
         self.ring = DecisionRing(ring_size)
         self.zap_stats = DecisionStats()
         """Decisions of the daemon's ZAP socket (the main thread counts them)."""
@@ -63,17 +69,16 @@ class Operations:
         self.metrics_address: str | None = None
         self.started = time.time()
         self._daemon: Any = None
-        self._control: zmq.Socket[Any] | None = None
+        self._control: ZapService | None = None
         self._monitor: zmq.Socket[Any] | None = None
         self._zap_socket: zmq.Socket[Any] | None = None
         self._handler = ControlHandler(self)
 
     # --- hooks ----------------------------------------------------------------------------
 
-    def attach(self, daemon: Any, zap_socket: zmq.Socket[Any] | None,
-               bind_ipc: Callable[[zmq.Socket[Any], str], None]) -> None:
-        """Bind the control socket with `bind_ipc(socket, path)` (the daemon's
-        permission-safe ipc bind) and watch `zap_socket`'s connections.
+    def attach(self, daemon: Any, zap_socket: zmq.Socket[Any] | None) -> None:
+        """Bind the control socket (a `ZapService`: same permission-safe ipc bind as the
+        ZAP socket) and watch `zap_socket`'s connections.
 
         Raises `OperationalError` when the control socket cannot be bound or its directory
         is unsafe (group/other-writable, someone else's).
@@ -81,28 +86,31 @@ class Operations:
         self._daemon = daemon
         self.started = time.time()
         if self.control_endpoint is not None:
-            path = self.control_endpoint[len("ipc://"):]
-            check_runtime_dir(path)
-            sock = daemon.context.socket(zmq.ROUTER)
-            sock.linger = 0
             try:
-                bind_ipc(sock, path)
-            except BaseException:
-                sock.close(linger=0)
-                raise
-            self._control = sock
+                check_runtime_dir(self.control_endpoint[len("ipc://"):])
+                service = ZapService(daemon.context, self.control_endpoint)
+                service.bind()
+            except OperationalError as exc:
+                if self.control_required:
+                    raise
+                _logger.warning("no control channel: %s (give --control ipc://PATH)", exc)
+                self.control_endpoint = None
+            else:
+                self._control = service
         if zap_socket is not None:
             self._zap_socket = zap_socket
             self._monitor = zap_socket.get_monitor_socket(_MONITOR_EVENTS)
 
     def sockets(self) -> list[zmq.Socket[Any]]:
         """Sockets the daemon polls for us."""
-        return [s for s in (self._control, self._monitor) if s is not None]
+        control = self._control.socket if self._control is not None else None
+        return [s for s in (control, self._monitor) if s is not None]
 
     def serve(self, events: Mapping[Any, int]) -> None:
         """Answer control requests and read connection events that are ready."""
-        if self._control is not None and self._control in events:
-            self._serve_control(self._control)
+        control = self._control
+        if control is not None and control.socket in events:
+            control.serve_ready(self._handler.respond)
         if self._monitor is not None and self._monitor in events:
             self._read_monitor(self._monitor)
 
@@ -133,26 +141,10 @@ class Operations:
             self._monitor.close(linger=0)
             self._monitor = None
         if self._control is not None:
-            self._control.close(linger=0)
+            self._control.close()  # also removes the socket file
             self._control = None
 
     # --- serving ------------------------------------------------------------------------
-
-    def _serve_control(self, sock: zmq.Socket[Any]) -> None:
-        for _ in range(64):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                cut = frames.index(b"")
-            except ValueError:
-                continue  # no envelope delimiter: nobody to answer
-            reply = self._handler.respond(frames[cut + 1:])
-            try:
-                sock.send_multipart([*frames[:cut + 1], *reply], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                pass
 
     def _read_monitor(self, mon: zmq.Socket[Any]) -> None:
         while True:
@@ -209,24 +201,25 @@ class Operations:
             domains.append({"name": dom.name, "mechanisms": mechs, "curve": dom.curve,
                             "stores": by_domain.get(dom.name, [])})
         stats = daemon.stats() if daemon is not None else {}
+        described = daemon.describe() if daemon is not None else []
+        gateway = next((d for d in described if d.startswith("gateway ")), None)
+        zap = next((d for d in described if not d.startswith("gateway ")), None)
         out: dict[str, Any] = {
             "healthy": not problems, "problems": problems, "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 3), "time": iso_time(time.time()),
             "started": iso_time(self.started),
             "generation": int(getattr(daemon, "generation", 0)),
-            "endpoints": {"zap": getattr(daemon, "zap_bound", None),
-                          "control": self.control_endpoint,
-                          "gateway": getattr(daemon, "gateway_front", None),
-                          "metrics": self.metrics_address},
+            "endpoints": {"zap": zap, "control": self.control_endpoint,
+                          "gateway": gateway, "metrics": self.metrics_address},
             "domains": domains, "findings": findings,
             "decisions": self.decisions_by_mechanism(),
             "forwarders": {"connected": self.connected, "seen": self.seen,
                            "refused": int(stats.get("forwarders_refused", 0))},
         }
-        gateway = {k[len("gateway_"):]: int(v) for k, v in stats.items()
+        relayed = {k[len("gateway_"):]: int(v) for k, v in stats.items()
                    if k.startswith("gateway_") and isinstance(v, int)}
-        if gateway:
-            out["gateway"] = gateway
+        if relayed:
+            out["gateway"] = relayed
         return out
 
     def metrics_sources(self) -> Sources:

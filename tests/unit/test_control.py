@@ -111,3 +111,5 @@ def test_control_endpoint_next_to_zap() -> None:
         == "ipc:///run/x/control.sock"
     assert control_endpoint_for("tcp://127.0.0.1:5", "ipc:///tmp/d/zap.sock") \
         == "ipc:///tmp/d/control.sock"
+    assert control_endpoint_for("ipc:///run/x/app.sock", "ipc:///tmp/d/zap.sock") \
+        == "ipc:///run/x/app.control.sock"
