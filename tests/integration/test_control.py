@@ -262,3 +262,54 @@ def promtool_check(*args: str, stdin: str | None = None) -> None:
     result = subprocess.run([exe, "check", *args], input=stdin, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_top_in_a_terminal_shows_the_counts(live: Live) -> None:
+    import pexpect
+    import pyte
+
+    assert handshake(live.srv, live.alice).status == 200
+    assert handshake(live.srv, live.bob).status == 400
+    assert handshake(live.srv, live.bob).status == 400
+    env = {k: v for k, v in live.env.items() if k != "NO_COLOR"}
+    env["TERM"] = "xterm-256color"
+    screen = pyte.Screen(120, 40)
+    stream = pyte.ByteStream(screen)
+    child = pexpect.spawn(sys.executable, ["-m", "curvecert", "top", "--interval", "0.2",
+                                           "--endpoint", live.control],
+                          env=env, dimensions=(40, 120), timeout=20)
+    try:
+        def shown() -> str:
+            try:
+                stream.feed(child.read_nonblocking(65536, timeout=0.1))
+            except pexpect.TIMEOUT:
+                pass
+            return "\n".join(screen.display)
+
+        def counts_visible() -> bool:
+            # table rows read "│ 200    │     1 │   0.0 │" (status, total, per second)
+            text = shown()
+            rows = dict(re.findall(r"^\W*(200|400)\W+(\d+)\W", text, re.MULTILINE))
+            # the store's health and the last denials are drawn in the same frame
+            return rows.get("200") == "1" and rows.get("400") == "2" \
+                and "healthy" in text and "unknown key" in text
+
+        try:
+            wait_until(counts_visible, timeout=20, message="top showing 200=1 and 400=2")
+        except AssertionError:
+            raise AssertionError("screen:\n" + "\n".join(screen.display)) from None
+        child.sendintr()
+        child.expect(pexpect.EOF, timeout=15)
+        child.close()
+        assert child.exitstatus == 0, (child.exitstatus, child.signalstatus)
+    finally:
+        if child.isalive():
+            child.terminate(force=True)
+
+
+def test_top_plain_when_not_a_terminal(live: Live) -> None:
+    assert handshake(live.srv, live.bob).status == 400
+    result = live.cli("top", "--once")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert "400=1" in result.stdout and "unknown key" in result.stdout
