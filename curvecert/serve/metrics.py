@@ -194,7 +194,8 @@ def register(target: Any, registry: CollectorRegistry) -> CurvecertCollector:
             target.metrics = DecisionStats()
         sources = Sources(stats=target.metrics, policy=lambda: target.policy)
     elif hasattr(target, "stats") and hasattr(target, "endpoint"):
-        sources = Sources(forwarder=target.stats)
+        sources = Sources(forwarder=lambda: target.stats() if callable(target.stats)
+                          else target.stats)
     else:
         raise ConfigError(f"cannot export metrics of {type(target).__name__}: expected an "
                           "authenticator or a ZapForwarder")

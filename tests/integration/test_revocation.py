@@ -126,3 +126,36 @@ def test_user_id_of_frames_and_values(ctx: zmq.Context[Any]) -> None:
         user_id_of(5)
     a.close(linger=0)
     b.close(linger=0)
+
+
+def test_still_allowed_on_authenticators(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    from curvecert.compat.thread import ThreadAuthenticator
+
+    alice, bob = Certificate.new(name="alice"), Certificate.new(name="bob")
+    clients = tmp_path / "clients"
+    store.add_certificate(clients, alice)
+    (tmp_path / "empty").mkdir()
+    for cls in (Authenticator, ThreadAuthenticator):
+        other: zmq.Context[Any] = zmq.Context()
+        auth = cls(other)
+        try:
+            auth.configure_curve("*", clients)
+            assert auth.still_allowed(alice.public_txt)
+            assert auth.still_allowed(alice.public_txt.encode())
+            assert not auth.still_allowed(bob.public_txt)
+            auth.configure_curve("*", tmp_path / "empty")  # a policy swap is seen at once
+            assert not auth.still_allowed(alice.public_txt)
+        finally:
+            auth.stop()
+            other.destroy(linger=0)
+
+
+def test_embedded_router_example(cli_env: Any) -> None:
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "revocation.py"
+    proc = subprocess.run([sys.executable, str(example)], capture_output=True, text=True,
+                          env=cli_env(None), timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("revocation: OK: ")
