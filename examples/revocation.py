@@ -20,9 +20,9 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from curvecert import store  # noqa: E402
-from curvecert.auth.authenticator import Authenticator  # noqa: E402
-from curvecert.certs.cert import Certificate  # noqa: E402
+from curvecert import store
+from curvecert.auth.authenticator import Authenticator
+from curvecert.certs.cert import Certificate
 
 
 def serve_one(server: zmq.Socket[bytes], auth: Authenticator) -> str:
