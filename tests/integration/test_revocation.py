@@ -159,3 +159,71 @@ def test_embedded_router_example(cli_env: Any) -> None:
                           env=cli_env(None), timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith("revocation: OK: ")
+
+
+def test_serve_auth_gateway_cuts_off_a_removed_key(ctx: zmq.Context[Any], tmp_path: Path,
+                                                   cli_env: Any) -> None:
+    """Through a real `serve-auth --front/--back`: `store remove` stops one client's
+    messages on its open connection; the other client is unaffected; `status` counts it."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.serveproc import ServeAuth
+
+    gw, alice, carol = (Certificate.new(name=n) for n in ("gateway", "alice", "carol"))
+    gw.save(tmp_path / "gateway")
+    clients = tmp_path / "clients"
+    store.add_certificate(clients, alice)
+    store.add_certificate(clients, carol)
+    app = ctx.socket(zmq.PULL)
+    app.linger = 0
+    port = app.bind_to_random_port("tcp://127.0.0.1")
+    control = f"ipc://{tmp_path}/run/control.sock"
+    env = cli_env(None)
+    with ServeAuth(["--front", "tcp://127.0.0.1:*", "--back", f"tcp://127.0.0.1:{port}",
+                    "--pattern", "push-pull", "--server-cert", str(tmp_path / "gateway_secret"),
+                    "--store", str(clients), "--control", control], env) as daemon:
+        front = daemon.where[0].split()[1]
+        cctx: zmq.Context[Any] = zmq.Context()
+        try:
+            senders = {}
+            for name, cert in (("alice", alice), ("carol", carol)):
+                sock = cctx.socket(zmq.PUSH)
+                sock.linger = 0
+                cert.apply_client(sock, gw)
+                sock.connect(front)
+                senders[name] = sock
+
+            def status() -> dict[str, Any]:
+                out = subprocess.run([sys.executable, "-m", "curvecert", "status", "--json",
+                                      "--endpoint", control], capture_output=True, text=True,
+                                     env=env, timeout=60)
+                assert out.returncode == 0, out.stderr
+                return dict(json.loads(out.stdout))
+
+            for name in senders:
+                senders[name].send(f"{name} 1".encode())
+            assert {app.recv() for _ in range(2) if app.poll(10_000)} == {b"alice 1", b"carol 1"}
+
+            store.remove(clients, alice.public_txt)
+            n = 2
+            while status()["gateway"]["dropped_revoked"] == 0:  # bounded below
+                n += 1
+                assert n < 500, "the gateway never dropped alice's messages"
+                senders["alice"].send(f"alice {n}".encode())
+                while app.poll(20):
+                    app.recv()
+            dropped = status()["gateway"]["dropped_revoked"]
+            senders["carol"].send(b"carol 2")
+            senders["alice"].send(b"alice last")
+            senders["carol"].send(b"carol 3")
+            got = [app.recv() for _ in range(2) if app.poll(10_000)]
+            assert got == [b"carol 2", b"carol 3"]
+            wait_until(lambda: status()["gateway"]["dropped_revoked"] > dropped,
+                       message="'alice last' dropped")
+            assert not app.poll(0)
+            daemon.wait_stderr(r"dropping messages from user_id=")
+        finally:
+            cctx.destroy(linger=0)
+    app.close(linger=0)
