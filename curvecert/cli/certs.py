@@ -146,7 +146,7 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
 def _load_any(file: str) -> tuple[Certificate, str]:
     """A certificate from a path or from stdin (`-`), with the label to show for it."""
     if file == "-":
-        return certfile.parse(_read_stdin(), path=STDIN_LABEL), STDIN_LABEL
+        return Certificate.parse(_read_stdin(), path=STDIN_LABEL), STDIN_LABEL
     if os.path.isdir(file):
         raise OperationalError(f"{file}: is a directory, not a certificate file")
     return Certificate.load(file), file
@@ -289,7 +289,7 @@ def _cert_from_stdin() -> Certificate:
         data = _read_stdin()
     stripped = data.strip()
     if b"\n" in stripped or stripped.startswith(b"#"):
-        cert = certfile.parse(data, path=STDIN_LABEL)
+        cert = Certificate.parse(data, path=STDIN_LABEL)
     else:
         try:
             cert = Certificate.from_secret(stripped)

@@ -20,7 +20,6 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.certs.fileio import read_bytes
 from curvecert.certs.verify import Finding
@@ -129,7 +128,7 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, store_dir: str 
         else:
             data = read_bytes(name, limit=store_mod.MAX_FILE_SIZE)
             label = name
-        cert = certfile.parse(data, path=label)
+        cert = Certificate.parse(data, path=label)
         if cert.has_secret:
             err.print(Text.assemble(("warning: ", "yellow"), f"{label} holds a SECRET key; "
                                     "only its public part is stored (keep the secret file "
@@ -148,7 +147,7 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, store_dir: str 
             continue
         if os.path.lexists(path) and not force:
             try:
-                existing = certfile.load(path)
+                existing = Certificate.load(path)
                 same = (existing.public_key == cert.public_key and not existing.has_secret
                         and list(existing.meta.items()) == list(cert.meta.items()))
             except Exception:

@@ -235,7 +235,7 @@ def parse_public(data: bytes, *, path: str | os.PathLike[str] | None = None
 
     Raises `CertificateError` or `ZplSyntaxError` for a file that does not parse, and
     `CertificateError` with reason "holds a secret key" for a secret certificate. The
-    result equals `certfile.parse`'s `(public_key, list(meta.items()))`.
+    result equals `Certificate.parse`'s `(public_key, list(meta.items()))`.
     """
     try:
         text = data.decode("utf-8")
@@ -245,7 +245,7 @@ def parse_public(data: bytes, *, path: str | os.PathLike[str] | None = None
         fast = _fast_parse(text)
         if fast is not None:
             return fast
-    cert = certfile.parse(data, path=path)
+    cert = Certificate.parse(data, path=path)
     if cert.has_secret:
         raise CertificateError(_SECRET_REASON, path=path)
     return cert.public_key, list(cert.meta.items())
@@ -994,7 +994,7 @@ def add_certificate(store_dir: str | os.PathLike[str], cert: Certificate, *,
     data = certfile.dump(public, secret=False).encode("utf-8")
     if os.path.lexists(path):
         try:
-            existing = certfile.load(path)
+            existing = Certificate.load(path)
         except CurvecertError:
             existing = None
         if (existing is not None and not existing.has_secret
@@ -1085,7 +1085,7 @@ def resolve(snapshot: Snapshot, selector: str, *,
         if not os.path.isfile(full):
             continue
         try:
-            cert = certfile.load(full)
+            cert = Certificate.load(full)
         except CurvecertError as exc:
             notes.append(f"{full} is not a certificate file ({exc})")
             continue
