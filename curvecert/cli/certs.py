@@ -23,6 +23,7 @@ from curvecert.certs.cert import Certificate
 from curvecert.cli import Verdict, render
 from curvecert.errors import CertificateError, InvalidKey, OperationalError, ZplError
 from curvecert.formats import z85, zpl
+from curvecert.formats.sanitize import escape
 
 if TYPE_CHECKING:  # curvecert.certs.verify is imported by the commands that check something
     from curvecert.certs.verify import Finding
@@ -47,12 +48,12 @@ def _read_stdin() -> bytes:
 
 def _status(message: str) -> None:
     """A status line for people, on stderr (stdout carries only data)."""
-    click.echo(f"curvecert: {message}", err=True)
+    click.echo(f"curvecert: {escape(message)}", err=True)
 
 
 def _warn_findings(findings: list[Finding]) -> None:
     for f in findings:
-        click.echo(f"curvecert: warning: {f.message}", err=True)
+        click.echo(f"curvecert: warning: {escape(f.message)}", err=True)
 
 
 def _parse_meta(pairs: list[tuple[str, str]], raw: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -181,7 +182,8 @@ def show(file: str, as_json: bool, reveal_secret: bool) -> None:
         except OSError:
             mode = 0
         for f in check_mode(file, mode, holds_secret=True):
-            click.echo(f"curvecert: warning: {f.location}: {f.message}", err=True)
+            click.echo(f"curvecert: warning: {escape(f.location)}: {escape(f.message)}",
+                       err=True)
     if as_json:
         render.print_json(render.cert_to_json(cert, path=label, reveal_secret=reveal_secret))
         return

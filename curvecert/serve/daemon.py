@@ -50,6 +50,7 @@ from curvecert.auth.policy import (
     UnsafeAllowAny,
     respond,
 )
+from curvecert.auth.records import decision_fields
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, CurvecertError, OperationalError
 from curvecert.formats import zap
@@ -519,7 +520,7 @@ class Daemon:
             previous.close()
         self.counters["reloads"] += 1
         self.generation += 1
-        _logger.warning("configuration reloaded: %d domain(s)", len(cfg.domains))
+        _logger.info("configuration reloaded: %d domain(s)", len(cfg.domains))
         sd_notify("READY=1\nSTATUS=configuration reloaded")
         return True
 
@@ -585,17 +586,8 @@ class Daemon:
 
 
 def _decision_record(decision: Decision) -> dict[str, Any]:
-    """The audit fields of a decision; never a password or a secret key."""
-    return {
-        "time": round(time.time(), 6),
-        "domain": decision.domain,
-        "address": decision.address,
-        "mechanism": decision.mechanism,
-        "status": decision.status,
-        "user_id": decision.user_id.decode("utf-8", "replace"),
-        "subject": decision.subject,
-        "reason": decision.reason,
-    }
+    """`time` plus the audit fields of `curvecert.auth.records`; never a secret."""
+    return {"time": round(time.time(), 6), **decision_fields(decision)}
 
 
 def _load_secret_cert(path: str, what: str) -> Certificate:
