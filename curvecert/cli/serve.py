@@ -9,6 +9,7 @@ object per line with `--log-format json` (an audit stream). Everything else live
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -182,8 +183,8 @@ Docs: docs/serve-auth.md""")
               help="Decision log: rich text (default) or one JSON object per decision.")
 @click.option("--log-stream", type=click.Choice(["stdout", "stderr"]),
               help="Where the decision log goes (default stderr).")
-@click.option("--stats-interval", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Log counters every SECONDS (0 = never).")
+@click.option("--stats-interval", type=click.FloatRange(min=0, max=86400), metavar="SECONDS",
+              help="Log counters every SECONDS (0 = never; at most 86400).")
 def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: str | None,
                allow: tuple[str, ...], deny: tuple[str, ...], passwords: str | None,
                allow_any: bool, null: bool, domain: str, ipc_group: str | None,
@@ -202,6 +203,9 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
     if log_stream is not None:
         overrides["log_stream"] = log_stream
     if stats_interval is not None:
+        if not math.isfinite(stats_interval):
+            raise click.BadParameter("must be a number from 0 to 86400",
+                                     param_hint="--stats-interval")
         overrides["stats_interval"] = stats_interval
 
     loader: Callable[[], DaemonConfig]

@@ -42,6 +42,10 @@ _QUOTE_NEEDED = re.compile(r'[\s"=]')
 #: In JSON text these may stand raw only inside strings; escaping them there keeps the
 #: record one line for every reader and hides nothing from a terminal.
 _JSON_UNSAFE = re.compile(f"[{_CLASS[2:]}]")
+#: For indented JSON: the same minus the newline between items (json.dumps escapes C0
+#: characters inside strings itself, so a raw newline is always structure).
+_JSON_TEXT_UNSAFE = re.compile("[" + _CLASS[2:].replace("\x00-\x1f", "\x00-\x09\x0b-\x1f", 1)
+                               + "]")
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -131,7 +135,7 @@ def json_text(obj: Any, *, indent: int = 2) -> str:
     The structure's own newlines stay; every string is free of controls and separators.
     """
     text = json.dumps(obj, indent=indent, ensure_ascii=False)
-    return _JSON_UNSAFE.sub(_json_escape, text)
+    return _JSON_TEXT_UNSAFE.sub(_json_escape, text)
 
 
 class EscapingFormatter(logging.Formatter):
