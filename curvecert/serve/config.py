@@ -7,8 +7,8 @@ anything live is touched. Every unknown key, wrong type or bad value raises
 allow[2]: ...`); a typo never silently turns into "allow everything".
 
 This module only parses into frozen dataclasses. Turning them into a live policy
-(watched stores, password files) is `curvecert.serve.daemon.build_policy`. Relative paths in
-a file are resolved against the file's directory.
+(watched stores, password files) is `curvecert.serve.livepolicy.build_policy`. Relative
+paths in a file are resolved against the file's directory.
 
 The reference, with a sample, is docs/serve-auth.md ("Configuration file"). Validation is
 complete: every numeric option is finite and within `LIMITS`, text has no NUL and a bounded
@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from curvecert import store
 from curvecert.certs.fileio import read_bytes
 from curvecert.errors import ConfigError, CurvecertError
 from curvecert.serve.tomlreader import LIMITS, MAX_ITEMS, MAX_TEXT, TableReader
-from curvecert.store import snapshot as store
 
 if sys.version_info >= (3, 11):
     import tomllib
