@@ -175,41 +175,41 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
 
 
+#: `st_mode` file types named in "not a regular file" errors.
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
 def file_kind(mode: int) -> str:
-    """A reader's name for a non-regular file type (`st_mode`): "a FIFO", "a socket"..."""
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISDIR, "a directory")):
-        if test(mode):
-            return name
-    return "not a regular file"
+    """What an `st_mode` is, in words: `a FIFO`, `a directory`, ... (`a regular file`)."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-# O_NONBLOCK: opening a FIFO for reading must not wait for a writer; O_NOCTTY: a terminal
-# device named by mistake must not become the controlling terminal.
-_READ_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-               | getattr(os, "O_CLOEXEC", 0))
+def read_bytes(path: str | os.PathLike[str], *, limit: int = 1 << 20,
+               what: str = "a certificate") -> bytes:
+    """Read a small regular file whole: never blocks on a FIFO or a device, size-capped.
 
-
-def read_bytes(path: str | os.PathLike[str], *, limit: int = 1 << 20) -> bytes:
-    """Read a small regular file whole, with a clear `OperationalError` (and a size cap).
-
-    Only a regular file is read: the file is opened without blocking and `fstat`-ed
-    first, so a FIFO, socket or device is a one-line error at once, never a hang
-    (issue 12).
+    The file is opened with `O_NONBLOCK` (opening a FIFO with no writer returns at once
+    instead of waiting for one) and checked with `fstat` on the open descriptor before a
+    byte is read, so what is checked is what is read. A symbolic link the caller named is
+    followed (Kubernetes mounts secrets through links); what it points at must be a
+    regular file. Raises `OperationalError` naming `path`: cannot open, not a regular file
+    (directory, FIFO, socket, device), or more than `limit` bytes (then "not `what`").
     """
     path = os.fspath(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        fd = os.open(path, _READ_FLAGS)
+        fd = os.open(path, flags)
     except OSError as exc:
         raise OperationalError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise OperationalError(f"{path}: {file_kind(st.st_mode)}, not a regular file; "
-                                   "not read")
+            raise OperationalError(f"{path}: is {file_kind(st.st_mode)}, not a regular file")
         if st.st_size > limit:
-            raise OperationalError(f"{path}: larger than {limit} bytes; not a certificate")
+            raise OperationalError(f"{path}: larger than {limit} bytes; not {what}")
         chunks: list[bytes] = []
         size = 0
         while size <= limit:
@@ -224,5 +224,5 @@ def read_bytes(path: str | os.PathLike[str], *, limit: int = 1 << 20) -> bytes:
         os.close(fd)
     data = b"".join(chunks)
     if len(data) > limit:
-        raise OperationalError(f"{path}: larger than {limit} bytes; not a certificate")
+        raise OperationalError(f"{path}: larger than {limit} bytes; not {what}")
     return data

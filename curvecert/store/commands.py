@@ -89,7 +89,7 @@ def add_certificate(store_dir: str | os.PathLike[str], cert: Certificate, *,
     data = certfile.dump(public, secret=False).encode("utf-8")
     if os.path.lexists(path):
         try:
-            existing = certfile.load(path)
+            existing = Certificate.load(path)
         except CurvecertError:
             existing = None
         if (existing is not None and not existing.has_secret
@@ -176,7 +176,7 @@ def resolve(snapshot: Snapshot, selector: str, *,
         if not os.path.isfile(full):
             continue
         try:
-            cert = certfile.load(full)
+            cert = Certificate.load(full)
         except CurvecertError as exc:
             notes.append(f"{full} is not a certificate file ({exc})")
             continue
