@@ -58,11 +58,16 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("curvecert.cli.certs", "verify"),
     "keygen": ("curvecert.cli.certs", "keygen"),
     "public": ("curvecert.cli.certs", "public"),
+    "rotate": ("curvecert.cli.rotate", "rotate"),
     "store": ("curvecert.cli.store", "store"),
     "passwd": ("curvecert.cli.passwd", "passwd"),
     "serve-auth": ("curvecert.cli.serve", "serve_auth"),
     "probe": ("curvecert.cli.probe", "probe"),
     "completion": ("curvecert.cli.completion", "completion"),
+    "status": ("curvecert.cli.ops", "status"),
+    "trusted": ("curvecert.cli.ops", "trusted"),
+    "decisions": ("curvecert.cli.ops", "decisions"),
+    "top": ("curvecert.cli.ops", "top"),
 }
 
 _SHORT_HELP = {
@@ -71,11 +76,16 @@ _SHORT_HELP = {
     "verify": "Check certificate files for problems.",
     "keygen": "Print a fresh Z85 keypair.",
     "public": "Print the public key of a secret certificate or key.",
+    "rotate": "Rotate a server key with an overlap (next, promote, retire).",
     "store": "Manage a directory of trusted public certificates.",
     "passwd": "Manage a PLAIN password file (hashed entries).",
     "serve-auth": "Run the ZAP authenticator daemon or gateway.",
     "probe": "Diagnose a CURVE/PLAIN/NULL handshake with a server.",
     "completion": "Print the shell completion script (bash, zsh, fish).",
+    "status": "Ask a running serve-auth for its health and counters.",
+    "trusted": "List the keys a running serve-auth trusts right now.",
+    "decisions": "Show (or follow) a running serve-auth's recent decisions.",
+    "top": "Live view of a running serve-auth.",
 }
 
 
@@ -108,8 +118,10 @@ def _setup_logging(verbose: int, quiet: int) -> None:
     logger = logging.getLogger("curvecert")
     logger.setLevel(level)
     if not logger.handlers:
+        from curvecert.formats.sanitize import EscapingFormatter
+
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("curvecert: %(levelname)s: %(message)s"))
+        handler.setFormatter(EscapingFormatter("curvecert: %(levelname)s: %(message)s"))
         logger.addHandler(handler)
 
 
@@ -157,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        click.echo(f"curvecert: error: {exc}", err=True)
+        from curvecert.formats.sanitize import escape
+
+        click.echo(f"curvecert: error: {escape(str(exc))}", err=True)
         sys.exit(_exit_code_for(exc))
     except BrokenPipeError:
         sys.exit(EXIT_OK)

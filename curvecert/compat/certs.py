@@ -27,7 +27,7 @@ from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.errors import OperationalError
 from curvecert.formats import z85
-from curvecert.store.snapshot import scan
+from curvecert.store.scan import scan
 
 __all__ = ["CertificateFileError", "create_certificates", "load_certificate",
            "load_certificates"]
@@ -69,7 +69,7 @@ def load_certificate(filename: str | os.PathLike[str]) -> tuple[bytes, bytes | N
     if not os.path.exists(filename):
         raise CertificateFileError(f"Invalid certificate file: {os.fspath(filename)}")
     try:
-        cert = certfile.load(filename)
+        cert = Certificate.load(filename)
     except OperationalError as exc:
         if isinstance(exc, OSError):
             raise

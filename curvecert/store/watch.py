@@ -1,8 +1,8 @@
 """The live certificate store: a watched directory, reloaded into a fresh snapshot on change.
 
-`CertStore` keeps the newest `curvecert.store.snapshot.Snapshot` behind one reference. A lookup reads
-that reference and does one dict access: no lock, no disk. Changes are picked up by
-watchdog (the only module that imports it) and applied by one reload thread:
+`CertStore` keeps the newest `curvecert.store.snapshot.Snapshot` behind one reference. A lookup
+reads that reference and does one dict access: no lock, no disk. Changes are picked up by
+watchdog (`curvecert.store.observe`) and applied by one reload thread:
 
 - The watchdog handler only records what changed and notifies (STYLE R9). The reload
   thread waits for a quiet period (`debounce`, capped so a steady stream of events cannot
@@ -30,8 +30,7 @@ watchdog (the only module that imports it) and applied by one reload thread:
 
 from __future__ import annotations
 
-import contextlib
-import errno
+import itertools
 import logging
 import os
 import stat
@@ -39,34 +38,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
 
-from watchdog.events import (
-    DirAttribEvent,
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileAttribEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.polling import PollingObserver
+from watchdog.events import FileSystemEvent
 
 from curvecert.errors import StoreError
-from curvecert.store.snapshot import (
-    Entry,
-    ScanCancelled,
-    Scanner,
-    Snapshot,
-    StoreFinding,
-    is_ignored_name,
-)
+from curvecert.store.files import SKIP_SUFFIXES
+from curvecert.store.observe import DirectoryWatch
+from curvecert.store.scan import ScanCancelled, Scanner
+from curvecert.store.snapshot import Entry, Snapshot, StoreFinding
 
 __all__ = ["CertStore", "ReloadCallback"]
 
@@ -80,51 +59,23 @@ _ROOT_CHECK = 1.0
 _REAPPEAR_CHECK = 0.2
 #: A burst is applied at the latest this long after its first event (x debounce, >= 0.25 s).
 _MAX_DELAY_FACTOR = 10
-#: Errors from watchdog's inotify observer that mean "out of watches or instances".
-_LIMIT_ERRORS = frozenset({errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
-#: File systems on which inotify does not see changes made by other hosts.
-_REMOTE_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph",
-                        "glusterfs", "lustre", "gpfs", "fuse.sshfs", "fuse.rclone",
-                        "fuse.s3fs", "fuse.gcsfuse", "fuse.glusterfs", "fuse.cephfs",
-                        "virtiofs"})
+#: Paths applied per step of a big burst (a revocation waits for one step at most).
+_SLICE = 1024
 # watchdog event types that cannot change what the store trusts
 _NOISE = frozenset({"opened", "closed_no_write"})
-# The events asked for. Leaving out opened / accessed / closed-without-writing keeps the
-# kernel from queueing three events per file the store itself reads during a scan (at 100k
-# files that flood made a scan five times slower); directory "modified" is noise too.
-_EVENT_FILTER: list[type[FileSystemEvent]] = [
-    FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileMovedEvent,
-    DirMovedEvent, FileModifiedEvent, FileClosedEvent, FileAttribEvent, DirAttribEvent]
+_SKIP_SUFFIXES = tuple(os.fsdecode(s) for s in SKIP_SUFFIXES)
+_READ, _IGNORED, _K8S = 0, 1, 2
 
 
-def _filesystem_type(path: str) -> str | None:
-    """The type of the file system holding `path`, from /proc/self/mountinfo (Linux)."""
-    try:
-        real = os.path.realpath(path)
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
-            lines = fh.readlines()
-    except OSError:
-        return None
-    best, fstype = -1, None
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        if len(fields) < 5 or not right:
-            continue
-        mount = fields[4].replace("\\040", " ")
-        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > best:
-            best, fstype = len(mount), right.split()[0]
-    return fstype
+def _classify(rel: str) -> int:
+    """Whether an event's path (relative to the store) is read, ignored, or a Kubernetes
+    `..`-name (which calls for a full rescan); the rules of `files.is_ignored_name`."""
+    for part in rel.split(os.sep):
+        if (not part or part[0] == "." or part.endswith(_SKIP_SUFFIXES)
+                or (len(part) > 1 and part[0] == "#" and part[-1] == "#")):
+            return _K8S if part.startswith("..") else _IGNORED
+    return _READ
 
-
-class _Handler(FileSystemEventHandler):
-    """Hands every watchdog event to the store; does nothing else (runs in watchdog's thread)."""
-
-    def __init__(self, store: CertStore):
-        self._store = store
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        self._store._on_event(event)
 
 
 class CertStore:
@@ -144,23 +95,29 @@ class CertStore:
     system. `debounce` is the quiet period that ends a burst of events;
     `rescan_interval` (None: never) the period of the safety-net full rescan.
     `on_reload` callbacks run after every new snapshot, in the reloading thread.
+    `strict_modes` (sshd's StrictModes): do not trust files, sub-directories or a store
+    directory that group/others can write (`curvecert.store.scan`); without it they are
+    trusted and reported as findings, logged at WARNING.
+
+    Revocation: an event on a path a trusted key is read from skips the quiet period and
+    the queue; big bursts are applied in slices, so removing a key takes effect within
+    one slice even while thousands of other files change (issue 11 §6).
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, watch: bool = True,
                  poll: bool | None = None, debounce: float = 0.05,
                  rescan_interval: float | None = 300.0, poll_interval: float = 1.0,
-                 on_reload: ReloadCallback | Iterable[ReloadCallback] | None = None):
+                 on_reload: ReloadCallback | Iterable[ReloadCallback] | None = None,
+                 strict_modes: bool = False):
         """Configure the store; nothing is read until `start()`."""
         if debounce < 0 or poll_interval <= 0 or (rescan_interval is not None
                                                   and rescan_interval <= 0):
             raise StoreError("debounce must be >= 0; poll_interval and rescan_interval > 0")
         self.directory = os.path.abspath(os.fspath(directory))
         self._watch = watch
-        self._poll = poll
         self._debounce = debounce
         self._max_delay = max(debounce * _MAX_DELAY_FACTOR, 0.25)
         self._rescan_interval = rescan_interval
-        self._poll_interval = poll_interval
         if on_reload is None:
             self.on_reload: list[ReloadCallback] = []
         elif callable(on_reload):
@@ -168,11 +125,14 @@ class CertStore:
         else:
             self.on_reload = list(on_reload)
 
-        self._scanner = Scanner(self.directory)
+        self._scanner = Scanner(self.directory, strict=strict_modes)
         self._snapshot: Snapshot = self._scanner.snapshot
         self._scan_lock = threading.Lock()      # one scanner user at a time
-        self._cond = threading.Condition()      # pending work + snapshot publication
+        self._cond = threading.Condition(threading.Lock())  # pending work + publication
+        self._prefix = self.directory.rstrip(os.sep) + os.sep
         self._pending: set[str] = set()
+        self._urgent: set[str] = set()          # pending paths that trusted keys came from
+        self._overflowed = False                # events were lost: rescan without delay
         self._full = False
         self._root_event = False
         self._dirty = False
@@ -181,11 +141,10 @@ class CertStore:
         self._stopping = False
         self._started = False
         self._thread: threading.Thread | None = None
-        self._obs_lock = threading.Lock()
-        self._observer: Any = None
-        self._watched_id: tuple[int, int] | None = None
-        self._polling = bool(poll)
-        self._handler = _Handler(self)
+        self._dirwatch = DirectoryWatch(self.directory, self._on_event, poll=poll,
+                                        poll_interval=poll_interval,
+                                        stopping=self._cancelled,
+                                        overflow=self._on_overflow)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -202,13 +161,8 @@ class CertStore:
         if not self._watch:
             self.reload()
             return self
-        if self._poll is None and not self._polling:
-            fstype = _filesystem_type(self.directory)
-            if fstype in _REMOTE_FS:
-                _logger.info("%s is on %s, where inotify misses remote changes; polling every "
-                             "%.1fs", self.directory, fstype, self._poll_interval)
-                self._polling = True
-        self._start_observer()
+        self._dirwatch.choose_mode()
+        self._dirwatch.start()
         self.reload()
         self._thread = threading.Thread(target=self._run, name="curvecert-store-reload",
                                         daemon=True)
@@ -226,7 +180,7 @@ class CertStore:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 _logger.warning("store reload thread did not stop within %.1fs", timeout)
-        self._stop_observer(max(0.1, deadline - time.monotonic()))
+        self._dirwatch.stop(max(0.1, deadline - time.monotonic()))
 
     def __enter__(self) -> CertStore:
         return self.start()
@@ -275,7 +229,7 @@ class CertStore:
     @property
     def polling(self) -> bool:
         """True when changes are detected by polling rather than by inotify."""
-        return self._polling
+        return self._dirwatch.polling
 
     def wait_for_generation(self, generation: int, timeout: float | None = None) -> bool:
         """Block until `generation` reaches `generation`; False on timeout."""
@@ -299,48 +253,63 @@ class CertStore:
     # --- events (watchdog's thread) ---------------------------------------------------------
 
     def _on_event(self, event: FileSystemEvent) -> None:
+        # Hot path: a burst of 20,000 files brings 40,000-100,000 events (issue 11 §6).
         etype = event.event_type
         if etype in _NOISE or (etype == "modified" and event.is_directory):
             return  # directory "modified" = a child changed, and the child's event names it
-        paths = [event.src_path]
-        dest = getattr(event, "dest_path", "")
-        if dest:
-            paths.append(dest)
-        root = self.directory
         pending: list[str] = []
+        urgent: list[str] = []
         full = root_event = False
-        for raw in paths:
+        for raw in (event.src_path, event.dest_path):
             if not raw:
                 continue
-            path = os.path.normpath(os.fsdecode(raw))
-            if path == root:
+            path = raw if isinstance(raw, str) else os.fsdecode(raw)
+            if "//" in path or "/." in path or path.endswith("/"):
+                path = os.path.normpath(path)
+            if path == self.directory:
                 if etype in ("deleted", "moved"):
                     root_event = True
                 else:
                     full = True  # e.g. its permissions changed
                 continue
-            if not path.startswith(root.rstrip(os.sep) + os.sep):
+            if not path.startswith(self._prefix):
                 full = True
                 continue
-            rel = path[len(root.rstrip(os.sep)) + 1:]
-            for part in rel.split(os.sep):
-                if is_ignored_name(part):
-                    if part.startswith(".."):
-                        full = True  # Kubernetes atomic writer: ..data, ..data_tmp, ..<ts>
-                    break
+            rel = path[len(self._prefix):]
+            kind = _classify(rel)
+            if kind == _IGNORED:
+                continue
+            if kind == _K8S:
+                full = True  # Kubernetes atomic writer: ..data, ..data_tmp, ..<ts>
+            # a path a trusted key is read from (or a directory above one) may be a
+            # revocation: it skips the quiet period and the queue
+            elif etype != "created" and self._snapshot.trusts_at(rel):
+                urgent.append(path)
             else:
                 pending.append(path)
-        if not (pending or full or root_event):
+        if not (pending or urgent or full or root_event):
             return
         now = time.monotonic()
         with self._cond:
             self._pending.update(pending)
+            if urgent:
+                self._urgent.update(urgent)
             self._full |= full
             self._root_event |= root_event
+            wake = urgent or not self._dirty
             if not self._dirty:
                 self._first_event = now
             self._dirty = True
             self._last_event = now
+            if wake:  # later events of a burst only move the quiet period: no wake-up each
+                self._cond.notify_all()
+
+    def _on_overflow(self) -> None:
+        """The kernel dropped events (one may be a revocation): rescan now, no quiet period."""
+        _logger.warning("%s: inotify dropped events; rescanning the whole store",
+                        self.directory)
+        with self._cond:
+            self._full = self._dirty = self._overflowed = True
             self._cond.notify_all()
 
     # --- reload thread ----------------------------------------------------------------------
@@ -357,7 +326,8 @@ class CertStore:
                     if now >= deadline:
                         break
                     self._cond.wait(deadline - now)
-                while self._dirty and not self._stopping:
+                while (self._dirty and not self._stopping and not self._urgent
+                       and not self._overflowed):
                     now = time.monotonic()
                     due = min(self._last_event + self._debounce,
                               self._first_event + self._max_delay)
@@ -366,9 +336,7 @@ class CertStore:
                     self._cond.wait(due - now)
                 if self._stopping:
                     return
-                paths, self._pending = self._pending, set()
-                full, root_event = self._full, self._root_event
-                self._full = self._root_event = self._dirty = False
+                paths, full, root_event = self._take()
             # -- outside the lock: the handler keeps queueing while we read the disk
             now = time.monotonic()
             if now >= next_rescan:
@@ -391,8 +359,30 @@ class CertStore:
                 _logger.exception("reloading the certificate store %s failed", self.directory)
             next_check = min(next_check, time.monotonic() + self._check_period())
 
+    def _take(self) -> tuple[set[str], bool, bool]:
+        """The next piece of work (called with `_cond` held).
+
+        Urgent paths (possible revocations) go first and alone, without waiting for the
+        burst to end; other paths go in slices of `_SLICE`, so that a revocation arriving
+        during a burst of many thousand events waits for one slice at most.
+        """
+        if self._urgent:
+            paths, self._urgent = self._urgent, set()
+            self._pending -= paths
+            self._dirty = bool(self._pending or self._full or self._root_event)
+            return paths, False, False
+        if len(self._pending) > _SLICE:
+            paths = set(itertools.islice(self._pending, _SLICE))
+            self._pending -= paths
+        else:
+            paths, self._pending = self._pending, set()
+        full, root_event = self._full, self._root_event
+        self._full = self._root_event = self._overflowed = False
+        self._dirty = bool(self._pending)  # the rest is already due: no new quiet period
+        return paths, full, root_event
+
     def _check_period(self) -> float:
-        return _ROOT_CHECK if self._watched_id is not None else _REAPPEAR_CHECK
+        return _ROOT_CHECK if self._dirwatch.watched_id is not None else _REAPPEAR_CHECK
 
     def _cancelled(self) -> bool:
         return self._stopping
@@ -412,87 +402,21 @@ class CertStore:
         try:
             st = os.stat(self.directory)
         except OSError:
-            return self._watched_id is not None or self._snapshot.healthy
+            return self._dirwatch.watched_id is not None or self._snapshot.healthy
         if not stat.S_ISDIR(st.st_mode):
-            return self._watched_id is not None or self._snapshot.healthy
-        return (st.st_dev, st.st_ino) != self._watched_id or not self._snapshot.healthy
+            return self._dirwatch.watched_id is not None or self._snapshot.healthy
+        return (st.st_dev, st.st_ino) != self._dirwatch.watched_id or not self._snapshot.healthy
 
     def _rewatch(self) -> None:
         """The directory went away or was replaced: re-create the watch, rescan everything."""
-        self._stop_observer(5.0)
+        self._dirwatch.stop(5.0)
         if self._stopping:
             return
-        self._start_observer()
+        self._dirwatch.start()
         self._reload(None)
-        if self._watched_id is None:
+        if self._dirwatch.watched_id is None:
             _logger.debug("%s is not there; checking again in %.1fs", self.directory,
                           _REAPPEAR_CHECK)
-
-    # --- observers --------------------------------------------------------------------------
-
-    def _start_observer(self) -> None:
-        with self._obs_lock:
-            self._watched_id = None
-            if self._stopping:
-                return
-            try:
-                st = os.stat(self.directory)
-            except OSError:
-                return
-            if not stat.S_ISDIR(st.st_mode):
-                return
-            observer = None
-            if not self._polling:
-                try:
-                    observer = self._launch(Observer())
-                except OSError as exc:
-                    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                        return  # gone again; the next check retries
-                    if self._poll is False:
-                        _logger.error("cannot watch %s: %s; only the periodic rescan will "
-                                      "see changes", self.directory, exc)
-                        self._watched_id = (st.st_dev, st.st_ino)
-                        return
-                    hint = (" (raise fs.inotify.max_user_watches / max_user_instances)"
-                            if exc.errno in _LIMIT_ERRORS else "")
-                    _logger.warning("cannot watch %s with inotify: %s%s; falling back to "
-                                    "polling every %.1fs", self.directory,
-                                    exc.strerror or exc, hint, self._poll_interval)
-                    self._polling = True
-            if observer is None:
-                try:
-                    observer = self._launch(PollingObserver(timeout=self._poll_interval))
-                except OSError as exc:
-                    _logger.error("cannot watch %s: %s", self.directory, exc)
-                    return
-            self._observer = observer
-            self._watched_id = (st.st_dev, st.st_ino)
-
-    def _launch(self, observer: Any) -> Any:
-        try:
-            observer.schedule(self._handler, self.directory, recursive=True,
-                              event_filter=_EVENT_FILTER)
-            observer.start()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                observer.stop()
-                if observer.is_alive():
-                    observer.join(5.0)
-            raise
-        return observer
-
-    def _stop_observer(self, timeout: float) -> None:
-        with self._obs_lock:
-            observer, self._observer = self._observer, None
-            self._watched_id = None
-        if observer is None:
-            return
-        try:
-            observer.stop()
-            if observer.is_alive() and observer is not threading.current_thread():
-                observer.join(timeout)
-        except Exception:  # a dying observer must not stop us from shutting down
-            _logger.debug("stopping the file observer failed", exc_info=True)
 
     # --- publication ------------------------------------------------------------------------
 
@@ -509,5 +433,5 @@ class CertStore:
                 _logger.exception("on_reload callback %r failed", callback)
 
     def __repr__(self) -> str:
-        mode = "polling" if self._polling else "inotify"
+        mode = "polling" if self._dirwatch.polling else "inotify"
         return f"<CertStore {self.directory!r} {mode} {self._snapshot!r}>"

@@ -14,10 +14,10 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from curvecert import store
 from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys
 from curvecert.certs.cert import Certificate
 from curvecert.serve.gateway import Gateway
-from curvecert.store import snapshot as store
 from tests.conftest import wait_until
 from tests.serveproc import ServeAuth
 
@@ -91,9 +91,9 @@ def test_push_pull(ctx: zmq.Context[Any], certs: dict[str, Any], cli_env: Env) -
                 s.close(linger=0)
         finally:
             cctx.destroy(linger=0)
-        daemon.wait_stdout(r'"status":"400"')
+        daemon.wait_stdout(r'"status":400')
         statuses = [r["status"] for r in daemon.json_lines() if r["event"] == "decision"]
-        assert sorted(statuses) == ["200", "400"]
+        assert sorted(statuses) == [200, 400]
     app.close(linger=0)
 
 
