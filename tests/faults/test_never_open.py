@@ -29,6 +29,7 @@ from curvecert.errors import OperationalError
 from curvecert.formats.zap import ZapRequest
 from curvecert.serve.forwarder import ZapForwarder
 from curvecert.serve.gateway import Gateway
+from tests.conftest import wait_until
 from tests.faults.zaphandlers import (
     FAULTS,
     KNOWN,
@@ -393,3 +394,69 @@ def test_destroy_with_a_running_authenticator_completes() -> None:
     assert finished.wait(10)
     auth.stop()
     assert not auth.running
+
+
+# --- the remote variant: plain TCP connections exhaust a low RLIMIT_NOFILE ------------------
+
+def test_remote_fd_exhaustion_during_daemon_outage(tmp_path: Path) -> None:
+    """Issue 11 §1, as an attacker does it: while the daemon is down, plain TCP connections
+    to the CURVE port use the application's last descriptors, so the forwarder's link
+    reset fails with EMFILE. No stranger is admitted then or later; once descriptors are
+    free and the daemon is back, the known key is admitted."""
+    import queue
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    endpoint = f"ipc://{tmp_path}/zap.sock"
+    child = subprocess.Popen([sys.executable, "-m", "tests.faults.rlimitchild", endpoint],
+                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    errors: list[str] = []
+
+    def pump(stream: Any, sink: Callable[[str], None]) -> None:
+        for line in stream:
+            sink(line.rstrip("\n"))
+
+    threading.Thread(target=pump, args=(child.stdout, lines.put), daemon=True).start()
+    threading.Thread(target=pump, args=(child.stderr, errors.append), daemon=True).start()
+    client_ctx: Ctx = zmq.Context()
+    raw: list[socket.socket] = []
+    daemon = None
+    try:
+        ready = lines.get(timeout=20).split()
+        assert ready[0] == "READY", ready
+        tcp, server_key = ready[1], bytes.fromhex(ready[2])
+        first = threading.Thread(
+            target=lambda: outcome(client_ctx, tcp, STRANGER, 5.0, server_key))
+        first.start()
+        assert lines.get(timeout=10) == "FORWARDED"
+        for _ in range(60):  # within the 0.3 s deadline: the reset then finds no descriptor
+            host, port = tcp.removeprefix("tcp://").rsplit(":", 1)
+            raw.append(socket.create_connection((host, int(port)), timeout=5))
+        first.join(10)
+        wait_until(lambda: any("cannot open the link" in e for e in errors),
+                   message="the forwarder's link reset hit EMFILE")
+        for s in raw:
+            s.close()
+        raw.clear()
+        for _ in range(3):  # daemon still down: denied (or stalled), never admitted
+            assert outcome(client_ctx, tcp, STRANGER, 3.0, server_key) != 200
+        daemon = PolicyDaemon(endpoint)
+        known_admitted_again(client_ctx, tcp, 20.0, server_key)
+        child.stdin.close()  # type: ignore[union-attr]
+        stats = lines.get(timeout=20).split()
+        assert stats[0] == "STATS" and int(stats[1]) >= 1
+        assert child.wait(20) == 0
+    finally:
+        for s in raw:
+            s.close()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if daemon is not None:
+            daemon.close()
+        client_ctx.destroy(linger=0)

@@ -32,12 +32,12 @@ FAULTS: dict[str, Callable[[], BaseException]] = {
 
 
 def outcome(ctx: zmq.Context[Any], endpoint: str, client: Certificate,
-            timeout: float = 5.0) -> int | None:
+            timeout: float = 5.0, server: Certificate | bytes = SERVER) -> int | None:
     """One CURVE handshake against `SERVER`: 200 admitted, the ZAP status when refused,
     None when nothing happened within `timeout` (a stalled handshake: not admitted)."""
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
-    client.apply_client(sock, SERVER)
+    client.apply_client(sock, server)
     mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED
                                   | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                                   | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
@@ -66,12 +66,13 @@ def server_socket(ctx: zmq.Context[Any]) -> tuple[zmq.Socket[Any], str]:
     return sock, sock.last_endpoint.decode()
 
 
-def known_admitted_again(ctx: zmq.Context[Any], endpoint: str, timeout: float = 10.0) -> None:
+def known_admitted_again(ctx: zmq.Context[Any], endpoint: str, timeout: float = 10.0,
+                         server: Certificate | bytes = SERVER) -> None:
     """The known key is admitted again (bounded); the stranger is refused, not stalled."""
     from tests.faults.support import wait_outcome
 
-    wait_outcome(lambda: outcome(ctx, endpoint, KNOWN, 2.0) or 0, 200, timeout)
-    assert outcome(ctx, endpoint, STRANGER) not in (200, None)
+    wait_outcome(lambda: outcome(ctx, endpoint, KNOWN, 2.0, server) or 0, 200, timeout)
+    assert outcome(ctx, endpoint, STRANGER, 5.0, server) not in (200, None)
 
 
 class PolicyDaemon:
