@@ -155,6 +155,11 @@ class Daemon:
                     self.context, self._forwarder_policy.policy, log_decisions=False,
                     on_decision=lambda _request, decision: self._record_forwarder(decision))
                 self._forwarder_auth.start()
+            elif ipc_path(cfg.zap_endpoint) is not None:
+                # ipc is CURVE too, with a key made for this run and published next to the
+                # socket: forwarders pin it, so an impostor on the path never gets a request
+                # (curvecert.serve.runtime). Access itself is the socket file's permissions.
+                server_cert = Certificate.new()
             self._service = ZapService(self.context, cfg.zap_endpoint,
                                        ipc_group=cfg.ipc_group, server_cert=server_cert)
             self._service.bind()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Collection
 from types import TracebackType
 from typing import Any
 
@@ -35,6 +36,7 @@ from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
 from curvecert.formats.zap import ZAP_ENDPOINT
 from curvecert.serve.relay import DEFAULT_TIMEOUT, UNREACHABLE_TEXT, ForwarderStats, Relay
+from curvecert.serve.runtime import check_directory, check_socket, default_owners, read_key
 
 __all__ = ["DEFAULT_TIMEOUT", "UNREACHABLE_TEXT", "ZAP_ENDPOINT", "ForwarderStats",
            "ZapForwarder"]
@@ -46,7 +48,7 @@ def _check_endpoint(endpoint: str, server_key: bytes | None, cert: Certificate |
     scheme = endpoint.partition("://")[0]
     if scheme not in ("ipc", "tcp", "inproc"):
         raise ConfigError(f"ZAP forwarding endpoint {endpoint!r}: use ipc://PATH or tcp://HOST:PORT")
-    if (server_key is None) != (cert is None):
+    if scheme == "tcp" and (server_key is None) != (cert is None):
         raise ConfigError("a CURVE-secured forwarding link needs both the daemon's server key "
                           "and the forwarder's own secret certificate")
     if scheme == "tcp" and server_key is None:
@@ -71,8 +73,16 @@ class ZapForwarder:
 
     def __init__(self, context: zmq.Context[Any], endpoint: str, *,
                  timeout: float = DEFAULT_TIMEOUT, server_key: bytes | str | None = None,
-                 cert: Certificate | None = None, zap_endpoint: str = ZAP_ENDPOINT):
-        """Prepare a forwarder; nothing is bound until `start()`."""
+                 cert: Certificate | None = None, zap_endpoint: str = ZAP_ENDPOINT,
+                 owners: Collection[int] | None = None):
+        """Prepare a forwarder; nothing is bound until `start()`.
+
+        On `ipc://` the link is CURVE as well: the daemon's key is `server_key` or, by
+        default, the key the daemon publishes next to its socket (`PATH.pub`), and `cert`
+        defaults to a key made for this forwarder. The socket's directory, the socket and
+        the key file must be owned by one of `owners` (default: this user and root) and
+        the directory not writable by group or others (`curvecert.serve.runtime`).
+        """
         if not 0 < timeout <= 30:
             raise ConfigError(f"forwarder timeout must be in (0, 30] seconds, got {timeout}")
         key = keys.decode_key(server_key, what="daemon server key") if server_key else None
@@ -82,7 +92,9 @@ class ZapForwarder:
         self.timeout = float(timeout)
         self.zap_endpoint = zap_endpoint
         self._server_key = key
-        self._cert = cert
+        self._ipc = endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
+        self._owners = frozenset(owners) if owners is not None else default_owners()
+        self._cert = cert if cert is not None or self._ipc is None else Certificate.new()
         self._thread: threading.Thread | None = None
         self._control_addr = f"inproc://curvecert-forwarder-{os.getpid()}-{id(self):x}"
         self._control: zmq.Socket[Any] | None = None
@@ -100,6 +112,8 @@ class ZapForwarder:
         """
         if self._thread is not None:
             raise OperationalError("this ZapForwarder is already started")
+        if self._ipc is not None:
+            self._check_ipc()  # an impostor's directory or socket: refuse at once
         lease = acquire(self.context, self.zap_endpoint)
         made: list[zmq.Socket[Any]] = []
         try:
@@ -111,8 +125,12 @@ class ZapForwarder:
             made.append(inner)
             inner.linger = 0
             inner.connect(self._control_addr)
-            back = self._open_backend()
-            made.append(back)
+            back: zmq.Socket[Any] | None = None
+            try:
+                back = self._open_backend()
+                made.append(back)
+            except OperationalError as exc:  # no daemon key yet: the relay retries
+                _logger.warning("%s (denying until the daemon is up)", exc)
             thread = threading.Thread(target=self._run, args=(lease, inner, back),
                                       name="curvecert-zap-forwarder", daemon=True)
             thread.start()
@@ -186,6 +204,15 @@ class ZapForwarder:
 
     # --- the relay thread ---------------------------------------------------------------
 
+    def _check_ipc(self) -> None:
+        """Refuse a socket directory or socket that another user controls (raises
+        `OperationalError`); a missing socket is fine (the daemon is not up yet)."""
+        assert self._ipc is not None
+        directory = os.path.dirname(os.path.abspath(self._ipc))
+        if os.path.lexists(directory):
+            check_directory(directory, self._owners)
+        check_socket(self._ipc, self._owners)
+
     def _open_backend(self) -> zmq.Socket[Any]:
         # Untracked by the context: only the relay thread touches it, and Context.destroy()
         # must not close it from another thread while the relay polls it.
@@ -201,8 +228,13 @@ class ZapForwarder:
             sock.heartbeat_ivl = 1000
             sock.heartbeat_timeout = 3000
         try:
-            if self._cert is not None and self._server_key is not None:
-                self._cert.apply_client(sock, self._server_key)
+            server_key = self._server_key
+            if self._ipc is not None:
+                self._check_ipc()
+                if server_key is None:  # re-read at every link: a restarted daemon's key
+                    server_key = read_key(self._ipc, self._owners)
+            if self._cert is not None and server_key is not None:
+                self._cert.apply_client(sock, server_key)
             sock.connect(self.endpoint)
         except BaseException:
             sock.close(linger=0)

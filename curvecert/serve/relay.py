@@ -87,6 +87,8 @@ class Relay:
         self._outage_since: float | None = None
         self._outage_denied = 0
         self._outage_logged = 0.0
+        self._link_error = ""
+        self._link_logged = 0.0
 
     @property
     def stats(self) -> ForwarderStats:
@@ -210,10 +212,15 @@ class Relay:
         except zmq.ContextTerminated:
             raise
         except Exception as exc:
-            self._retry_at = time.monotonic() + 0.1
-            _logger.error("cannot open the link to the authenticator at %s (%s): denying "
-                          "until it can be opened", self.endpoint, exc)
+            now = time.monotonic()
+            self._retry_at = now + 0.1
+            text = str(exc)
+            if text != self._link_error or now - self._link_logged >= 10.0:
+                self._link_error, self._link_logged = text, now
+                _logger.error("cannot open the link to the authenticator at %s (%s): denying "
+                              "until it can be opened", self.endpoint, exc)
             return
+        self._link_error = ""
         self._poller.register(back, zmq.POLLIN)
         self._back = back
 
@@ -250,6 +257,8 @@ class Relay:
                 self.malformed += 1
             self._reply(front, envelope, request_id, b"500", b"unsupported ZAP version")
             return
+        if self._back is None:  # try at once: the daemon may have come up meanwhile
+            self._reopen()
         back = self._back
         if back is None:  # no link right now (it could not be opened): deny at once
             with self._lock:

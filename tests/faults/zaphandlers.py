@@ -17,6 +17,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys, answer
 from curvecert.certs.cert import Certificate
+from curvecert.serve.runtime import publish_key
 
 SERVER = Certificate.new()
 KNOWN = Certificate.new()
@@ -82,9 +83,13 @@ class PolicyDaemon:
         self.context: zmq.Context[Any] = zmq.Context()
         self.sock = self.context.socket(zmq.ROUTER)
         self.sock.linger = 0
+        if server is None and endpoint.startswith("ipc://"):
+            server = Certificate.new()  # ipc is CURVE too: the forwarder pins this key
         if server is not None:
             server.apply_server(self.sock)
         self.sock.bind(endpoint)
+        if endpoint.startswith("ipc://") and server is not None:
+            publish_key(endpoint[len("ipc://"):], server.public_key)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run)
         self._thread.start()
