@@ -40,6 +40,7 @@ from curvecert.auth.policy import (
 )
 from curvecert.auth.providers import DEFAULT_WORKERS
 from curvecert.auth.recheck import RecheckMixin
+from curvecert.auth.records import decision_fields, format_fields
 from curvecert.auth.stats import DecisionStats
 from curvecert.errors import ConfigError
 from curvecert.formats.zap import ZapRequest
@@ -59,35 +60,16 @@ DecisionAdjust = Callable[[ZapRequest, Decision], Decision]
 ProviderCallback = Callable[[ZapRequest], ProviderResult | Awaitable[ProviderResult]]
 
 _OUTCOME = {"200": "allowed", "300": "errors", "400": "denied", "500": "errors"}
-_LABEL = {"200": "ALLOWED", "400": "DENIED"}
-
-
-def _clean(text: str) -> str:
-    """Text from the wire made safe for a log line (no newlines, no spaces, no controls)."""
-    if text.isprintable() and " " not in text and text:
-        return text
-    return repr(text) if text else '""'
 
 
 def format_decision(decision: Decision) -> str:
-    """The log line for one decision, in the spirit of zauth's verbose mode.
+    """The audit log line for one decision (fields: `curvecert.auth.records`).
 
-    `ALLOWED (CURVE) domain=global address=127.0.0.1 user_id=<Z85 key> reason=known key`;
-    denials read `DENIED (PLAIN) ... user=alice status=400 reason=wrong password`. Only
+    `ALLOWED (CURVE) status=200 domain="" address=127.0.0.1 user_id=<Z85 key> cert_name=alice
+    fingerprint=SHA256:... reason=known key`; every outcome has the same fields. Only
     public values appear: user names, public keys, addresses, domains, reasons.
     """
-    label = _LABEL.get(decision.status, "ERROR")
-    parts = [f"{label} ({decision.mechanism})", f"domain={_clean(decision.domain)}",
-             f"address={_clean(decision.address)}"]
-    if decision.status == "200":
-        parts.append(f"user_id={_clean(decision.user_id.decode('utf-8', 'replace'))}")
-    elif decision.subject:
-        what = "key" if decision.mechanism == "CURVE" else "user"
-        parts.append(f"{what}={_clean(decision.subject)}")
-    if decision.status != "200":
-        parts.append(f"status={decision.status}")
-    parts.append(f"reason={decision.reason}")
-    return " ".join(parts)
+    return format_fields(decision_fields(decision))
 
 
 class BaseAuthenticator(RecheckMixin):

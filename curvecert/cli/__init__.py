@@ -118,8 +118,10 @@ def _setup_logging(verbose: int, quiet: int) -> None:
     logger = logging.getLogger("curvecert")
     logger.setLevel(level)
     if not logger.handlers:
+        from curvecert.formats.sanitize import EscapingFormatter
+
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("curvecert: %(levelname)s: %(message)s"))
+        handler.setFormatter(EscapingFormatter("curvecert: %(levelname)s: %(message)s"))
         logger.addHandler(handler)
 
 
@@ -167,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        click.echo(f"curvecert: error: {exc}", err=True)
+        from curvecert.formats.sanitize import escape
+
+        click.echo(f"curvecert: error: {escape(str(exc))}", err=True)
         sys.exit(_exit_code_for(exc))
     except BrokenPipeError:
         sys.exit(EXIT_OK)

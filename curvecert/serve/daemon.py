@@ -30,6 +30,7 @@ import zmq
 
 from curvecert.auth.authenticator import Authenticator
 from curvecert.auth.policy import Decision, Policy, respond
+from curvecert.auth.records import decision_fields
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, CurvecertError
 from curvecert.serve.config import BACKLOG, DaemonConfig, DomainConfig
@@ -255,7 +256,7 @@ class Daemon:
         self.generation += 1
         if self.ops is not None:
             self.ops.reloaded(True, time.monotonic() - began)
-        _logger.warning("configuration reloaded: %d domain(s)", len(cfg.domains))
+        _logger.info("configuration reloaded: %d domain(s)", len(cfg.domains))
         sd_notify("READY=1\nSTATUS=configuration reloaded")
         return True
 
@@ -331,17 +332,8 @@ class Daemon:
 
 
 def _decision_record(decision: Decision) -> dict[str, Any]:
-    """The audit fields of a decision; never a password or a secret key."""
-    return {
-        "time": round(time.time(), 6),
-        "domain": decision.domain,
-        "address": decision.address,
-        "mechanism": decision.mechanism,
-        "status": decision.status,
-        "user_id": decision.user_id.decode("utf-8", "replace"),
-        "subject": decision.subject,
-        "reason": decision.reason,
-    }
+    """`time` plus the audit fields of `curvecert.auth.records`; never a secret."""
+    return {"time": round(time.time(), 6), **decision_fields(decision)}
 
 
 def _load_secret_cert(path: str, what: str) -> Certificate:
