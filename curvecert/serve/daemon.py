@@ -432,9 +432,9 @@ class Daemon:
                                        ipc_group=cfg.ipc_group, server_cert=server_cert)
             self._service.bind()
         if cfg.gateway is not None:
-            from curvecert.serve.gateway import Gateway
+            from curvecert.serve.overlap import gateway_from_config
 
-            self._gateway = Gateway.from_config(cfg.gateway, self._live.policy,
+            self._gateway = gateway_from_config(cfg.gateway, self._live.policy,
                                                 on_decision=self._record)
             self._gateway.start()
         self.started_at = time.monotonic()
@@ -599,8 +599,6 @@ def _decision_record(decision: Decision) -> dict[str, Any]:
 
 
 def _load_secret_cert(path: str, what: str) -> Certificate:
-    cert = Certificate.load(path)
-    if not cert.has_secret:
-        raise ConfigError(f"{path}: the {what} must be a secret certificate "
-                          "(the NAME_secret file)")
-    return cert
+    from curvecert.serve.overlap import load_server_cert  # a path or env:/fd:/cred:
+
+    return load_server_cert(path, what)
