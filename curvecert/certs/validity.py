@@ -255,7 +255,9 @@ def from_meta(meta: Mapping[str, str] | Iterable[tuple[str, str]]) -> Validity |
 # Metadata blobs seen by the authenticator -> their period (None: no dates). The same
 # stores answer with the same blobs, so parsing happens once per certificate.
 _BLOBS: dict[bytes, Validity | None] = {}
-_BLOB_CACHE = 4096
+# Bounded: at ~200 bytes a blob, 16384 entries are ~4 MB. A store with more dated
+# certificates than this parses some blobs again (a few microseconds each).
+_BLOB_CACHE = 16384
 
 
 def from_zmtp(blob: bytes) -> Validity | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,12 +22,12 @@ from rich.table import Table
 from rich.text import Text
 
 from curvecert import store as store_mod
-from curvecert.certs import certfile
+from curvecert.certs import certfile, validity
 from curvecert.certs.cert import Certificate
 from curvecert.certs.fileio import read_bytes
 from curvecert.certs.verify import Finding
 from curvecert.cli import Verdict, render
-from curvecert.errors import FileExists, StoreError
+from curvecert.errors import CertificateError, FileExists, StoreError
 
 __all__ = ["store"]
 
@@ -194,7 +195,14 @@ def remove(ctx: click.Context, selectors: tuple[str, ...], store_dir: str | None
 
 def _entry_json(entry: store_mod.Entry) -> dict[str, Any]:
     return {"public_key": entry.public_txt, "fingerprint": entry.fingerprint,
-            "file": entry.file, "metadata": entry.meta}
+            "file": entry.file, "metadata": entry.meta,
+            **validity.to_json(entry.validity)}
+
+
+def _until(entry: store_mod.Entry) -> str:
+    """`until T`, `EXPIRED T`, or "" for a certificate without dates (store list)."""
+    period = entry.validity
+    return "" if period is None else validity.describe(period, time.time())
 
 
 @store.command("list", epilog="""\b
@@ -214,17 +222,24 @@ def list_(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
         return
     out = render.console()
     if out.is_terminal:
-        table = Table("public key (Z85)", "fingerprint", "name", "file", box=None)
+        table = Table("public key (Z85)", "fingerprint", "name", "file", "valid", box=None)
         for e in snap:
+            until = _until(e)
             table.add_row(Text(e.public_txt, style="cyan"), Text(e.fingerprint),
-                          Text(e.meta.get("name", "")), Text(e.relpath))
+                          Text(e.meta.get("name", "")), Text(e.relpath),
+                          Text(until, style="bold red" if until.startswith(("EXP", "INV"))
+                               else ""))
         out.print(table)
     else:
         for e in snap:
             name = e.meta.get("name")
+            until = _until(e)
             click.echo(f"{e.public_txt}  {e.fingerprint}  {e.relpath}"
-                       + (f"  name={name}" if name is not None else ""))
+                       + (f"  name={name}" if name is not None else "")
+                       + (f"  valid={until.replace(' ', '_')}" if until else ""))
+    soonest = snap.next_expiry
     _err_console().print(f"{len(snap)} trusted certificate(s) in {directory}"
+                         + (f", next expiry {validity.format_time(soonest)}" if soonest else "")
                          + (f", {len(snap.findings)} finding(s): run `curvecert store check`"
                             if snap.findings else ""))
 
@@ -238,9 +253,11 @@ Examples:
   curvecert store check --json | jq -r '.[] | "\\(.path): \\(.message)"'
 """)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON array.")
+@click.option("--warn-within", metavar="DURATION", default="14d", show_default=True,
+              help="Report certificates that expire within DURATION (expires-soon).")
 @_store_option
 @click.pass_context
-def check(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
+def check(ctx: click.Context, as_json: bool, warn_within: str, store_dir: str | None) -> None:
     """Report every problem in the store; exit 1 if there is any.
 
     Problems: files that do not parse, hold a secret key, repeat a key (the file that
@@ -250,6 +267,16 @@ def check(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
     snap = _scan(directory)
     findings = [Finding(path=f.path, line=f.line, severity=f.severity, code=f.code,
                         message=f.message) for f in snap.findings]
+    try:
+        warn = validity.parse_duration(warn_within, what="--warn-within")
+    except CertificateError as exc:
+        raise click.BadParameter(exc.reason, param_hint="--warn-within") from None
+    now = time.time()
+    for e in snap:  # expired, not yet valid, expiring soon (certs.validity)
+        period = e.validity
+        if period is not None:
+            findings += [Finding(e.file, None, sev, code, msg)  # type: ignore[arg-type]
+                         for sev, code, msg in period.problems(now, warn)]
     if as_json:
         render.print_json(render.findings_to_json(findings))
     elif findings:

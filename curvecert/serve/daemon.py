@@ -31,7 +31,7 @@ import zmq
 from curvecert.auth.authenticator import Authenticator
 from curvecert.auth.policy import Decision, respond
 from curvecert.certs.cert import Certificate
-from curvecert.errors import ConfigError, CurvecertError
+from curvecert.errors import CurvecertError
 from curvecert.serve.config import BACKLOG, DaemonConfig, DomainConfig
 from curvecert.serve.livepolicy import LivePolicy, build_policy
 from curvecert.serve.service import FORWARDER_DOMAIN, ZapService, ipc_path
@@ -82,6 +82,8 @@ class Daemon:
         self.context: zmq.Context[Any] = zmq.Context()
         self._live: LivePolicy | None = None
         self._service: ZapService | None = None
+        self._next_service: ZapService | None = None
+        """The rotation overlap's second tcp:// endpoint (`next-zap-endpoint`), if any."""
         self._forwarder_auth: Authenticator | None = None
         self._forwarder_policy: LivePolicy | None = None
         self._gateway: Any = None
@@ -147,6 +149,13 @@ class Daemon:
             self._service = ZapService(self.context, cfg.zap_endpoint,
                                        ipc_group=cfg.ipc_group, server_cert=server_cert)
             self._service.bind()
+            if cfg.next_zap_endpoint is not None and cfg.server is not None \
+                    and cfg.server.next_cert is not None:  # docs/rotation.md
+                self._next_service = ZapService(
+                    self.context, cfg.next_zap_endpoint,
+                    server_cert=_load_secret_cert(str(cfg.server.next_cert),
+                                                  "daemon's next certificate"))
+                self._next_service.bind()
         if cfg.gateway is not None:
             from curvecert.serve.overlap import gateway_from_config
 
@@ -164,6 +173,8 @@ class Daemon:
         out = []
         if self._service is not None:
             out.append(self._service.bound or self._service.endpoint)
+        if self._next_service is not None:
+            out.append(self._next_service.bound or self._next_service.endpoint)
         if self._gateway is not None:
             out.append(self._gateway.describe())
         return out
@@ -173,6 +184,8 @@ class Daemon:
         poller = zmq.Poller()
         if self._service is not None and self._service.socket is not None:
             poller.register(self._service.socket, zmq.POLLIN)
+        if self._next_service is not None and self._next_service.socket is not None:
+            poller.register(self._next_service.socket, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
         cfg = self.config
         assert cfg is not None
@@ -192,6 +205,8 @@ class Daemon:
                 self.reload()
             if self._service is not None and self._service.socket in events:
                 self._service.serve_ready(self._respond)
+            if self._next_service is not None and self._next_service.socket in events:
+                self._next_service.serve_ready(self._respond)
             if next_stats is not None and time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + interval
                 if self._on_stats is not None:
@@ -219,7 +234,7 @@ class Daemon:
             return False
         old = self.config
         assert old is not None
-        for what in ("zap_endpoint", "ipc_group", "server", "gateway"):
+        for what in ("zap_endpoint", "ipc_group", "server", "gateway", "next_zap_endpoint"):
             if getattr(old, what) != getattr(cfg, what):
                 _logger.warning("reload: %s changed; restart serve-auth to apply it",
                                 what.replace("_", "-"))
@@ -227,7 +242,8 @@ class Daemon:
                                    ipc_group=old.ipc_group, log_format=cfg.log_format,
                                    log_stream=cfg.log_stream,
                                    stats_interval=old.stats_interval, server=old.server,
-                                   gateway=old.gateway, path=cfg.path)
+                                   gateway=old.gateway,
+                                   next_zap_endpoint=old.next_zap_endpoint, path=cfg.path)
         previous, self._live = self._live, live
         if self._gateway is not None:
             self._gateway.set_policy(live.policy)
@@ -247,6 +263,9 @@ class Daemon:
         if self._service is not None:
             self._service.close()
             self._service = None
+        if self._next_service is not None:
+            self._next_service.close()
+            self._next_service = None
         if self._forwarder_auth is not None:
             self._forwarder_auth.stop()
             self._forwarder_auth = None

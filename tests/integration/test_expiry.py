@@ -99,3 +99,30 @@ def test_verify_reports_validity(tmp_path: Path, run_cli: Callable[..., CliResul
     findings = json.loads(result.out)["findings"]
     assert [f["code"] for f in findings] == [code]
     assert findings[0]["line"] == 8 and findings[0]["path"] == str(tmp_path / "c")
+
+
+def test_store_list_and_check_show_validity(tmp_path: Path, run_cli: Callable[..., CliResult]
+                                            ) -> None:
+    from curvecert import store
+
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    old = Certificate.new(validity.with_validity([("name", "old")], not_after=time.time() - 5))
+    soon = Certificate.new(validity.with_validity([("name", "soon")],
+                                                  not_after=time.time() + 3600))
+    for c in (old, soon, Certificate.new(name="undated")):
+        store.add_certificate(clients, c)
+    listed = run_cli("store", "list", "--json", "--store", str(clients))
+    assert listed.code == 0, listed.err
+    data = json.loads(listed.out)
+    rows = {r["metadata"]["name"]: r for r in (data["items"] if "items" in data else data)}
+    assert rows["undated"]["not_after"] is None
+    assert validity.parse_time(rows["soon"]["not_after"]) == int(
+        validity.from_meta(soon.meta).not_after)  # type: ignore[union-attr]
+    plain = run_cli("store", "list", "--store", str(clients))
+    assert "valid=EXPIRED_at_" in plain.out and "next expiry " in plain.err
+    checked = run_cli("store", "check", "--json", "--store", str(clients))
+    assert checked.code == 1
+    data = json.loads(checked.out)
+    findings = data["findings"] if isinstance(data, dict) else data
+    assert sorted(f["code"] for f in findings) == ["expired", "expires-soon"]

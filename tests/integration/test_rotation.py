@@ -21,7 +21,7 @@ import pytest
 import zmq
 
 from curvecert.certs.cert import Certificate
-from curvecert.store import snapshot as store
+from curvecert import store
 from tests.conftest import CliResult
 from tests.integration.test_gateway import client, verdict
 from tests.serveproc import ServeAuth
@@ -122,3 +122,41 @@ def test_rotation_with_overlap(tmp_path: Path, ctx: zmq.Context[Any], run_cli: R
         assert not old_pinned["ok"]
         assert [i["verdict"] for i in old_pinned["items"]] == ["wrong-server-key",
                                                                "nothing-listening"]
+
+
+def test_daemon_serves_forwarders_on_both_keys(tmp_path: Path, run_cli: Run,
+                                               cli_env: Env) -> None:
+    from curvecert.serve.forwarder import ZapForwarder
+    from tests.serveproc import Outcome, Server, handshake
+
+    daemon_path = str(tmp_path / "daemon")
+    assert run_cli("new", daemon_path).code == 0
+    assert run_cli("rotate", daemon_path).code == 0
+    old = Certificate.load(daemon_path + "_secret")
+    new = Certificate.load(daemon_path + ".next_secret")
+    creds = tmp_path / "creds"  # the next key as a systemd credential
+    creds.mkdir()
+    (creds / "zap-next").write_bytes(Path(daemon_path + ".next_secret").read_bytes())
+    forwarders, clients = tmp_path / "forwarders", tmp_path / "clients"
+    forwarders.mkdir()
+    clients.mkdir()
+    fwd_cert, alice = Certificate.new(name="app-1"), Certificate.new(name="alice")
+    store.add_certificate(forwarders, fwd_cert)
+    store.add_certificate(clients, alice)
+    server = Certificate.new(name="app")
+    args = ["--store", str(clients), "--zap-endpoint", "tcp://127.0.0.1:*",
+            "--server-cert", daemon_path + "_secret", "--forwarders", str(forwarders),
+            "--next-zap-endpoint", "tcp://127.0.0.1:*", "--next-server-cert", "cred:zap-next"]
+    with ServeAuth(args, cli_env({"CREDENTIALS_DIRECTORY": str(creds)})) as daemon:
+        ep_old, ep_new = daemon.where[:2]
+        for endpoint, key in ((ep_old, old), (ep_new, new)):
+            app_ctx: zmq.Context[Any] = zmq.Context()
+            try:
+                with ZapForwarder(app_ctx, endpoint, server_key=key.public_key, cert=fwd_cert):
+                    srv = Server(app_ctx, server)
+                    try:
+                        assert handshake(srv, alice) == Outcome(200, alice.public_txt)
+                    finally:
+                        srv.close()
+            finally:
+                app_ctx.destroy(linger=0)

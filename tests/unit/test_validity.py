@@ -134,3 +134,26 @@ def test_policy_refuses_outside_the_period_and_admits_inside() -> None:
     assert d.status == "400" and "not valid before" in d.reason
     d = decide(_curve_request(broken.public_key), policy)
     assert d.status == "400" and "unreadable" in d.reason
+
+
+def test_snapshot_entries_carry_validity_and_next_expiry(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from curvecert import store
+
+    directory = Path(str(tmp_path))
+    now = time.time()
+    soon, later = float(int(now) + 600), float(int(now) + 7200)
+    certs = [Certificate.new(validity.with_validity([("name", n)], not_after=t))
+             for n, t in (("past", now - 60), ("soon", soon), ("later", later))]
+    certs.append(Certificate.new([("name", "undated")]))
+    for c in certs:
+        store.add_certificate(directory, c)
+    snap = store.scan(directory)
+    periods = {e.meta["name"]: e.validity for e in snap}
+    assert periods["undated"] is None
+    assert periods["soon"] == validity.Validity(None, soon)
+    assert snap.next_expiry == soon
+    assert snap.next_expiry_after(soon) == later
+    assert snap.next_expiry_after(later) is None
+    assert store.scan(directory / "missing").next_expiry is None
