@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import zmq
 
-from curvecert.certs.cert import Certificate
 from curvecert import store
+from curvecert.certs.cert import Certificate
 from tests.conftest import CliResult
 from tests.integration.test_gateway import client, verdict
 from tests.serveproc import ServeAuth
