@@ -98,11 +98,15 @@ class GatewayGroup:
             g.set_policy(policy)
 
     def stats(self) -> dict[str, int]:
-        """Relay counters summed over the fronts."""
+        """Relay counters summed over the fronts, plus `current_front_in_msgs` and
+        `next_front_in_msgs`: messages received on each key's front (during a rotation,
+        the first stops growing once every client has switched)."""
         total: dict[str, int] = {}
-        for g in self.gateways:
-            for name, value in g.stats().items():
+        for role, g in zip(("current", "next"), self.gateways, strict=False):
+            counters = g.stats()
+            for name, value in counters.items():
                 total[name] = total.get(name, 0) + value
+            total[f"{role}_front_in_msgs"] = counters.get("front_in_msgs", 0)
         return total
 
     def __enter__(self) -> GatewayGroup:

@@ -88,7 +88,9 @@ def test_rotation_with_overlap(tmp_path: Path, ctx: zmq.Context[Any], run_cli: R
     # Overlap: the current key on one front, the next key on a second front.
     overlap = ServeAuth(["--front", "tcp://127.0.0.1:*", "--server-cert", "env:GW_SECRET",
                          "--next-front", "tcp://127.0.0.1:*",
-                         "--next-server-cert", gw + ".next_secret", *common],
+                         "--next-server-cert", gw + ".next_secret", *common,
+                         "--log-format", "json", "--log-stream", "stdout",
+                         "--stats-interval", "0.2"],
                         cli_env({"GW_SECRET": old_secret}))
     with overlap:
         with open(f"/proc/{overlap.proc.pid}/cmdline", "rb") as fh:
@@ -100,6 +102,9 @@ def test_rotation_with_overlap(tmp_path: Path, ctx: zmq.Context[Any], run_cli: R
         both = _probe(run_cli, front_old, front_new, "--server-cert", gw,
                       "--server-cert", gw + ".next", "--cert", str(tmp_path / "alice_secret"))
         assert both["ok"] and [i["verdict"] for i in both["items"]] == ["admitted"] * 2
+        # What an operator watches: messages per front (the counters of the stats line).
+        overlap.wait_stdout(r'"gateway_current_front_in_msgs":[1-9].*'
+                            r'"gateway_next_front_in_msgs":[1-9]')
         crossed = _probe(run_cli, front_new, "--server-cert", gw,
                          "--cert", str(tmp_path / "alice_secret"))
         assert crossed["verdict"] == "wrong-server-key"
