@@ -144,12 +144,16 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     secret = certfile.secret_path(path)
     _logger.info("wrote %s and %s", path, secret)
     _warn_findings(warnings)
+    period = validity.from_meta(cert.meta)
+    why = period.refusal(time.time()) if period is not None else None
+    if why is not None:  # allowed (a test fixture, a key for later), but say so
+        _status(f"warning: {why}; the authenticator refuses it until that changes")
     if as_json:
         render.print_json({
             "public_key": cert.public_txt,
             "fingerprint": cert.fingerprint,
             "metadata": dict(cert.meta),
-            **validity.to_json(validity.from_meta(cert.meta)),
+            **validity.to_json(period),
             "public_file": os.path.abspath(path),
             "secret_file": os.path.abspath(secret),
         })
@@ -157,7 +161,6 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     _status(f"wrote {path} (public, 0644) and {secret} (secret, 0600)")
     click.echo(f"public key:  {cert.public_txt}")
     click.echo(f"fingerprint: {cert.fingerprint}")
-    period = validity.from_meta(cert.meta)
     if period is not None and period.not_after is not None:
         click.echo(f"not after:   {validity.format_time(period.not_after)}")
 

@@ -157,3 +157,22 @@ def test_snapshot_entries_carry_validity_and_next_expiry(tmp_path: object) -> No
     assert snap.next_expiry_after(soon) == later
     assert snap.next_expiry_after(later) is None
     assert store.scan(directory / "missing").next_expiry is None
+
+
+_KEY = Certificate.new([("name", "svc")])
+
+
+@given(st.integers(0, 39), st.characters(), st.sampled_from(["bare", "cert", "short"]))
+def test_damaged_secrets_never_leak_into_errors(pos: int, ch: str, form: str) -> None:
+    from curvecert.certs import secretsource
+
+    secret = _KEY.secret_txt or ""
+    damaged = secret[:pos] + ch + secret[pos + 1:]
+    value = {"bare": damaged, "short": damaged[:pos],
+             "cert": certfile.dump(_KEY, secret=True).replace(secret, damaged)}[form]
+    try:
+        secretsource.parse_secret(value.encode("utf-8", "surrogatepass"), "env:X")
+    except CertificateError as exc:
+        message = str(exc)
+        assert "\n" not in message and message.startswith("env:X")
+        assert not any(secret[i:i + 5] in message for i in range(36))
