@@ -779,10 +779,12 @@ def _decide_curve(request: zap.ZapRequest, source: CurveSource) -> Decision | Pe
     except (ZapError, AttributeError, TypeError) as exc:
         return _error(request, f"bad metadata for key: {exc}", text)
     if meta.find(b"not-") >= 0:  # not-before/-after: checked against the clock, per request
-        period = validity.from_zmtp(meta)
-        why = period.refusal(time.time()) if period is not None else None
-        if why is not None:
-            return _deny(request, why, text)
+        start, end = validity.window(meta)
+        now = time.time()
+        if not start <= now < end:
+            period = validity.from_zmtp(meta)
+            why = period.refusal(now) if period is not None else None
+            return _deny(request, why or "certificate not valid now", text)
     return _allow(request, text.encode("ascii"), meta, "known key", text)
 
 

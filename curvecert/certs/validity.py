@@ -50,6 +50,7 @@ __all__ = [
     "parse_duration",
     "parse_time",
     "to_json",
+    "window",
     "with_validity",
 ]
 
@@ -280,6 +281,35 @@ def from_zmtp(blob: bytes) -> Validity | None:
     if len(_BLOBS) >= _BLOB_CACHE:
         _BLOBS.clear()
     _BLOBS[blob] = result
+    return result
+
+
+_ALWAYS = (-math.inf, math.inf)
+_NEVER = (math.inf, -math.inf)
+_WINDOWS: dict[bytes, tuple[float, float]] = {}
+
+
+def window(blob: bytes) -> tuple[float, float]:
+    """`(start, end)` of a ZMTP metadata blob's period: valid iff `start <= now < end`.
+
+    The ZAP hot path's form of `from_zmtp`: no dates is `(-inf, inf)`, an unreadable
+    period `(inf, -inf)` (never valid; `from_zmtp(blob).refusal(now)` says why). Cached.
+    """
+    try:
+        return _WINDOWS[blob]
+    except KeyError:
+        pass
+    period = from_zmtp(blob)
+    if period is None:
+        result = _ALWAYS
+    elif period.problem is not None:
+        result = _NEVER
+    else:
+        result = (-math.inf if period.not_before is None else period.not_before,
+                  math.inf if period.not_after is None else period.not_after)
+    if len(_WINDOWS) >= _BLOB_CACHE:
+        _WINDOWS.clear()
+    _WINDOWS[blob] = result
     return result
 
 
