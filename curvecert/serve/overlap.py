@@ -59,6 +59,11 @@ class GatewayGroup:
         return self.gateways[0].authenticator
 
     @property
+    def authenticators(self) -> list[object]:
+        """Every front's authenticator (for metrics hooks), current key first."""
+        return [g.authenticator for g in self.gateways]
+
+    @property
     def front_endpoint(self) -> str | None:
         """The current key's bound front endpoint."""
         return self.gateways[0].front_endpoint
