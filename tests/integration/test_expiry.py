@@ -126,3 +126,24 @@ def test_store_list_and_check_show_validity(tmp_path: Path, run_cli: Callable[..
     data = json.loads(checked.out)
     findings = data["findings"] if isinstance(data, dict) else data
     assert sorted(f["code"] for f in findings) == ["expired", "expires-soon"]
+
+
+def test_next_expiry_is_a_metric(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from curvecert import store
+    from curvecert.serve.metrics import CurvecertCollector, Sources
+
+    when = float(math.floor(time.time()) + 86400)
+    store.add_certificate(tmp_path, Certificate.new(
+        validity.with_validity([("name", "a")], not_after=when)))
+    store.add_certificate(tmp_path, Certificate.new([("name", "b")]))
+    with CertStore(tmp_path) as certs:
+        policy = Policy({"*": DomainPolicy(curve=certs)})
+        registry = CollectorRegistry()
+        registry.register(CurvecertCollector(Sources(policy=lambda: policy)))
+        text = generate_latest(registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    sample = families["curvecert_store_next_expiry_timestamp_seconds"].samples[0]
+    assert sample.value == when and sample.labels["store"] == str(tmp_path)
