@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,40 @@ def test_missing_sources(run_cli: Run) -> None:
     assert r.code == 3 and "NOPE_NOT_SET is not set" in r.err
     r = run_cli("public", "--secret-from", "fd:987")
     assert r.code == 3 and "fd:987: cannot read" in r.err
+
+
+def test_serve_auth_gateway_key_from_a_descriptor(
+        tmp_path: Path, cli_env: Callable[[dict[str, str] | None], dict[str, str]]) -> None:
+    import zmq
+
+    from curvecert import store
+    from tests.integration.test_gateway import client, verdict
+    from tests.serveproc import ServeAuth
+
+    gw, alice = Certificate.new(name="gw"), Certificate.new(name="alice")
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    store.add_certificate(clients, alice)
+    ctx: zmq.Context[Any] = zmq.Context()
+    app = ctx.socket(zmq.PULL)
+    app.linger = 0
+    back = f"tcp://127.0.0.1:{app.bind_to_random_port('tcp://127.0.0.1')}"
+    read_end, write_end = os.pipe()
+    os.write(write_end, certfile.dump(gw, secret=True).encode())
+    os.close(write_end)
+    try:
+        with ServeAuth(["--front", "tcp://127.0.0.1:*", "--back", back, "--pattern",
+                        "push-pull", "--server-cert", f"fd:{read_end}", "--store",
+                        str(clients)], cli_env({"CURVECERT_LOGLEVEL": "DEBUG"}),
+                       pass_fds=(read_end,)) as daemon:
+            front = daemon.where[0].split()[1]
+            push, mon = client(ctx, zmq.PUSH, alice, gw, front)
+            assert verdict(mon) == 200
+            push.send(b"hello")
+            assert app.poll(10_000) and app.recv() == b"hello"
+            with open(f"/proc/{daemon.proc.pid}/cmdline", "rb") as fh:
+                assert (gw.secret_txt or "").encode() not in fh.read()
+        assert_no_secret("\n".join(daemon.err.lines + daemon.out.lines), gw.secret_txt or "")
+    finally:
+        os.close(read_end)
+        ctx.destroy(linger=0)
