@@ -144,6 +144,9 @@ def test_next_expiry_is_a_metric(tmp_path: Path) -> None:
         registry = CollectorRegistry()
         registry.register(CurvecertCollector(Sources(policy=lambda: policy)))
         text = generate_latest(registry).decode()
+        from curvecert.serve.control import store_summary
+
+        assert store_summary(certs)["next_expiry"] == validity.format_time(when)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     sample = families["curvecert_store_next_expiry_timestamp_seconds"].samples[0]
     assert sample.value == when and sample.labels["store"] == str(tmp_path)
