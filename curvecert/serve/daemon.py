@@ -32,7 +32,7 @@ from curvecert.auth.authenticator import Authenticator
 from curvecert.auth.policy import Decision, Policy, respond
 from curvecert.auth.records import decision_fields
 from curvecert.certs.cert import Certificate
-from curvecert.errors import ConfigError, CurvecertError
+from curvecert.errors import CurvecertError
 from curvecert.serve.config import BACKLOG, DaemonConfig, DomainConfig
 from curvecert.serve.livepolicy import LivePolicy, build_policy
 from curvecert.serve.reloader import Reloader
@@ -89,6 +89,8 @@ class Daemon:
         self.context: zmq.Context[Any] = zmq.Context()
         self._live: LivePolicy | None = None
         self._service: ZapService | None = None
+        self._next_service: ZapService | None = None
+        """The rotation overlap's second tcp:// endpoint (`next-zap-endpoint`), if any."""
         self._forwarder_auth: Authenticator | None = None
         self._forwarder_policy: LivePolicy | None = None
         self._gateway: Any = None
@@ -163,14 +165,23 @@ class Daemon:
             self._service = ZapService(self.context, cfg.zap_endpoint,
                                        ipc_group=cfg.ipc_group, server_cert=server_cert)
             self._service.bind()
+            if cfg.next_zap_endpoint is not None and cfg.server is not None \
+                    and cfg.server.next_cert is not None:  # docs/rotation.md
+                self._next_service = ZapService(
+                    self.context, cfg.next_zap_endpoint,
+                    server_cert=_load_secret_cert(str(cfg.server.next_cert),
+                                                  "daemon's next certificate"))
+                self._next_service.bind()
         if cfg.gateway is not None:
-            from curvecert.serve.gateway import Gateway
+            from curvecert.serve.overlap import gateway_from_config
 
-            self._gateway = Gateway.from_config(cfg.gateway, self._live.policy,
+            self._gateway = gateway_from_config(cfg.gateway, self._live.policy,
                                                 on_decision=self._record)
             self._gateway.start()
-            if ops is not None:
-                self._gateway.authenticator.metrics = ops.gateway_stats
+            if ops is not None:  # a rotation overlap has one authenticator per front
+                for auth in getattr(self._gateway, "authenticators",
+                                    [self._gateway.authenticator]):
+                    auth.metrics = ops.gateway_stats
         if ops is not None:
             ops.attach(self, self._service.socket if self._service is not None else None)
         self.started_at = time.monotonic()
@@ -184,6 +195,8 @@ class Daemon:
         out = []
         if self._service is not None:
             out.append(self._service.bound or self._service.endpoint)
+        if self._next_service is not None:
+            out.append(self._next_service.bound or self._next_service.endpoint)
         if self._gateway is not None:
             out.append(self._gateway.describe())
         return out
@@ -193,6 +206,8 @@ class Daemon:
         poller = zmq.Poller()
         if self._service is not None and self._service.socket is not None:
             poller.register(self._service.socket, zmq.POLLIN)
+        if self._next_service is not None and self._next_service.socket is not None:
+            poller.register(self._next_service.socket, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
         ops = self.ops
         for extra in ops.sockets() if ops is not None else ():
@@ -219,6 +234,8 @@ class Daemon:
                 self._reloaded(done)
             if self._service is not None and self._service.socket in events:
                 self._service.serve_ready(self._respond)
+            if self._next_service is not None and self._next_service.socket in events:
+                self._next_service.serve_ready(self._respond)
             if ops is not None:
                 ops.serve(events)
             if next_stats is not None and time.monotonic() >= next_stats:
@@ -281,7 +298,7 @@ class Daemon:
         cfg, live = built
         old = self.config
         assert old is not None
-        for what in ("zap_endpoint", "ipc_group", "server", "gateway"):
+        for what in ("zap_endpoint", "ipc_group", "server", "gateway", "next_zap_endpoint"):
             if getattr(old, what) != getattr(cfg, what):
                 _logger.warning("reload: %s changed; restart serve-auth to apply it",
                                 what.replace("_", "-"))
@@ -289,7 +306,8 @@ class Daemon:
                                    ipc_group=old.ipc_group, log_format=cfg.log_format,
                                    log_stream=cfg.log_stream,
                                    stats_interval=old.stats_interval, server=old.server,
-                                   gateway=old.gateway, path=cfg.path)
+                                   gateway=old.gateway,
+                                   next_zap_endpoint=old.next_zap_endpoint, path=cfg.path)
         previous, self._live = self._live, live
         if self._gateway is not None:
             self._gateway.set_policy(live.policy)
@@ -317,6 +335,9 @@ class Daemon:
         if self._service is not None:
             self._service.close()
             self._service = None
+        if self._next_service is not None:
+            self._next_service.close()
+            self._next_service = None
         if self._forwarder_auth is not None:
             self._forwarder_auth.stop()
             self._forwarder_auth = None
@@ -384,8 +405,6 @@ def _decision_record(decision: Decision) -> dict[str, Any]:
 
 
 def _load_secret_cert(path: str, what: str) -> Certificate:
-    cert = Certificate.load(path)
-    if not cert.has_secret:
-        raise ConfigError(f"{path}: the {what} must be a secret certificate "
-                          "(the NAME_secret file)")
-    return cert
+    from curvecert.serve.overlap import load_server_cert  # a path or env:/fd:/cred:
+
+    return load_server_cert(path, what)
