@@ -465,3 +465,28 @@ def test_remote_fd_exhaustion_during_daemon_outage(tmp_path: Path) -> None:
         if not hung._stop.is_set():
             hung.close()
         client_ctx.destroy(linger=0)
+
+
+@pytest.mark.parametrize("kind", sorted(FAULTS))
+@pytest.mark.parametrize("site", ["recv", "send", "poll"])
+def test_deny_all_responder_faults(ctx: Ctx, monkeypatch: pytest.MonkeyPatch, site: str,
+                                   kind: str) -> None:
+    """The responder that holds the endpoint after stop() is a loop too."""
+    import curvecert.auth.endpoint as endpoint_mod
+
+    fault = Fault(monkeypatch, "curvecert-zap-deny-all")
+    if site == "poll":
+        fault.patch(zmq.Poller, "poll")
+    else:
+        patch_site(fault, site, endpoint_mod)
+    server, endpoint = server_socket(ctx)
+    try:
+        Authenticator(ctx).start().stop()
+        with fault.active(FAULTS[kind]):
+            stranger_never_admitted(ctx, endpoint, fault)
+        _refused_after_stop(ctx, endpoint)
+        with Authenticator(ctx) as auth:  # and it still hands over
+            auth.configure_provider("CURVE", known_only)
+            known_admitted_again(ctx, endpoint)
+    finally:
+        server.close(linger=0)
