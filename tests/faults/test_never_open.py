@@ -490,3 +490,38 @@ def test_deny_all_responder_faults(ctx: Ctx, monkeypatch: pytest.MonkeyPatch, si
             known_admitted_again(ctx, endpoint)
     finally:
         server.close(linger=0)
+
+
+def test_compat_manual_mode_answers_and_stop_keeps_the_door_shut(ctx: Ctx,
+                                                                tmp_path: Path) -> None:
+    """pyzmq's manual mode (`zap_socket` + `handle_zap_message`) on the guarded socket."""
+    from curvecert.compat.base import Authenticator as ManualAuthenticator
+
+    keys = tmp_path / "public"
+    keys.mkdir()
+    KNOWN.save_public(keys / "known.key")
+    auth = ManualAuthenticator(ctx)
+    auth.configure_curve(domain="*", location=str(keys))
+    auth.start()
+    stop = threading.Event()
+
+    def pump() -> None:  # what a pyzmq application's own loop does
+        sock = auth.zap_socket
+        assert sock is not None
+        while not stop.is_set():
+            if sock.poll(50):
+                asyncio.run(auth.handle_zap_message(sock.recv_multipart()))
+
+    t = threading.Thread(target=pump)
+    t.start()
+    server, endpoint = server_socket(ctx)
+    try:
+        known_admitted_again(ctx, endpoint)
+    finally:
+        stop.set()
+        t.join(10)
+    try:
+        auth.stop()
+        _refused_after_stop(ctx, endpoint)
+    finally:
+        server.close(linger=0)
