@@ -113,12 +113,17 @@ def dump(cert: KeyPairLike, *, secret: bool, generated: float | None = None) -> 
 
 
 def _file_key(node: zpl.Node, what: str, path: str | os.PathLike[str] | None) -> bytes:
-    """A key value from a file: exactly 40 Z85 characters, as CZMQ requires (no trimming)."""
+    """A key value from a file: exactly 40 Z85 characters, as CZMQ requires (no trimming).
+
+    Errors say what is wrong and where (line, columns), never which characters: the
+    value may be a secret key (docs/security.md, "Secrets in messages").
+    """
+    where = f"{what} ({node.columns})" if node.columns else what
     if len(node.value) != z85.KEY_TEXT_LEN:
-        raise CertificateError(f"{what} must be exactly 40 Z85 characters, got "
+        raise CertificateError(f"{where} must be exactly 40 Z85 characters, got "
                                f"{len(node.value)}", path=path, line=node.line)
     try:
-        return keys.decode_key(node.value, what=what)
+        return keys.decode_key(node.value, what=where)
     except InvalidKey as exc:
         raise CertificateError(str(exc), path=path, line=node.line) from None
 

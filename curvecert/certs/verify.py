@@ -173,13 +173,14 @@ def check_metadata(meta: Sequence[tuple[str, str]], path: str,
 
 
 def _key_findings(node: zpl.Node, path: str, what: str) -> tuple[bytes | None, list[Finding]]:
-    value = node.value
+    value = node.value  # never quoted in a finding: it may be a secret key
+    where = f"{what} ({node.columns})" if node.columns else what
     if len(value) != z85.KEY_TEXT_LEN:
         return None, [Finding(path, node.line, ERROR, "key-length",
-                              f"{what} is {len(value)} characters; it must be exactly 40 Z85 "
-                              "characters (CZMQ refuses any other length)")]
+                              f"{where} is {len(value)} characters; it must be exactly 40 "
+                              "Z85 characters (CZMQ refuses any other length)")]
     try:
-        key = keys.decode_key(value, what=what)
+        key = keys.decode_key(value, what=where)
     except InvalidKey as exc:
         return None, [Finding(path, node.line, ERROR, "key-invalid",
                               f"{exc} (CZMQ would silently load zero bytes instead)")]
