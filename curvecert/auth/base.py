@@ -39,7 +39,9 @@ from curvecert.auth.policy import (
     encode,
 )
 from curvecert.auth.providers import DEFAULT_WORKERS
+from curvecert.auth.recheck import RecheckMixin
 from curvecert.auth.records import decision_fields, format_fields
+from curvecert.auth.stats import DecisionStats
 from curvecert.errors import ConfigError
 from curvecert.formats.zap import ZapRequest
 
@@ -70,7 +72,7 @@ def format_decision(decision: Decision) -> str:
     return format_fields(decision_fields(decision))
 
 
-class BaseAuthenticator:
+class BaseAuthenticator(RecheckMixin):
     """Everything an authenticator has except its transport: the policy and the
     configuration methods that change it, counters, the decision log and the hook.
 
@@ -85,6 +87,10 @@ class BaseAuthenticator:
     #: is encoded (the pyzmq compatibility layer's `curve_user_id` uses it). An exception
     #: in it is a 500.
     adjust: DecisionAdjust | None = None
+    #: Decision counters for Prometheus (`curvecert.serve.metrics.register` sets it);
+    #: None: nothing is counted beyond `counters`.
+    metrics: DecisionStats | None = None
+    _t0 = 0.0  # time.monotonic() when the request being answered arrived (transports set it)
 
     def __init__(self, context: zmq.Context[Any] | None = None, policy: Policy | None = None,
                  *, log_decisions: bool = True, on_decision: DecisionHook | None = None,
@@ -144,6 +150,9 @@ class BaseAuthenticator:
         self.requests += 1
         status = decision.status
         self._counts[decision.mechanism, status] += 1
+        stats = self.metrics
+        if stats is not None:
+            stats.record(decision, time.monotonic() - self._t0)
         if self.log_decisions:
             level = logging.INFO if status in ("200", "400") else logging.WARNING
             if _audit.isEnabledFor(level):

@@ -18,13 +18,51 @@ import stat
 
 from curvecert.errors import FileExists, OperationalError
 
-__all__ = ["PRIVATE_MODE", "PUBLIC_MODE", "abandon_write", "atomic_write", "commit_write",
-           "file_kind", "fsync_dir", "prepare_write", "read_bytes"]
+__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_MODE", "PUBLIC_DIR_MODE", "PUBLIC_MODE",
+           "abandon_write", "atomic_write", "commit_write", "ensure_directory", "file_kind",
+           "fsync_dir", "prepare_write", "read_bytes"]
 
 #: Secret certificates and password files: owner read/write only.
 PRIVATE_MODE = 0o600
 #: Public certificates, as CZMQ writes them under the usual umask.
 PUBLIC_MODE = 0o644
+#: Directories curvecert creates for stores (readable by the daemon's user, written by owner).
+PUBLIC_DIR_MODE = 0o755
+#: Directories curvecert creates for secrets (certificate pairs, password files, runtime).
+PRIVATE_DIR_MODE = 0o700
+
+
+def ensure_directory(path: str | os.PathLike[str], *, mode: int) -> None:
+    """Create `path` and its missing parents with exactly `mode`, whatever the umask.
+
+    `os.mkdir(p, mode)` can only lose bits to the umask, never gain any, so no directory
+    is more open than `mode` even for a moment; a `chmod` then restores bits the umask
+    took. Existing directories are left as they are. Raises `OperationalError`.
+    """
+    path = os.path.abspath(os.fspath(path))
+    missing: list[str] = []
+    p = path
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode)
+        except FileExistsError:
+            if os.path.isdir(d):
+                continue  # created meanwhile by someone else: leave its mode alone
+            raise OperationalError(f"{d}: exists and is not a directory") from None
+        except OSError as exc:
+            raise OperationalError(f"{d}: cannot create directory: "
+                                   f"{exc.strerror or exc}") from exc
+        try:
+            os.chmod(d, mode)
+        except OSError as exc:
+            raise OperationalError(f"{d}: cannot set mode {mode:04o}: "
+                                   f"{exc.strerror or exc}") from exc
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:

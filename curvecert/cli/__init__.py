@@ -64,6 +64,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "serve-auth": ("curvecert.cli.serve", "serve_auth"),
     "probe": ("curvecert.cli.probe", "probe"),
     "completion": ("curvecert.cli.completion", "completion"),
+    "status": ("curvecert.cli.ops", "status"),
+    "trusted": ("curvecert.cli.ops", "trusted"),
+    "decisions": ("curvecert.cli.ops", "decisions"),
+    "top": ("curvecert.cli.ops", "top"),
 }
 
 _SHORT_HELP = {
@@ -78,6 +82,10 @@ _SHORT_HELP = {
     "serve-auth": "Run the ZAP authenticator daemon or gateway.",
     "probe": "Diagnose a CURVE/PLAIN/NULL handshake with a server.",
     "completion": "Print the shell completion script (bash, zsh, fish).",
+    "status": "Ask a running serve-auth for its health and counters.",
+    "trusted": "List the keys a running serve-auth trusts right now.",
+    "decisions": "Show (or follow) a running serve-auth's recent decisions.",
+    "top": "Live view of a running serve-auth.",
 }
 
 

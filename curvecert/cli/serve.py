@@ -185,12 +185,22 @@ Docs: docs/serve-auth.md""")
               help="Where the decision log goes (default stderr).")
 @click.option("--stats-interval", type=click.FloatRange(min=0, max=86400), metavar="SECONDS",
               help="Log counters every SECONDS (0 = never; at most 86400).")
+@click.option("--control", metavar="EP",
+              help="Control socket for status/trusted/decisions/top: ipc://PATH, or 'none'. "
+                   "Default: control.sock next to the ZAP socket (docs/operations.md).")
+@click.option("--metrics", "metrics_at", metavar="HOST:PORT",
+              help="Serve Prometheus /metrics on HOST:PORT (loopback only unless "
+                   "--metrics-allow-remote; docs/metrics.md).")
+@click.option("--metrics-allow-remote", is_flag=True,
+              help="Allow a non-loopback --metrics address (no authentication on /metrics).")
 def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: str | None,
                allow: tuple[str, ...], deny: tuple[str, ...], passwords: str | None,
                allow_any: bool, null: bool, domain: str, ipc_group: str | None,
                server_cert: str | None, forwarders: str | None, front: str | None,
                back: str | None, pattern: str | None, log_format: str | None,
-               log_stream: str | None, stats_interval: float | None) -> None:
+               log_stream: str | None, stats_interval: float | None,
+               control: str | None = None, metrics_at: str | None = None,
+               metrics_allow_remote: bool = False) -> None:
     """Answer ZAP requests for forwarders, and/or run a CURVE gateway, until stopped."""
     from curvecert.serve.daemon import Daemon
 
@@ -242,12 +252,21 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
                    err=True)
     log = _DecisionLog(first.log_format, first.log_stream)
 
+    from curvecert.cli.ops import operations_for  # control channel and metrics (issue 15)
+
+    ops, metrics_server = operations_for(first.zap_endpoint, control, metrics_at,
+                                         metrics_allow_remote)
+
     def ready(where: str) -> None:
+        extras = [f"control {ops.control_endpoint}" if ops.control_endpoint else "",
+                  f"metrics {ops.metrics_address}" if ops.metrics_address else ""]
+        if any(extras):
+            click.echo("curvecert: INFO: " + escape(", ".join(e for e in extras if e)), err=True)
         click.echo(f"curvecert: INFO: ready on {escape(where)}", err=True)
         sys.stderr.flush()
 
     daemon = Daemon(lambda: first if daemon.config is None else loader(),
-                    on_decision=log.decision, on_stats=log.stats, on_ready=ready)
+                    on_decision=log.decision, on_stats=log.stats, on_ready=ready, ops=ops)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         daemon.request_stop()
@@ -265,6 +284,9 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
     finally:
         signal.set_wakeup_fd(previous_fd)
         daemon.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     click.echo(f"curvecert: INFO: stopped (pid {os.getpid()})", err=True)
