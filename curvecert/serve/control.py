@@ -162,7 +162,7 @@ class DecisionRing:
             items = [it for it in items if it[0] > after]
             cursor = max(cursor, after)
         if denied:
-            items = [it for it in items if it[1].get("status") != "200"]
+            items = [it for it in items if str(it[1].get("status")) != "200"]
         return items[-last:], cursor
 
 
@@ -277,9 +277,12 @@ class ControlHandler:
                     "mechanism": str(rec.get("mechanism", "?")),
                     "status": int(rec.get("status", 500)), "reason": str(rec.get("reason", "")),
                     "address": str(rec.get("address", "")), "domain": str(rec.get("domain", "")),
-                    "user_id": str(rec.get("user_id", "")), "subject": str(rec.get("subject", ""))}
-            key = rec.get("subject") or ""
-            if rec.get("mechanism") == "CURVE" and len(key) == 40:
+                    "user_id": str(rec.get("user_id") or ""),
+                    "subject": str(rec.get("subject") or rec.get("user_id") or "")}
+            key = item["subject"]
+            if rec.get("cert_name") or rec.get("fingerprint"):
+                item.update({"name": rec.get("cert_name"), "fingerprint": rec.get("fingerprint")})
+            elif rec.get("mechanism") == "CURVE" and len(key) == 40:
                 item.update(certificate_of(policy, str(rec.get("domain", "")), key))
             else:
                 item.update({"name": None, "fingerprint": None})
