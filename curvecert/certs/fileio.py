@@ -258,6 +258,13 @@ def read_bytes(path: str | os.PathLike[str], *, limit: int = 1 << 20,
     try:
         fd = os.open(path, flags)
     except OSError as exc:
+        try:  # a socket cannot be opened at all (ENXIO): say what it is
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise OperationalError(f"{path}: is {file_kind(mode)}, not a regular file") \
+                from exc
         raise OperationalError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
         st = os.fstat(fd)
