@@ -191,6 +191,50 @@ def test_sighup_reloads_config_and_keeps_old_on_error(setup: Setup, app: Callabl
         assert handshake(srv, setup.bob).status == 200
 
 
+def test_sighup_keeps_old_policy_on_hostile_config(setup: Setup, app: Callable[..., Server],
+                                                   cli_env: Env) -> None:
+    """inf, nan, a huge number, nesting beyond the TOML reader, a missing store, a FIFO:
+    each reload is refused with the file named, and the running policy keeps answering."""
+    conf = setup.tmp / "serve-auth.toml"
+    good = (f'zap-endpoint = "{setup.ipc}"\nlog-format = "json"\nlog-stream = "stdout"\n'
+            f'[domains."*"]\nstores = ["{setup.store}"]\n')
+    conf.write_text(good)
+    hostile = [good.replace('log-format', 'stats-interval = inf\nlog-format'),
+               good.replace('log-format', 'stats-interval = nan\nlog-format'),
+               good.replace('log-format', 'stats-interval = 1e300\nlog-format'),
+               good.replace('log-format', 'stats-interval = ' + '[' * 3000 + ']' * 3000
+                            + '\nlog-format'),
+               good.replace(str(setup.store), str(setup.tmp / "gone"))]
+    with ServeAuth(["--config", str(conf)], cli_env(None)) as daemon:
+        srv = app(setup.ipc)
+        assert handshake(srv, setup.alice).status == 200
+        for text in hostile:
+            n = len(daemon.err.lines)
+            conf.write_text(text)
+            daemon.send_signal(signal.SIGHUP)
+            line = daemon.wait_stderr("reload failed", start=n)
+            assert str(conf) in line and line.startswith("curvecert: ERROR: ")
+            assert handshake(srv, setup.alice).status == 200
+            assert handshake(srv, setup.bob).status == 400
+        n = len(daemon.err.lines)
+        conf.unlink()
+        os.mkfifo(conf)  # a FIFO with no writer: refused at once, never waited on
+        daemon.send_signal(signal.SIGHUP)
+        assert "FIFO" in daemon.wait_stderr("reload failed", start=n)
+        assert handshake(srv, setup.alice).status == 200
+
+
+def test_config_store_missing_is_a_start_up_error(setup: Setup, cli_env: Env) -> None:
+    conf = setup.tmp / "serve-auth.toml"
+    conf.write_text(f'zap-endpoint = "{setup.ipc}"\n[domains."*"]\nstores = ["gone"]\n')
+    proc = subprocess.run([sys.executable, "-m", "curvecert", "serve-auth", "--config",
+                           str(conf)], capture_output=True, text=True, env=cli_env(None),
+                          timeout=30)
+    assert proc.returncode == 3
+    assert proc.stderr.startswith(f"curvecert: error: {conf}: domains.\"*\".stores[0]: ")
+    assert "does not exist" in proc.stderr and proc.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly_and_removes_socket(setup: Setup, cli_env: Env, sig: int) -> None:
     with serve(setup, cli_env) as daemon:
