@@ -374,3 +374,40 @@ def test_refuses_to_replace_a_regular_file(setup: Setup, cli_env: Env) -> None:
                        capture_output=True, text=True, env=cli_env(None), timeout=30)
     assert r.returncode == 3 and "not a socket" in r.stderr
     assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_hostile_plain_user_name_stays_one_inert_line(setup: Setup, ctx: zmq.Context[Any],
+                                                      cli_env: Env, fmt: str) -> None:
+    """The issue-12 attack: a PLAIN user name that forges a log line and drives the
+    terminal. Through a real PLAIN handshake, the daemon's log keeps one clean record."""
+    pw = setup.tmp / "passwords"
+    pw.write_text("admin=secret\n")
+    pw.chmod(0o600)
+    user = ("x\x1b[2J\x1b]0;owned\x07\n12:00:00 ✓ ALLOWED (PLAIN) status=200 user_id=admin"
+            "\u2028\u202e\x85")
+    with ServeAuth(["--store", str(setup.store), "--zap-endpoint", setup.ipc, "--passwords",
+                    str(pw), "--log-format", fmt], cli_env(None)) as daemon:
+        fwd = ZapForwarder(ctx, setup.ipc).start()
+        srv = ctx.socket(zmq.PULL)
+        srv.plain_server = True
+        mon = srv.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        port = srv.bind_to_random_port("tcp://127.0.0.1")
+        cli = ctx.socket(zmq.PUSH)
+        cli.plain_username = user.encode("utf-8")
+        cli.plain_password = b"wrong"
+        cli.connect(f"tcp://127.0.0.1:{port}")
+        try:
+            assert mon.poll(10_000), "no handshake verdict"
+            line = daemon.wait_stderr("PLAIN" if fmt == "text" else '"mechanism":"PLAIN"')
+        finally:
+            for s in (cli, mon, srv):
+                s.close(linger=0)
+            fwd.stop()
+        lines = [ln for ln in daemon.err.lines if "PLAIN" in ln]
+        assert lines == [line]  # one record, one line: nothing forged
+        assert not any(ch in line for ch in "\x1b\x07\u2028\u202e\x85\r")
+        if fmt == "json":
+            assert json.loads(line)["user_id"] == user and json.loads(line)["status"] == 400
+        else:
+            assert "DENIED (PLAIN) status=400" in line and "\\x1b[2J" in line
