@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import io
 import json
 import logging
@@ -250,7 +251,9 @@ def import_certificates(store_dir: str | os.PathLike[str], certs: Iterable[Sourc
     temps: list[tuple[str, str]] = []
     try:
         total = len(todo)
+        current = directory
         for i, (_label, cert, path) in enumerate(todo):
+            current = path
             name = os.path.basename(path)
             tmp = f".{name}.{secrets.token_hex(6)}.tmp"
             data = certfile.dump(cert, secret=False).encode("utf-8")
@@ -259,7 +262,7 @@ def import_certificates(store_dir: str | os.PathLike[str], certs: Iterable[Sourc
             temps.append((tmp, name))
             try:
                 os.fchmod(fd, PUBLIC_MODE)  # the umask may have taken bits away
-                os.write(fd, data)
+                _write_all(fd, data)
                 if _SYNCFS is None:
                     os.fsync(fd)
             finally:
@@ -268,6 +271,7 @@ def import_certificates(store_dir: str | os.PathLike[str], certs: Iterable[Sourc
                 progress(i, total)
         if _SYNCFS is not None and _SYNCFS(dfd) != 0:  # barrier 1: every file's bytes
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        current = directory
         for n, (tmp, name) in enumerate(temps):
             os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             temps[n] = ("", name)
@@ -281,7 +285,7 @@ def import_certificates(store_dir: str | os.PathLike[str], certs: Iterable[Sourc
                     os.unlink(tmp, dir_fd=dfd)
                 except OSError:
                     pass
-        raise OperationalError(f"{directory}: import failed: {exc.strerror or exc}; "
+        raise OperationalError(f"{current}: import failed: {exc.strerror or exc}; "
                                f"{sum(1 for t, _n in temps if not t)} of {len(todo)} "
                                "certificates written") from exc
     finally:
@@ -291,6 +295,16 @@ def import_certificates(store_dir: str | os.PathLike[str], certs: Iterable[Sourc
         done.append(ImportItem(label, path, cert.public_txt, cert.fingerprint, state))
     _logger.info("%s: imported %d certificates", directory, len(todo))
     return done
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd`; a short write (RLIMIT_FSIZE, a full disk) raises."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[n:]
 
 
 # --- export -------------------------------------------------------------------------------
