@@ -253,7 +253,7 @@ def test_show_warns_about_an_exposed_secret(run_cli: Run, pair: Path) -> None:
     os.chmod(pair.parent / "client_secret", 0o644)
     r = run_cli("show", str(pair.parent / "client_secret"))
     assert r.code == 0
-    assert "warning" in r.err and "chmod 600" in r.err
+    assert "curvecert: WARNING: " in r.err and "chmod 600" in r.err
 
 
 # --- verify -------------------------------------------------------------------------------
