@@ -43,6 +43,7 @@ import zmq
 
 from curvecert.auth.policy import KeyChain, Policy
 from curvecert.certs import keys
+from curvecert.certs.validity import format_time
 from curvecert.errors import CurvecertError, OperationalError
 from curvecert.formats import z85
 
@@ -185,9 +186,11 @@ def policy_stores(policy: Policy) -> Iterator[tuple[str, Any]]:
 def store_summary(store: Any) -> dict[str, Any]:
     """Health and size of one store: path, certificates, healthy, problem, generation."""
     snap = store.snapshot
+    soonest = getattr(snap, "next_expiry", None)  # issue 16: the earliest not-after to come
     return {"path": store.directory, "certificates": len(snap), "healthy": snap.healthy,
             "problem": snap.problem, "generation": snap.generation,
-            "finding_count": len(snap.findings)}
+            "finding_count": len(snap.findings),
+            "next_expiry": None if soonest is None else format_time(soonest)}
 
 
 def trusted_entries(policy: Policy, domain: str | None = None) -> list[dict[str, Any]]:
