@@ -76,6 +76,15 @@ class ServeAuth:
                 raise
             self.where = READY.search(line).group(1).split(", ")  # type: ignore[union-attr]
 
+    def secure(self, sock: zmq.Socket[Any]) -> zmq.Socket[Any]:
+        """Make `sock` a CURVE client pinned to the key the daemon published next to its
+        ipc socket (the daemon's ipc socket is a CURVE server); returns `sock`."""
+        from curvecert.serve.runtime import read_key
+
+        key = read_key(self.endpoint[len("ipc://"):], {os.geteuid()})
+        Certificate.new().apply_client(sock, key)
+        return sock
+
     @property
     def endpoint(self) -> str:
         """The ZAP endpoint from the readiness line."""

@@ -255,7 +255,8 @@ read back after saving, more than 512 bytes of encoded metadata, which crashes
 CZMQ's zauth), duplicate names. '-' reads stdin (no permission checks).
 Validity (not-before / not-after metadata): expired or not yet valid
 certificates are errors, those expiring within --warn-within (default 14d)
-a warning (expires-soon).
+a warning (expires-soon). A directory is checked as a store (what `store
+check` reports, modes included).
 
 \b
 Exit status: 0 no findings, 1 findings, 3 a file could not be read.
@@ -287,6 +288,10 @@ def verify(files: tuple[str, ...], warn_within: str, as_json: bool) -> None:
             data = _read_stdin()
             found, _ = check_text(data, STDIN_LABEL)
             findings += found + validity_findings(data, STDIN_LABEL, now, warn)
+        elif os.path.isdir(file):  # a store directory: what `store check` reports
+            from curvecert.cli.store import store_findings
+
+            findings += store_findings(file)
         else:
             findings += verify_file(file)
             findings += validity_findings(read_bytes(file), file, now, warn)

@@ -294,7 +294,8 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
         extras = [f"control {ops.control_endpoint}" if ops.control_endpoint else "",
                   f"metrics {ops.metrics_address}" if ops.metrics_address else ""]
         if any(extras):
-            click.echo("curvecert: INFO: " + escape(", ".join(e for e in extras if e)), err=True)
+            click.echo("curvecert: INFO: " + escape(", ".join(e for e in extras if e)),
+                       err=True)
         click.echo(f"curvecert: INFO: ready on {escape(where)}", err=True)
         sys.stderr.flush()
 

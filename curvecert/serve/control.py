@@ -276,12 +276,13 @@ class ControlHandler:
                                                after=req.after)
         out = []
         for seq, rec in items:
-            item = {"seq": seq, "time": iso_time(rec.get("time", 0.0)),
-                    "mechanism": str(rec.get("mechanism", "?")),
-                    "status": int(rec.get("status", 500)), "reason": str(rec.get("reason", "")),
-                    "address": str(rec.get("address", "")), "domain": str(rec.get("domain", "")),
-                    "user_id": str(rec.get("user_id") or ""),
-                    "subject": str(rec.get("subject") or rec.get("user_id") or "")}
+            item: dict[str, Any] = {
+                "seq": seq, "time": iso_time(rec.get("time", 0.0)),
+                "mechanism": str(rec.get("mechanism", "?")),
+                "status": int(rec.get("status", 500)), "reason": str(rec.get("reason", "")),
+                "address": str(rec.get("address", "")), "domain": str(rec.get("domain", "")),
+                "user_id": str(rec.get("user_id") or ""),
+                "subject": str(rec.get("subject") or rec.get("user_id") or "")}
             key = item["subject"]
             if rec.get("cert_name") or rec.get("fingerprint"):
                 item.update({"name": rec.get("cert_name"), "fingerprint": rec.get("fingerprint")})

@@ -35,6 +35,7 @@ from curvecert.certs.cert import Certificate
 from curvecert.errors import CurvecertError
 from curvecert.serve.config import BACKLOG, DaemonConfig, DomainConfig
 from curvecert.serve.livepolicy import LivePolicy, build_policy
+from curvecert.serve.reloader import Reloader
 from curvecert.serve.service import FORWARDER_DOMAIN, ZapService, ipc_path
 from curvecert.serve.systemd import sd_notify
 
@@ -95,6 +96,9 @@ class Daemon:
         self._gateway: Any = None
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._reloader: Reloader[tuple[DaemonConfig, LivePolicy]] = Reloader(self._build,
+                                                                            self._wake)
+        self._reloader.discard = lambda built: built[1].close()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -153,6 +157,11 @@ class Daemon:
                     self.context, self._forwarder_policy.policy, log_decisions=False,
                     on_decision=lambda _request, decision: self._record_forwarder(decision))
                 self._forwarder_auth.start()
+            elif ipc_path(cfg.zap_endpoint) is not None:
+                # ipc is CURVE too, with a key made for this run and published next to the
+                # socket: forwarders pin it, so an impostor on the path never gets a request
+                # (curvecert.serve.runtime). Access itself is the socket file's permissions.
+                server_cert = Certificate.new()
             self._service = ZapService(self.context, cfg.zap_endpoint,
                                        ipc_group=cfg.ipc_group, server_cert=server_cert)
             self._service.bind()
@@ -218,7 +227,11 @@ class Daemon:
                 break
             if self._reload.is_set():
                 self._reload.clear()
-                self.reload()
+                self._notify_reloading()
+                self._reloader.request()  # built off the loop: a stuck reload stalls nothing
+            done = self._reloader.take()
+            if done is not None:
+                self._reloaded(done)
             if self._service is not None and self._service.socket in events:
                 self._service.serve_ready(self._respond)
             if self._next_service is not None and self._next_service.socket in events:
@@ -239,20 +252,50 @@ class Daemon:
             pass
 
     def reload(self) -> bool:
-        """Re-read the configuration and swap in a new policy; keep the old one on error."""
+        """Re-read the configuration and swap in a new policy, in the calling thread; keep
+        the old policy on any error (`run()` builds reloads off its loop instead)."""
+        began = time.monotonic()
+        self._notify_reloading()
+        try:
+            built = self._build()
+        except Exception as exc:  # RecursionError from a hostile config too
+            self._reload_failed(exc, began)
+            return False
+        self._apply(built, began)
+        return True
+
+    def _notify_reloading(self) -> None:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
-        began = time.monotonic()
+
+    def _build(self) -> tuple[DaemonConfig, LivePolicy]:
+        """Load the configuration and open its stores (may block; runs off the loop)."""
+        cfg = self._loader()
+        return cfg, build_policy(cfg.domains)
+
+    def _reloaded(self, done: tuple[Any, BaseException | None, float]) -> None:
+        """Apply (or report) a reload built by the background `Reloader`."""
+        built, error, began = done
+        if error is not None or built is None:
+            self._reload_failed(error or RuntimeError("no result"), began)
+            return
         try:
-            cfg = self._loader()
-            live = build_policy(cfg.domains)
-        except CurvecertError as exc:
-            if self.ops is not None:
-                self.ops.reloaded(False, time.monotonic() - began, str(exc))
-            self.counters["reload_errors"] += 1
-            _logger.error("reload failed, keeping the previous policy: %s", exc)
-            sd_notify("READY=1\nSTATUS=reload failed; previous policy kept")
-            return False
+            self._apply(built, began)
+        except Exception as exc:  # pragma: no cover - defensive: keep serving
+            built[1].close()
+            self._reload_failed(exc, began)
+
+    def _reload_failed(self, exc: BaseException, began: float) -> None:
+        why = str(exc) if isinstance(exc, CurvecertError) else \
+            f"{type(exc).__name__}: {str(exc)[:200]}"
+        if self.ops is not None:
+            self.ops.reloaded(False, time.monotonic() - began, why)
+        self.counters["reload_errors"] += 1
+        _logger.error("reload failed, keeping the previous policy: %s", why)
+        sd_notify("READY=1\nSTATUS=reload failed; previous policy kept")
+
+    def _apply(self, built: tuple[DaemonConfig, LivePolicy], began: float) -> None:
+        cfg, live = built
         old = self.config
         assert old is not None
         for what in ("zap_endpoint", "ipc_group", "server", "gateway", "next_zap_endpoint"):
@@ -276,10 +319,14 @@ class Daemon:
             self.ops.reloaded(True, time.monotonic() - began)
         _logger.info("configuration reloaded: %d domain(s)", len(cfg.domains))
         sd_notify("READY=1\nSTATUS=configuration reloaded")
-        return True
 
     def close(self) -> None:
-        """Stop everything, remove the ipc socket file, and free the context."""
+        """Stop everything, remove the ipc socket file, and free the context.
+
+        Bounded: a reload still being built is abandoned (its thread is a daemon thread),
+        the gateway and authenticator threads are joined with timeouts.
+        """
+        self._reloader.close()
         if self.ops is not None:
             self.ops.close()
         if self._gateway is not None:
