@@ -305,10 +305,14 @@ class CertStore:
                 self._cond.notify_all()
 
     def _on_overflow(self) -> None:
-        """The kernel dropped events (one may be a revocation): rescan now, no quiet period."""
+        """The kernel dropped events (one may be a revocation): re-read every trusted file
+        at once, then rescan the whole store, with no quiet period."""
         _logger.warning("%s: inotify dropped events; rescanning the whole store",
                         self.directory)
+        # the trusted files first (as possible revocations), then everything
+        trusted = [os.path.join(self.directory, e.relpath) for e in self._snapshot]
         with self._cond:
+            self._urgent.update(trusted)
             self._full = self._dirty = self._overflowed = True
             self._cond.notify_all()
 
