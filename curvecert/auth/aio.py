@@ -43,7 +43,9 @@ from curvecert.auth.authenticator import (
     DecisionHook,
     fast_io,
 )
-from curvecert.auth.policy import Decision, Pending, Policy, prepare
+from curvecert.auth.decision import Decision
+from curvecert.auth.pending import Pending
+from curvecert.auth.policy import Policy, prepare
 from curvecert.auth.providers import DEFAULT_WORKERS, WorkerPool, resolve_now, run_pending
 from curvecert.errors import OperationalError
 from curvecert.formats.zap import ZAP_ENDPOINT, ZapRequest, split_envelope

@@ -51,22 +51,22 @@ from typing import Any, NamedTuple
 
 import zmq
 
+from curvecert.auth.decision import Decision, encode
+from curvecert.auth.keylookup import KeyLookup, UnsafeAllowAny
 from curvecert.auth.passwords import PasswordFile
-from curvecert.auth.policy import (
-    ANY_DOMAIN,
+from curvecert.auth.pending import (
     DEFAULT_PROVIDER_TIMEOUT,
-    Decision,
-    DomainPolicy,
-    KeyLookup,
-    PasswordCheck,
     Pending,
-    Policy,
     Provider,
     ProviderResult,
     ResultCache,
-    UnsafeAllowAny,
+)
+from curvecert.auth.policy import (
+    ANY_DOMAIN,
+    DomainPolicy,
+    PasswordCheck,
+    Policy,
     answer,
-    encode,
     prepare,
     respond,
 )
@@ -218,7 +218,7 @@ class BaseAuthenticator:
 
     def _final(self, request: ZapRequest | None, decision: Decision, frames: list[bytes]
                ) -> tuple[Decision, list[bytes]]:
-        """`adjust`, then the reply frames (see `curvecert.auth.policy.encode`)."""
+        """`adjust`, then the reply frames (see `curvecert.auth.decision.encode`)."""
         adjust = self.adjust
         if adjust is not None and request is not None:
             try:
@@ -371,7 +371,7 @@ class BaseAuthenticator:
         user name and password bytes). It runs off the handler (see
         `curvecert.auth.providers`) and is answered 500 after `timeout` seconds. `cache_ttl` >
         0 remembers allow results for that long (at most `cache_max` entries, see
-        `curvecert.auth.policy.ResultCache`). `inline=True` runs a plain callback on the
+        `curvecert.auth.pending.ResultCache`). `inline=True` runs a plain callback on the
         handler itself, without a deadline: only for code that cannot block. Returns
         the installed `Provider` (its `.cache` can be cleared).
         """

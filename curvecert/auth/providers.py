@@ -1,4 +1,4 @@
-"""Running credential providers (`curvecert.auth.policy.Provider`) without wedging a ZAP handler.
+"""Running credential providers (`curvecert.auth.pending.Provider`) without wedging a ZAP handler.
 
 Why this exists: a provider looks a key or a password up somewhere else (a database, a
 directory service, a web API). Such a lookup can be slow, can raise, and can hang for
@@ -19,7 +19,7 @@ after which every new connection hangs in its handshake. Here:
 - an exception is a 500 for that request, logged at WARNING with its type only (a
   careless provider may put a credential in its message);
 - `Provider.cache` answers repeated identical requests from memory (allow results
-  only, for a bounded time: `curvecert.auth.policy.ResultCache`).
+  only, for a bounded time: `curvecert.auth.pending.ResultCache`).
 
 Threads here are daemon threads: a call that never returns never blocks interpreter exit.
 """
@@ -36,7 +36,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from curvecert.auth.policy import Decision, Pending, run_inline
+from curvecert.auth.decision import Decision
+from curvecert.auth.pending import Pending, run_inline
 from curvecert.errors import OperationalError
 
 __all__ = [

@@ -26,20 +26,12 @@ from typing import Any
 import zmq
 
 from curvecert.auth.authenticator import BaseAuthenticator
-from curvecert.auth.passwords import CheckResult
-from curvecert.auth.policy import (
-    ANY_DOMAIN,
-    DEFAULT_PROVIDER_TIMEOUT,
-    Decision,
-    DomainPolicy,
-    Grant,
-    KeyLookup,
-    PasswordCheck,
-    Pending,
-    ProviderResult,
-    prepare,
-)
+from curvecert.auth.decision import Decision
+from curvecert.auth.keylookup import KeyLookup
+from curvecert.auth.pending import DEFAULT_PROVIDER_TIMEOUT, Grant, Pending, ProviderResult
+from curvecert.auth.policy import ANY_DOMAIN, DomainPolicy, PasswordCheck, prepare
 from curvecert.auth.providers import DEFAULT_WORKERS, WorkerPool, run_pending
+from curvecert.auth.pwtable import CheckResult
 from curvecert.errors import ConfigError, OperationalError
 from curvecert.formats import z85
 from curvecert.formats.zap import ZAP_ENDPOINT, ZapRequest

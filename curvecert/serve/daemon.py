@@ -38,18 +38,12 @@ from typing import Any
 
 import zmq
 
+from curvecert.auth.addresses import AddressFilter
 from curvecert.auth.authenticator import Authenticator
+from curvecert.auth.decision import Decision
+from curvecert.auth.keylookup import KeyChain, KeyLookup, UnsafeAllowAny
 from curvecert.auth.passwords import PasswordFile
-from curvecert.auth.policy import (
-    AddressFilter,
-    Decision,
-    DomainPolicy,
-    KeyChain,
-    KeyLookup,
-    Policy,
-    UnsafeAllowAny,
-    respond,
-)
+from curvecert.auth.policy import DomainPolicy, Policy, respond
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, CurvecertError, OperationalError
 from curvecert.formats import zap

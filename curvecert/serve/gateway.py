@@ -33,7 +33,8 @@ from typing import Any
 import zmq
 
 from curvecert.auth.authenticator import Authenticator
-from curvecert.auth.policy import Decision, Policy
+from curvecert.auth.decision import Decision
+from curvecert.auth.policy import Policy
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
 from curvecert.formats.zap import ZapRequest

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from curvecert.auth.passwords import CheckResult, PasswordFile
+from curvecert.auth.passwords import PasswordFile
+from curvecert.auth.pwtable import CheckResult
 from tests.conftest import CliResult
 
 Run = Callable[..., CliResult]

@@ -14,7 +14,8 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys
+from curvecert.auth.keylookup import StaticKeys
+from curvecert.auth.policy import DomainPolicy, Policy
 from curvecert.certs.cert import Certificate
 from curvecert.serve.gateway import Gateway
 from curvecert.store import snapshot as store
