@@ -274,7 +274,9 @@ class BaseAuthenticator:
             self._policy = policy
         self._warn_unsafe(policy)
 
-    def _update(self, domain: str, **changes: Any) -> None:
+    def _update(self, domain: str, user_id: bool | None = None, **changes: Any) -> None:
+        if user_id is not None:  # the configure_* keyword: None leaves the domain's setting
+            changes["user_id"] = user_id
         with self._lock:
             self._policy = self._policy.update_domain(domain, **changes)
 
@@ -306,15 +308,19 @@ class BaseAuthenticator:
         _logger.info("deny %s (%s)", ", ".join(addresses),
                      "every domain" if domain is None else f"domain {domain!r}")
 
-    def configure_null(self, domain: str = ANY_DOMAIN, *, allowed: bool = True) -> None:
+    def configure_null(self, domain: str = ANY_DOMAIN, *, allowed: bool = True,
+                       user_id: bool | None = None) -> None:
         """Allow (or stop allowing) NULL clients in `domain` (Strawhouse).
 
         libzmq only asks ZAP about NULL clients when the server socket sets a ZAP domain.
+        `user_id=False` (on every `configure_*`) sends an empty User-Id in the domain's
+        200 replies (`DomainPolicy.user_id`); None leaves the setting as it is.
         """
-        self._update(domain, null=allowed)
+        self._update(domain, user_id, null=allowed)
 
     def configure_plain(self, domain: str = ANY_DOMAIN, passwords: str | os.PathLike[str]
-                        | PasswordCheck | Mapping[str, str] | None = None) -> None:
+                        | PasswordCheck | Mapping[str, str] | None = None, *,
+                        user_id: bool | None = None) -> None:
         """Check PLAIN logins in `domain` against a password file path, a `PasswordFile`,
         a `{user: password}` mapping, or any `PasswordCheck`; None turns PLAIN off.
 
@@ -323,11 +329,12 @@ class BaseAuthenticator:
         source: Any = passwords
         if isinstance(passwords, (str, os.PathLike)):
             source = PasswordFile(passwords)
-        self._update(domain, plain=source)
+        self._update(domain, user_id, plain=source)
         _logger.info("PLAIN for domain %r: %r", domain, source)
 
     def configure_curve(self, domain: str = ANY_DOMAIN,
-                        store: str | os.PathLike[str] | KeyLookup | None = None) -> None:
+                        store: str | os.PathLike[str] | KeyLookup | None = None, *,
+                        user_id: bool | None = None) -> None:
         """Accept the CURVE clients whose keys `store` knows (Ironhouse) in `domain`.
 
         `store` is a directory (opened as a watched `curvecert.CertStore`, stopped with
@@ -339,7 +346,7 @@ class BaseAuthenticator:
             opened = _open_store(store)
             source = opened
         try:
-            self._update(domain, curve=source)
+            self._update(domain, user_id, curve=source)
         except BaseException:
             if opened is not None:
                 _stop_quietly(opened)
@@ -352,11 +359,12 @@ class BaseAuthenticator:
             _stop_quietly(old)
         _logger.info("CURVE for domain %r: %r", domain, source)
 
-    def configure_curve_unsafe_allow_any(self, domain: str = ANY_DOMAIN) -> None:
+    def configure_curve_unsafe_allow_any(self, domain: str = ANY_DOMAIN, *,
+                                         user_id: bool | None = None) -> None:
         """Stonehouse: accept ANY CURVE client key in `domain`. Logged as a warning: the
         traffic is encrypted, but nobody is authenticated.
         """
-        self._update(domain, curve=UnsafeAllowAny())
+        self._update(domain, user_id, curve=UnsafeAllowAny())
         self._warn_unsafe(self._policy, [domain])
 
     def configure_provider(self, mechanism: str, callback: ProviderCallback,

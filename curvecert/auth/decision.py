@@ -34,7 +34,9 @@ class Decision(NamedTuple):
     """The outcome for one request: what to reply, and a loggable `reason`.
 
     `subject` names who asked (PLAIN user name, CURVE Z85 key, GSSAPI principal) and is
-    safe to log; no field ever holds a password or a secret key. (An immutable named
+    safe to log; no field ever holds a password or a secret key. `send_user_id` False
+    (a domain with `DomainPolicy.user_id=False`) keeps `user_id` for logs and hooks but
+    sends an empty User-Id frame. (An immutable named
     tuple: one is built per handshake, and it is four times cheaper than a frozen
     dataclass.)
     """
@@ -48,6 +50,7 @@ class Decision(NamedTuple):
     domain: str = ""
     address: str = ""
     subject: str = ""
+    send_user_id: bool = True
 
     @property
     def allowed(self) -> bool:
@@ -56,8 +59,8 @@ class Decision(NamedTuple):
 
     def reply(self, request_id: bytes) -> list[bytes]:
         """The RFC 27 reply frames for this decision."""
-        return zap.encode_reply(request_id, self.status, self.text, self.user_id,
-                                self.metadata)
+        return zap.encode_reply(request_id, self.status, self.text,
+                                self.user_id if self.send_user_id else b"", self.metadata)
 
 
 def deny(request: zap.ZapRequest, reason: str, subject: str = "") -> Decision:
@@ -74,10 +77,10 @@ def error(request: zap.ZapRequest, reason: str, subject: str = "") -> Decision:
 
 
 def allow(request: zap.ZapRequest, user_id: bytes, metadata: bytes, reason: str,
-          subject: str) -> Decision:
+          subject: str, *, send_user_id: bool = True) -> Decision:
     """A 200 for `request` with `user_id` and ZMTP `metadata` (both already checked)."""
     return Decision("200", "OK", user_id, metadata, reason, request.mechanism,
-                    request.domain, request.address, subject)
+                    request.domain, request.address, subject, send_user_id)
 
 
 # Z85 of client keys: the same clients reconnect, so a bounded cache saves ~3 us a time.
@@ -149,7 +152,7 @@ def encode(request: zap.ZapRequest | None, decision: Decision, frames: list[byte
     if request is None:
         return decision, zap.fallback_reply(frames, "500", decision.text)
     status = _STATUS.get(decision.status)
-    user_id = decision.user_id
+    user_id = decision.user_id if decision.send_user_id else b""
     if status is not None and len(user_id) <= zap.MAX_TEXT and type(user_id) is bytes:
         # Decisions built here already satisfy RFC 27's rules (texts and user ids are
         # bounded where they are made); skip `encode_reply`'s re-checks on the hot path.

@@ -192,6 +192,7 @@ class Pending:
 
     provider: Provider
     request: zap.ZapRequest
+    send_user_id: bool = True
 
     def cached(self) -> Decision | None:
         """The decision from the provider's cache, or None when it must be called."""
@@ -226,7 +227,8 @@ class Pending:
                     meta = check_metadata(result.metadata)
             except (ZapError, ValueError, TypeError) as exc:
                 return error(request, f"{who} returned a bad grant: {exc}", subject)
-            return allow(request, uid, meta, f"{who} allowed", subject)
+            return allow(request, uid, meta, f"{who} allowed", subject,
+                         send_user_id=self.send_user_id)
         if result is False or result is None:
             return deny(request, f"{who} denied", subject)
         if inspect.isawaitable(result):

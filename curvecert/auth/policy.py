@@ -92,7 +92,11 @@ class DomainPolicy:
     - `curve`: a `KeyLookup` (Ironhouse; a list of them is chained), a `Provider`, or
       `UnsafeAllowAny()`;
     - `others`: `{mechanism: Provider}` for anything else (e.g. `"GSSAPI"`);
-    - `addresses`: this domain's own `AddressFilter` (on top of the policy-wide one).
+    - `addresses`: this domain's own `AddressFilter` (on top of the policy-wide one);
+    - `user_id`: False sends an empty User-Id frame in this domain's 200 replies (the
+      decision log still names the user or key). libzmq 4.3 drops the connection of a
+      REQ server whose ZAP reply carries a non-empty User-Id (issue 11), and a server
+      that never reads `zmq.Frame.get("User-Id")` loses nothing.
     """
 
     null: bool = False
@@ -100,8 +104,11 @@ class DomainPolicy:
     curve: CurveSource | None = None
     others: Mapping[str, Provider] = field(default_factory=lambda: MappingProxyType({}))
     addresses: AddressFilter = field(default_factory=AddressFilter)
+    user_id: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.user_id, bool):
+            raise ConfigError("user_id must be True or False")
         if self.plain is not None and not isinstance(self.plain, (Provider, PasswordCheck)):
             if isinstance(self.plain, Mapping):
                 object.__setattr__(self, "plain", StaticPasswords(self.plain))
@@ -227,6 +234,15 @@ def resolve(request: zap.ZapRequest, policy: Policy) -> Decision | Pending:
     why = dp.addresses.check(address)
     if why is not None:
         return deny(request, why)
+    outcome = _by_mechanism(request, dp)
+    if not dp.user_id:  # the domain asks for an empty User-Id frame in its replies
+        if type(outcome) is Pending:
+            return replace(outcome, send_user_id=False)
+        return outcome._replace(send_user_id=False)  # type: ignore[union-attr]
+    return outcome
+
+
+def _by_mechanism(request: zap.ZapRequest, dp: DomainPolicy) -> Decision | Pending:
     mech = request.mechanism
     if mech == "CURVE":
         if dp.curve is None:

@@ -142,7 +142,7 @@ def _domain_policy(dom: DomainConfig, stores: list[CertStore],
             curve = KeyChain(stores)
     plain = passwords if mechs is None or "PLAIN" in mechs else None
     return DomainPolicy(null=mechs is not None and "NULL" in mechs, plain=plain, curve=curve,
-                        addresses=AddressFilter.of(dom.allow, dom.deny))
+                        addresses=AddressFilter.of(dom.allow, dom.deny), user_id=dom.user_id)
 
 
 # --- the listening socket -------------------------------------------------------------------
