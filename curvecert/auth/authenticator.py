@@ -274,9 +274,7 @@ class BaseAuthenticator:
             self._policy = policy
         self._warn_unsafe(policy)
 
-    def _update(self, domain: str, user_id: bool | None = None, **changes: Any) -> None:
-        if user_id is not None:  # the configure_* keyword: None leaves the domain's setting
-            changes["user_id"] = user_id
+    def _update(self, domain: str, **changes: Any) -> None:
         with self._lock:
             self._policy = self._policy.update_domain(domain, **changes)
 
@@ -316,7 +314,7 @@ class BaseAuthenticator:
         `user_id=False` (on every `configure_*`) sends an empty User-Id in the domain's
         200 replies (`DomainPolicy.user_id`); None leaves the setting as it is.
         """
-        self._update(domain, user_id, null=allowed)
+        self._update(domain, null=allowed, **_user_id(user_id))
 
     def configure_plain(self, domain: str = ANY_DOMAIN, passwords: str | os.PathLike[str]
                         | PasswordCheck | Mapping[str, str] | None = None, *,
@@ -329,7 +327,7 @@ class BaseAuthenticator:
         source: Any = passwords
         if isinstance(passwords, (str, os.PathLike)):
             source = PasswordFile(passwords)
-        self._update(domain, user_id, plain=source)
+        self._update(domain, plain=source, **_user_id(user_id))
         _logger.info("PLAIN for domain %r: %r", domain, source)
 
     def configure_curve(self, domain: str = ANY_DOMAIN,
@@ -346,7 +344,7 @@ class BaseAuthenticator:
             opened = _open_store(store)
             source = opened
         try:
-            self._update(domain, user_id, curve=source)
+            self._update(domain, curve=source, **_user_id(user_id))
         except BaseException:
             if opened is not None:
                 _stop_quietly(opened)
@@ -364,7 +362,7 @@ class BaseAuthenticator:
         """Stonehouse: accept ANY CURVE client key in `domain`. Logged as a warning: the
         traffic is encrypted, but nobody is authenticated.
         """
-        self._update(domain, user_id, curve=UnsafeAllowAny())
+        self._update(domain, curve=UnsafeAllowAny(), **_user_id(user_id))
         self._warn_unsafe(self._policy, [domain])
 
     def configure_provider(self, mechanism: str, callback: ProviderCallback,
@@ -718,6 +716,11 @@ class Authenticator(BaseAuthenticator):
             except zmq.Again:
                 return None
         return None
+
+
+def _user_id(user_id: bool | None) -> dict[str, bool]:
+    """The `DomainPolicy.user_id` change a `configure_*(user_id=...)` asks for (None: none)."""
+    return {} if user_id is None else {"user_id": user_id}
 
 
 def _open_store(directory: str | os.PathLike[str]) -> Any:

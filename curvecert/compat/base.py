@@ -210,7 +210,8 @@ class Authenticator(BaseAuthenticator):
         self._used_deny = self._used_deny or bool(addresses)
 
     def configure_plain(self, domain: str = ANY_DOMAIN, passwords: Mapping[Any, Any] | str
-                        | os.PathLike[str] | PasswordCheck | None = None) -> None:
+                        | os.PathLike[str] | PasswordCheck | None = None, *,
+                        user_id: bool | None = None) -> None:
         """PLAIN logins in `domain` checked against `passwords`.
 
         A dict is used by reference, as pyzmq does: later changes to it apply (an empty
@@ -223,7 +224,7 @@ class Authenticator(BaseAuthenticator):
         source: Any = passwords
         if isinstance(passwords, Mapping):
             source = _LivePasswords(passwords, self.encoding)
-        super().configure_plain(domain, source)
+        super().configure_plain(domain, source, user_id=user_id)
 
     def configure_curve(self, domain: str = ANY_DOMAIN,  # type: ignore[override]
                         location: str | os.PathLike[str] | KeyLookup = ".") -> None:
