@@ -24,17 +24,20 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 
-from curvecert.auth.hashing import HASH_PREFIX, Scrypt, hash_password, parse_hash
-from curvecert.auth.pwtable import CheckResult, PasswordTable
+from curvecert.auth.hashing import DEFAULT_SCHEME, is_hash, new_entry, parse_hash
+from curvecert.auth.pwtable import MAX_SHAPES, CheckResult, Entry, PasswordTable
 from curvecert.certs.fileio import PRIVATE_MODE, atomic_write
 from curvecert.errors import OperationalError, PasswordFileError
 
 __all__ = [
+    "MAX_FILE_SIZE",
     "PasswordFile",
     "parse",
+    "read_regular",
     "validate_password",
     "validate_user",
 ]
@@ -90,7 +93,8 @@ def parse(data: bytes, *, path: str | os.PathLike[str] | None = None,
           cache_ttl: float = 60.0, cache_size: int = 1024) -> PasswordTable:
     """Parse password-file bytes into a `PasswordTable`; errors name `path:line` only."""
     where = os.fspath(path) if path is not None else "<passwords>"
-    entries: dict[str, bytes | Scrypt] = {}
+    entries: dict[str, Entry] = {}
+    shapes: set[tuple[object, ...]] = set()
     for number, raw in enumerate(data.split(b"\n"), start=1):
         try:
             line = _decode_line(raw)
@@ -102,11 +106,81 @@ def parse(data: bytes, *, path: str | os.PathLike[str] | None = None,
             validate_user(user)
             if user in entries:
                 raise ValueError(f"user {user!r} appears twice")
-            entries[user] = parse_hash(value) if value.startswith(HASH_PREFIX) \
-                else value.encode("utf-8")
+            if is_hash(value):
+                entry = parse_hash(value)
+                shapes.add(entry.shape)
+                if len(shapes) > MAX_SHAPES:
+                    raise ValueError(f"more than {MAX_SHAPES} different hash schemes or cost "
+                                     "parameters in one file (re-add old entries to unify "
+                                     "them)")
+                entries[user] = entry
+            else:
+                entries[user] = value.encode("utf-8")
         except ValueError as exc:  # PasswordFileError and UnicodeDecodeError included
             raise PasswordFileError(f"{where}:{number}: {exc}") from None
     return PasswordTable(entries, cache_ttl=cache_ttl, cache_size=cache_size)
+
+
+#: Password files larger than this are refused (a real one is a few KiB).
+MAX_FILE_SIZE = 16 << 20
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular(path: str, *, missing_ok: bool = False
+                 ) -> tuple[os.stat_result, bytes] | None:
+    """`(fstat, bytes)` of the regular file at `path` (a symlink to one is followed);
+    None when it is missing and `missing_ok`.
+
+    Never blocks: a FIFO, socket or device is refused before and after opening (opened
+    with `O_NONBLOCK`, checked with `fstat`, so a file swapped for a FIFO in between
+    cannot hang the reader). Raises `OperationalError` naming `path` (missing,
+    unreadable, not a regular file, larger than `MAX_FILE_SIZE`).
+    """
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise OperationalError(f"{path}: {_kind(st.st_mode)}, not a regular file; "
+                                   "refusing to read it as a password file")
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise OperationalError(f"{path}: password file does not exist") from None
+    except OSError as exc:
+        raise OperationalError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OperationalError(f"{path}: {_kind(st.st_mode)}, not a regular file; "
+                                   "refusing to read it as a password file")
+        if st.st_size > MAX_FILE_SIZE:
+            raise OperationalError(f"{path}: larger than {MAX_FILE_SIZE >> 20} MiB; refusing "
+                                   "to read it as a password file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_FILE_SIZE:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_FILE_SIZE:
+            raise OperationalError(f"{path}: larger than {MAX_FILE_SIZE >> 20} MiB; refusing "
+                                   "to read it as a password file")
+        return st, b"".join(chunks)
+    except OSError as exc:
+        raise OperationalError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
 
 
 _Signature = tuple[int, int, int, int]
@@ -149,18 +223,12 @@ class PasswordFile:
     # --- loading ------------------------------------------------------------------------
 
     def _read(self) -> tuple[_Signature | None, bytes]:
-        try:
-            with open(self.path, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                data = fh.read(16 << 20)
-        except FileNotFoundError:
-            if self._missing_ok:
-                return None, b""
-            raise OperationalError(f"{self.path}: password file does not exist") from None
-        except OSError as exc:
-            raise OperationalError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
+        got = read_regular(self.path, missing_ok=self._missing_ok)
+        if got is None:
+            return None, b""
+        st, data = got
         if st.st_mode & 0o077 and any(not _is_comment(line) and "=" in line
-                                      and "=" + HASH_PREFIX not in line
+                                      and not is_hash(line.partition("=")[2])
                                       for line in data.decode("utf-8", "replace").splitlines()):
             _logger.warning("%s: holds plaintext passwords and is readable by group/others "
                             "(mode %o); chmod 600 it", self.path, st.st_mode & 0o777)
@@ -219,6 +287,16 @@ class PasswordFile:
         """Why the file is unusable (every check denied), or None when it loaded."""
         return self._error
 
+    def quick(self, user: str, password: bytes) -> CheckResult | None:
+        """The answer when it needs no KDF (`PasswordTable.quick`; an unusable file is
+        `UNAVAILABLE`), else None: then `check` runs the KDF."""
+        if time.monotonic() >= self._next_check:
+            self.refresh()
+        table = self._table
+        if table is None:
+            return CheckResult.UNAVAILABLE
+        return table.quick(user, password)
+
     def check(self, user: str, password: bytes) -> CheckResult:
         """Check one PLAIN login against the current file contents."""
         if time.monotonic() >= self._next_check:  # inlined fast path of refresh()
@@ -242,15 +320,10 @@ class PasswordFile:
         """The file's lines as written, each still ending in `\r` where its line end was
         CRLF, so a rewrite keeps untouched lines byte for byte (a password may itself end
         in `\r`: `pw\r\r\n` in a CRLF file)."""
-        try:
-            with open(self.path, "rb") as fh:
-                data = fh.read(16 << 20)
-        except FileNotFoundError:
-            if self._missing_ok:
-                return []
-            raise OperationalError(f"{self.path}: password file does not exist") from None
-        except OSError as exc:
-            raise OperationalError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
+        got = read_regular(self.path, missing_ok=self._missing_ok)
+        if got is None:
+            return []
+        data = got[1]
         parse(data, path=self.path)  # refuse to rewrite a file we cannot read back
         lines = data.decode("utf-8").split("\n")
         while lines and lines[-1] == "":
@@ -263,21 +336,22 @@ class PasswordFile:
         self.refresh(force=True)
 
     def add(self, user: str, password: str, *, force: bool = False,
-            plaintext: bool = False) -> None:
-        """Add `user` with a scrypt-hashed `password` (`plaintext=True`: CZMQ-readable clear
-        text); replacing an existing user needs `force`. Writes atomically, mode 0600,
-        keeping every other line (comments, line ends) as it was.
+            plaintext: bool = False, scheme: str = DEFAULT_SCHEME) -> None:
+        """Add `user` with `password` hashed in `scheme` (`"argon2id"`, the default, or
+        `"scrypt"`; `plaintext=True`: CZMQ-readable clear text); replacing an existing
+        user needs `force`. Writes atomically, mode 0600, keeping every other line
+        (comments, line ends) as it was.
         """
         validate_user(user)
         validate_password(password)
-        if plaintext and password.startswith(HASH_PREFIX):
-            raise PasswordFileError(f"a clear-text password may not start with {HASH_PREFIX!r} "
-                                    "(it would be read as a hash)")
+        if plaintext and is_hash(password):
+            raise PasswordFileError("a clear-text password may not start with $scrypt$ or "
+                                    "$argon2 (it would be read as a hash)")
         lines = self._lines()
         if not force and user in _users_of(lines):
             raise PasswordFileError(f"{self.path}: user {user!r} already exists "
                                     "(use --force to replace it)")
-        entry = f"{user}={password if plaintext else hash_password(password)}"
+        entry = f"{user}={password if plaintext else new_entry(password, scheme)}"
         crlf = 2 * sum(raw.endswith("\r") for raw in lines) > len(lines)
         out: list[str] = []
         replaced = False
