@@ -15,7 +15,9 @@ The rules, in the order they are applied (docs/authenticator.md has the full sto
 3. The domain policy's own address filter.
 4. The mechanism: NULL allowed only when the domain says so; PLAIN checked against a
    password source or a provider; CURVE checked against a key lookup (Ironhouse), a
-   provider, or `UnsafeAllowAny` (Stonehouse, named as unsafe); any other mechanism
+   provider, or `UnsafeAllowAny` (Stonehouse, named as unsafe); a known key whose
+   certificate carries `not-before`/`not-after` (`curvecert.certs.validity`) is refused
+   outside that period, judged by the clock at each request; any other mechanism
    (GSSAPI, ...) only through a provider configured for it.
 
 Where the parts live: address rules in `curvecert.auth.addresses`, key sources in
@@ -27,6 +29,7 @@ decision value, its statuses (RFC 27: 200, 400, 500, never 300) and the reply en
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -47,6 +50,7 @@ from curvecert.auth.decision import (
 from curvecert.auth.keylookup import KeyChain, KeyLookup, UnsafeAllowAny
 from curvecert.auth.pending import Pending, Provider, run_inline
 from curvecert.auth.pwtable import CheckResult, StaticPasswords
+from curvecert.certs import validity
 from curvecert.errors import ConfigError, ZapError
 from curvecert.formats import zap
 
@@ -196,6 +200,11 @@ def _decide_curve(request: zap.ZapRequest, source: CurveSource) -> Decision | Pe
         meta = check_metadata(entry.metadata)
     except (ZapError, AttributeError, TypeError) as exc:
         return error(request, f"bad metadata for key: {exc}", text)
+    if b"not-" in meta:  # not-before / not-after: compared with the clock on every request
+        period = validity.from_zmtp(meta)
+        why = period.refusal(time.time()) if period is not None else None
+        if why is not None:
+            return deny(request, why, text)
     return allow(request, text.encode("ascii"), meta, "known key", text)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import zmq
 
-from curvecert.auth.authenticator import BaseAuthenticator
+from curvecert.auth.base import BaseAuthenticator
 from curvecert.auth.decision import Decision
 from curvecert.auth.keylookup import KeyLookup
 from curvecert.auth.pending import DEFAULT_PROVIDER_TIMEOUT, Grant, Pending, ProviderResult

@@ -14,11 +14,11 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from curvecert import store
 from curvecert.auth.keylookup import StaticKeys
 from curvecert.auth.policy import DomainPolicy, Policy
 from curvecert.certs.cert import Certificate
 from curvecert.serve.gateway import Gateway
-from curvecert.store import snapshot as store
 from tests.conftest import wait_until
 from tests.serveproc import ServeAuth
 
