@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from curvecert.auth.decision import (
     Decision,
@@ -27,11 +28,13 @@ from curvecert.auth.decision import (
     error,
     subject_of,
 )
-from curvecert.errors import ConfigError, ZapError
+from curvecert.auth.pwtable import CheckResult
+from curvecert.errors import ConfigError, OperationalError, ZapError
 from curvecert.formats import zap
 
 __all__ = [
     "DEFAULT_PROVIDER_TIMEOUT",
+    "Busy",
     "Grant",
     "Pending",
     "Provider",
@@ -53,6 +56,11 @@ class Grant:
 
 
 ProviderResult = bool | Grant | None
+
+
+class Busy(OperationalError):
+    """A bounded worker pool refused a call: its queue is full. The request is answered
+    500 at once (RFC 27 "internal error"), naming the pool, never a credential."""
 
 
 #: Seconds a provider may take before its request is answered 500 (libzmq's own handshake
@@ -154,8 +162,10 @@ class Provider:
     `inline=True` runs a plain callback directly on the authenticator's thread or loop
     instead: fastest, but a call that never returns then wedges the authenticator, so only
     use it for code that cannot block (a dict lookup). `cache` remembers allow results for
-    a bounded time (`ResultCache`). `decide` (the synchronous core) calls the callback
-    directly and cannot run async ones (500).
+    a bounded time (`ResultCache`). `pool` gives a blocking callback a worker pool of its
+    own (a `curvecert.auth.providers.WorkerPool`, e.g. with a bounded queue) instead of
+    the authenticator's shared one; a full queue raises `Busy`, answered 500. `decide`
+    (the synchronous core) calls the callback directly and cannot run async ones (500).
     """
 
     callback: Callable[[zap.ZapRequest], ProviderResult | Awaitable[ProviderResult]]
@@ -163,6 +173,7 @@ class Provider:
     timeout: float = DEFAULT_PROVIDER_TIMEOUT
     cache: ResultCache | None = field(default=None, compare=False)
     inline: bool = False
+    pool: Any = field(default=None, compare=False)
     is_async: bool = field(init=False, default=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -231,6 +242,13 @@ class Pending:
                          send_user_id=self.send_user_id)
         if result is False or result is None:
             return deny(request, f"{who} denied", subject)
+        if isinstance(result, CheckResult):  # a password source's answer, same as inline
+            if result is CheckResult.OK:
+                return allow(request, subject.encode("utf-8"), b"", "password ok", subject,
+                             send_user_id=self.send_user_id)
+            if result is CheckResult.UNAVAILABLE:
+                return error(request, result.reason, subject)
+            return deny(request, result.reason, subject)
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()  # never awaited here: close it rather than leak a warning
@@ -243,8 +261,10 @@ class Pending:
         """The decision when the provider raised (or timed out): 500, fail closed.
 
         Only the exception's type is named: a careless provider may put a credential in
-        its message.
+        its message (`Busy` is ours: its message is named too).
         """
+        if isinstance(exc, Busy):
+            return error(self.request, f"{self.provider.name}: {exc}", subject_of(self.request))
         return error(self.request, f"{self.provider.name} failed: "
                      f"{type(exc).__name__}", subject_of(self.request))
 

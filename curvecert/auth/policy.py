@@ -49,6 +49,7 @@ from curvecert.auth.decision import (
 )
 from curvecert.auth.keylookup import KeyChain, KeyLookup, UnsafeAllowAny
 from curvecert.auth.pending import Pending, Provider, run_inline
+from curvecert.auth.plainpool import password_provider
 from curvecert.auth.pwtable import CheckResult, StaticPasswords
 from curvecert.certs import validity
 from curvecert.errors import ConfigError, ZapError
@@ -74,7 +75,12 @@ ANY_DOMAIN = "*"
 
 @runtime_checkable
 class PasswordCheck(Protocol):
-    """A PLAIN password source: `curvecert.PasswordFile` or `StaticPasswords`."""
+    """A PLAIN password source: `curvecert.PasswordFile` or `StaticPasswords`.
+
+    A source may also have `quick(user, password) -> CheckResult | None`: the answer
+    when it costs no KDF, else None. Checks that are not answered by `quick` (all of
+    them for a source without it) run in `curvecert.auth.plainpool`'s bounded pool.
+    """
 
     def check(self, user: str, password: bytes, /) -> CheckResult:
         """Check one login."""
@@ -219,10 +225,15 @@ def _decide_plain(request: zap.ZapRequest, source: PlainSource) -> Decision | Pe
         user = raw_user.decode("utf-8")
     except UnicodeDecodeError:
         return deny(request, "user name is not UTF-8", raw_user.decode("utf-8", "replace"))
+    quick = getattr(source, "quick", None)
     try:
-        result = source.check(user, password)
+        # What needs no KDF is answered here; the rest waits for a worker
+        # (`curvecert.auth.plainpool`), so PLAIN floods never delay CURVE or NULL.
+        result = quick(user, password) if quick is not None else None
     except Exception as exc:
         return error(request, f"password check failed: {type(exc).__name__}", user)
+    if result is None:
+        return Pending(password_provider(source), request)
     if result is _PW_OK:
         return allow(request, raw_user, b"", "password ok", user)
     if result is CheckResult.UNAVAILABLE:  # a broken file is a system failure: 500

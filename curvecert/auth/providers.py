@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from curvecert.auth.decision import Decision
-from curvecert.auth.pending import Pending, run_inline
+from curvecert.auth.pending import Busy, Pending, run_inline
 from curvecert.errors import OperationalError
 
 __all__ = [
@@ -82,11 +82,13 @@ class WorkerPool:
     """
 
     def __init__(self, max_workers: int = DEFAULT_WORKERS,
-                 name: str = "curvecert-provider") -> None:
-        """Allow up to `max_workers` threads named `name-N`."""
+                 name: str = "curvecert-provider", *, max_queue: int | None = None) -> None:
+        """Allow up to `max_workers` threads named `name-N`; with `max_queue`, at most
+        that many calls wait for a worker (`run` raises `Busy` past it)."""
         if max_workers < 1:
             raise OperationalError("a worker pool needs at least one worker")
         self.max_workers = max_workers
+        self.max_queue = max_queue
         self.name = name
         self._cond = threading.Condition()
         self._queue: collections.deque[tuple[concurrent.futures.Future[Any], _Job]] = \
@@ -112,6 +114,8 @@ class WorkerPool:
         with self._cond:
             if self._closed:
                 raise OperationalError("the provider worker pool is shut down")
+            if self.max_queue is not None and len(self._queue) >= self.max_queue:
+                raise Busy(f"queue full ({len(self._queue)} calls waiting)")
             self._queue.append((fut, job))
             if self._idle == 0 and len(self._threads) < self.max_workers:
                 thread = threading.Thread(target=self._work, daemon=True,
@@ -304,7 +308,7 @@ class ProviderRunner:
                     return
                 _settle(fut, result)
 
-            self._get_pool().run(fut, job)
+            (provider.pool or self._get_pool()).run(fut, job)
         except OperationalError as exc:
             _settle(fut, exc=exc)
         return fut
@@ -388,7 +392,7 @@ async def run_pending(pending: Pending, pool: Callable[[], WorkerPool]) -> Decis
             result = await _bounded(provider(request),  # type: ignore[arg-type]
                                     provider.timeout)
         else:
-            cfut = pool().submit(lambda: provider(request))
+            cfut = (provider.pool or pool()).submit(lambda: provider(request))
             result = await _bounded(asyncio.wrap_future(cfut), provider.timeout)
             if inspect.isawaitable(result):
                 result = await _bounded(result, max(0.0, deadline - time.monotonic()))

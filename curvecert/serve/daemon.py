@@ -29,8 +29,11 @@ from typing import Any
 import zmq
 
 from curvecert.auth.authenticator import Authenticator
-from curvecert.auth.decision import Decision
-from curvecert.auth.policy import respond
+from curvecert.auth.decision import Decision, encode
+from curvecert.auth.deferred import DeferredCalls
+from curvecert.auth.pending import Pending
+from curvecert.auth.policy import prepare
+from curvecert.auth.providers import resolve_now
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, CurvecertError
 from curvecert.serve.config import BACKLOG, DaemonConfig, DomainConfig
@@ -89,6 +92,8 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
+        # PLAIN checks and providers answered later, off this loop (curvecert.auth.plainpool)
+        self._deferred = DeferredCalls(self._wake)
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.counters: dict[str, int] = {"requests": 0, "200": 0, "300": 0, "400": 0,
@@ -183,7 +188,12 @@ class Daemon:
             timeout = None
             if next_stats is not None:
                 timeout = max(0, int((next_stats - time.monotonic()) * 1000) + 1)
+            later = self._deferred.timeout()
+            if later is not None:
+                ms = int(later * 1000) + 1 if later > 0 else 0
+                timeout = ms if timeout is None else min(timeout, ms)
             events = dict(poller.poll(timeout))
+            self._answer_due(self._deferred.due())
             if self._wake_r.fileno() in events:
                 self._drain_wake()
             if self._stop.is_set():
@@ -245,6 +255,7 @@ class Daemon:
         if self._gateway is not None:
             self._gateway.stop()
             self._gateway = None
+        self._answer_due(self._deferred.close())
         if self._service is not None:
             self._service.close()
             self._service = None
@@ -261,12 +272,26 @@ class Daemon:
 
     # --- answering ----------------------------------------------------------------------
 
-    def _respond(self, body: list[bytes]) -> list[bytes]:
+    def _respond(self, envelope: list[bytes], body: list[bytes]) -> list[bytes] | None:
         live = self._live
         assert live is not None
-        _request, decision, reply = respond(live.policy, body)
+        request, outcome = prepare(live.policy, body)
+        if type(outcome) is Pending:
+            now = resolve_now(outcome)
+            if now is None:
+                self._deferred.start((envelope, request, body), outcome)
+                return None
+            outcome = now
+        decision, reply = encode(request, outcome, body)  # type: ignore[arg-type]
         self._record(decision)
         return reply
+
+    def _answer_due(self, due: list[tuple[Any, Pending, Decision]]) -> None:
+        for (envelope, request, body), _pending, outcome in due:
+            decision, reply = encode(request, outcome, body)
+            if self._service is not None:
+                self._service.send(envelope, reply)
+            self._record(decision)
 
     def _record(self, decision: Decision) -> None:
         # Called from the main loop and from the gateway's authenticator thread.
