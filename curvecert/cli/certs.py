@@ -30,6 +30,7 @@ from curvecert.errors import (
     ZplSyntaxError,
 )
 from curvecert.formats import z85, zpl
+from curvecert.formats.sanitize import escape
 
 if TYPE_CHECKING:  # curvecert.certs.verify is imported by the commands that check something
     from curvecert.certs.verify import Finding
@@ -54,12 +55,12 @@ def _read_stdin() -> bytes:
 
 def _status(message: str) -> None:
     """A status line for people, on stderr (stdout carries only data)."""
-    click.echo(f"curvecert: {message}", err=True)
+    click.echo(f"curvecert: {escape(message)}", err=True)
 
 
 def _warn_findings(findings: list[Finding]) -> None:
     for f in findings:
-        click.echo(f"curvecert: warning: {f.message}", err=True)
+        click.echo(f"curvecert: warning: {escape(f.message)}", err=True)
 
 
 def _parse_meta(pairs: list[tuple[str, str]], raw: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -144,12 +145,16 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     secret = certfile.secret_path(path)
     _logger.info("wrote %s and %s", path, secret)
     _warn_findings(warnings)
+    period = validity.from_meta(cert.meta)
+    why = period.refusal(time.time()) if period is not None else None
+    if why is not None:  # allowed (a test fixture, a key for later), but say so
+        _status(f"warning: {why}; the authenticator refuses it until that changes")
     if as_json:
         render.print_json({
             "public_key": cert.public_txt,
             "fingerprint": cert.fingerprint,
             "metadata": dict(cert.meta),
-            **validity.to_json(validity.from_meta(cert.meta)),
+            **validity.to_json(period),
             "public_file": os.path.abspath(path),
             "secret_file": os.path.abspath(secret),
         })
@@ -157,7 +162,6 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     _status(f"wrote {path} (public, 0644) and {secret} (secret, 0600)")
     click.echo(f"public key:  {cert.public_txt}")
     click.echo(f"fingerprint: {cert.fingerprint}")
-    period = validity.from_meta(cert.meta)
     if period is not None and period.not_after is not None:
         click.echo(f"not after:   {validity.format_time(period.not_after)}")
 
@@ -191,7 +195,7 @@ def validity_options(metadata: list[tuple[str, str]], *, expires: str | None,
 def _load_any(file: str) -> tuple[Certificate, str]:
     """A certificate from a path or from stdin (`-`), with the label to show for it."""
     if file == "-":
-        return certfile.parse(_read_stdin(), path=STDIN_LABEL), STDIN_LABEL
+        return Certificate.parse(_read_stdin(), path=STDIN_LABEL), STDIN_LABEL
     if os.path.isdir(file):
         raise OperationalError(f"{file}: is a directory, not a certificate file")
     return Certificate.load(file), file
@@ -226,7 +230,8 @@ def show(file: str, as_json: bool, reveal_secret: bool) -> None:
         except OSError:
             mode = 0
         for f in check_mode(file, mode, holds_secret=True):
-            click.echo(f"curvecert: warning: {f.location}: {f.message}", err=True)
+            click.echo(f"curvecert: warning: {escape(f.location)}: {escape(f.message)}",
+                       err=True)
     if as_json:
         render.print_json(render.cert_to_json(cert, path=label, reveal_secret=reveal_secret))
         return
@@ -250,7 +255,8 @@ read back after saving, more than 512 bytes of encoded metadata, which crashes
 CZMQ's zauth), duplicate names. '-' reads stdin (no permission checks).
 Validity (not-before / not-after metadata): expired or not yet valid
 certificates are errors, those expiring within --warn-within (default 14d)
-a warning (expires-soon).
+a warning (expires-soon). A directory is checked as a store (what `store
+check` reports, modes included).
 
 \b
 Exit status: 0 no findings, 1 findings, 3 a file could not be read.
@@ -282,6 +288,10 @@ def verify(files: tuple[str, ...], warn_within: str, as_json: bool) -> None:
             data = _read_stdin()
             found, _ = check_text(data, STDIN_LABEL)
             findings += found + validity_findings(data, STDIN_LABEL, now, warn)
+        elif os.path.isdir(file):  # a store directory: what `store check` reports
+            from curvecert.cli.store import store_findings
+
+            findings += store_findings(file)
         else:
             findings += verify_file(file)
             findings += validity_findings(read_bytes(file), file, now, warn)
@@ -370,7 +380,7 @@ def _cert_from_stdin() -> Certificate:
         data = _read_stdin()
     stripped = data.strip()
     if b"\n" in stripped or stripped.startswith(b"#"):
-        cert = certfile.parse(data, path=STDIN_LABEL)
+        cert = Certificate.parse(data, path=STDIN_LABEL)
     else:
         try:
             cert = Certificate.from_secret(stripped)
@@ -395,13 +405,24 @@ Examples:
   curvecert public server_secret
   curvecert keygen --json | jq -r .secret_key | curvecert public
   curvecert public --json < client.key_secret
+  curvecert public --secret-from env:SERVER_SECRET
+  curvecert public --secret-from fd:3 3< server_secret
 """)
 @click.argument("file", required=False, default="-", type=str, metavar="[FILE|-]")
+@click.option("--secret-from", metavar="SOURCE",
+              help="Read the secret from env:NAME, file:PATH, fd:N or cred:NAME "
+                   "(docs/security.md) instead of FILE.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: public_key, public_key_hex, fingerprint.")
-def public(file: str, as_json: bool) -> None:
+def public(file: str, secret_from: str | None, as_json: bool) -> None:
     """Print the public key of a secret certificate or of a secret key on stdin."""
-    if file == "-":
+    from curvecert.certs import secretsource
+
+    if secret_from is not None and file != "-":
+        raise click.UsageError("give FILE or --secret-from, not both")
+    if secret_from is not None:
+        cert = secretsource.load_secret(secret_from)
+    elif file == "-":
         cert = _cert_from_stdin()
     else:
         if not os.path.lexists(file) and z85.is_key_text(file):

@@ -22,7 +22,9 @@ import zmq
 
 from curvecert import store
 from curvecert.certs.cert import Certificate
+from curvecert.formats.sanitize import field
 from curvecert.serve.forwarder import ZapForwarder
+from curvecert.serve.runtime import read_key
 from tests.serveproc import Outcome, ServeAuth, Server, handshake, retry_until
 
 Env = Callable[[dict[str, str] | None], dict[str, str]]
@@ -80,16 +82,20 @@ def test_ipc_admits_and_refuses(setup: Setup, app: Callable[..., Server], cli_en
         assert handshake(srv, setup.alice) == Outcome(200, setup.alice.public_txt)
         assert handshake(srv, setup.bob).status == 400
         # the audit stream: one JSON object per decision, no secrets
-        daemon.wait_stdout(r'"status":"400"')
+        daemon.wait_stdout(r'"status":400')
         records = [r for r in daemon.json_lines() if r["event"] == "decision"]
-        assert [r["status"] for r in records] == ["200", "400"]
+        assert [r["status"] for r in records] == [200, 400]
         ok, no = records
         assert ok["user_id"] == setup.alice.public_txt and ok["mechanism"] == "CURVE"
         assert ok["address"] == "127.0.0.1" and ok["domain"] == ""
-        assert no["user_id"] == "" and no["subject"] == setup.bob.public_txt
-        assert no["reason"] == "unknown key"
-        assert set(ok) == {"event", "time", "domain", "address", "mechanism", "status",
-                           "user_id", "subject", "reason"}
+        # the same fields whatever the outcome; user_id is always the key field
+        assert no["user_id"] == setup.bob.public_txt and no["cert_name"] is None
+        assert no["reason"] == "unknown key" and no["outcome"] == "denied"
+        assert ok["cert_name"] == "alice" and ok["fingerprint"] == setup.alice.fingerprint
+        assert no["fingerprint"] == setup.bob.fingerprint
+        assert set(ok) == set(no) == {"event", "time", "outcome", "domain", "address",
+                                      "mechanism", "status", "user_id", "cert_name",
+                                      "fingerprint", "reason"}
         text = "\n".join(daemon.out.lines + daemon.err.lines)
         for cert in (setup.server, setup.alice, setup.bob):
             secret = cert.secret_txt
@@ -200,8 +206,10 @@ def test_terminal_handler_for_req_and_routed_envelopes(setup: Setup, ctx: zmq.Co
                                                        cli_env: Env) -> None:
     request = [b"1.0", b"1", b"", b"10.0.0.1", b"", b"CURVE", setup.alice.public_key]
     with serve(setup, cli_env) as daemon:
+        daemon_key = read_key(daemon.endpoint[len("ipc://"):], {os.geteuid()})
         req = ctx.socket(zmq.REQ)
         req.linger = 0
+        Certificate.new().apply_client(req, daemon_key)  # the daemon's ipc socket is CURVE
         req.connect(daemon.endpoint)
         req.send_multipart(request)
         assert req.poll(5000)
@@ -211,6 +219,7 @@ def test_terminal_handler_for_req_and_routed_envelopes(setup: Setup, ctx: zmq.Co
         # a DEALER carrying a two-hop envelope gets it back unchanged
         dealer = ctx.socket(zmq.DEALER)
         dealer.linger = 0
+        Certificate.new().apply_client(dealer, daemon_key)
         dealer.connect(daemon.endpoint)
         dealer.send_multipart([b"hop-1", b"hop-2", b"", *request[:6], setup.bob.public_key])
         assert dealer.poll(5000)
@@ -262,8 +271,9 @@ def test_stats_and_text_log(setup: Setup, app: Callable[..., Server], cli_env: E
                     "--stats-interval", "0.2"], cli_env(None)) as daemon:
         srv = app(setup.ipc)
         assert handshake(srv, setup.bob).status == 400
-        line = daemon.wait_stderr(r"✗ 400 CURVE from 127\.0\.0\.1")
-        assert "unknown key" in line and setup.bob.public_txt in line
+        line = daemon.wait_stderr(r"✗ DENIED \(CURVE\) status=400 .*address=127\.0\.0\.1")
+        assert "reason=unknown key" in line and f"user_id={field(setup.bob.public_txt)}" in line
+        assert f"fingerprint={setup.bob.fingerprint}" in line and 'cert_name=""' in line
         daemon.wait_stderr(r"stats: requests=1 .*400=1")
 
 
@@ -306,7 +316,7 @@ def test_json_lines_parse_for_many_decisions(setup: Setup, app: Callable[..., Se
         srv = app(setup.ipc)
         for _ in range(3):
             assert handshake(srv, setup.alice).status == 200
-        daemon.wait_stdout(r'"status":"200"', start=2)
+        daemon.wait_stdout(r'"status":200', start=2)
         assert daemon.stop() == 0
         lines = [json.loads(line) for line in daemon.out.lines if line]
         assert len([r for r in lines if r["event"] == "decision"]) == 3
