@@ -37,7 +37,9 @@ import threading
 import time
 from typing import Any
 
-from curvecert.auth.policy import KeyChain, Policy, Provider, UnsafeAllowAny
+from curvecert.auth.keylookup import KeyChain, UnsafeAllowAny
+from curvecert.auth.pending import Provider
+from curvecert.auth.policy import Policy
 from curvecert.certs import validity
 from curvecert.formats import z85
 

@@ -26,21 +26,13 @@ from typing import Any
 import zmq
 
 from curvecert.auth.base import BaseAuthenticator
+from curvecert.auth.decision import Decision
 from curvecert.auth.endpoint import ZapLease, acquire
-from curvecert.auth.passwords import CheckResult
-from curvecert.auth.policy import (
-    ANY_DOMAIN,
-    DEFAULT_PROVIDER_TIMEOUT,
-    Decision,
-    DomainPolicy,
-    Grant,
-    KeyLookup,
-    PasswordCheck,
-    Pending,
-    ProviderResult,
-    prepare,
-)
+from curvecert.auth.keylookup import KeyLookup
+from curvecert.auth.pending import DEFAULT_PROVIDER_TIMEOUT, Grant, Pending, ProviderResult
+from curvecert.auth.policy import ANY_DOMAIN, DomainPolicy, PasswordCheck, prepare
 from curvecert.auth.providers import DEFAULT_WORKERS, WorkerPool, run_pending
+from curvecert.auth.pwtable import CheckResult
 from curvecert.errors import ConfigError, OperationalError
 from curvecert.formats import z85
 from curvecert.formats.zap import ZapRequest
@@ -220,7 +212,8 @@ class Authenticator(BaseAuthenticator):
         self._used_deny = self._used_deny or bool(addresses)
 
     def configure_plain(self, domain: str = ANY_DOMAIN, passwords: Mapping[Any, Any] | str
-                        | os.PathLike[str] | PasswordCheck | None = None) -> None:
+                        | os.PathLike[str] | PasswordCheck | None = None, *,
+                        user_id: bool | None = None) -> None:
         """PLAIN logins in `domain` checked against `passwords`.
 
         A dict is used by reference, as pyzmq does: later changes to it apply (an empty
@@ -233,7 +226,7 @@ class Authenticator(BaseAuthenticator):
         source: Any = passwords
         if isinstance(passwords, Mapping):
             source = _LivePasswords(passwords, self.encoding)
-        super().configure_plain(domain, source)
+        super().configure_plain(domain, source, user_id=user_id)
 
     def configure_curve(self, domain: str = ANY_DOMAIN,  # type: ignore[override]
                         location: str | os.PathLike[str] | KeyLookup = ".") -> None:

@@ -15,7 +15,8 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys, answer
+from curvecert.auth.keylookup import StaticKeys
+from curvecert.auth.policy import DomainPolicy, Policy, answer
 from curvecert.certs.cert import Certificate
 from curvecert.serve.runtime import publish_key
 

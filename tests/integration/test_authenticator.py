@@ -14,8 +14,11 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from curvecert.auth.authenticator import Authenticator, format_decision
+from curvecert.auth.decision import Decision
+from curvecert.auth.keylookup import StaticKeys, UnsafeAllowAny
 from curvecert.auth.passwords import PasswordFile
-from curvecert.auth.policy import Decision, DomainPolicy, Grant, Policy, StaticKeys, UnsafeAllowAny
+from curvecert.auth.pending import Grant
+from curvecert.auth.policy import DomainPolicy, Policy
 from curvecert.certs import keys
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
