@@ -30,7 +30,6 @@ from curvecert.errors import (
     ZplSyntaxError,
 )
 from curvecert.formats import z85, zpl
-from curvecert.formats.sanitize import escape
 
 if TYPE_CHECKING:  # curvecert.certs.verify is imported by the commands that check something
     from curvecert.certs.verify import Finding
@@ -53,14 +52,14 @@ def _read_stdin() -> bytes:
     return data
 
 
-def _status(message: str) -> None:
+def _status(message: str, level: str = "INFO") -> None:
     """A status line for people, on stderr (stdout carries only data)."""
-    click.echo(f"curvecert: {escape(message)}", err=True)
+    render.status(level, message)
 
 
 def _warn_findings(findings: list[Finding]) -> None:
     for f in findings:
-        click.echo(f"curvecert: warning: {escape(f.message)}", err=True)
+        render.status("WARNING", f.message)
 
 
 def _parse_meta(pairs: list[tuple[str, str]], raw: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -145,12 +144,16 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     secret = certfile.secret_path(path)
     _logger.info("wrote %s and %s", path, secret)
     _warn_findings(warnings)
+    period = validity.from_meta(cert.meta)
+    why = period.refusal(time.time()) if period is not None else None
+    if why is not None:  # allowed (a test fixture, a key for later), but say so
+        _status(f"{why}; the authenticator refuses it until that changes", "WARNING")
     if as_json:
         render.print_json({
             "public_key": cert.public_txt,
             "fingerprint": cert.fingerprint,
             "metadata": dict(cert.meta),
-            **validity.to_json(validity.from_meta(cert.meta)),
+            **validity.to_json(period),
             "public_file": os.path.abspath(path),
             "secret_file": os.path.abspath(secret),
         })
@@ -158,7 +161,6 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     _status(f"wrote {path} (public, 0644) and {secret} (secret, 0600)")
     click.echo(f"public key:  {cert.public_txt}")
     click.echo(f"fingerprint: {cert.fingerprint}")
-    period = validity.from_meta(cert.meta)
     if period is not None and period.not_after is not None:
         click.echo(f"not after:   {validity.format_time(period.not_after)}")
 
@@ -227,8 +229,7 @@ def show(file: str, as_json: bool, reveal_secret: bool) -> None:
         except OSError:
             mode = 0
         for f in check_mode(file, mode, holds_secret=True):
-            click.echo(f"curvecert: warning: {escape(f.location)}: {escape(f.message)}",
-                       err=True)
+            render.status("WARNING", f"{f.location}: {f.message}")
     if as_json:
         render.print_json(render.cert_to_json(cert, path=label, reveal_secret=reveal_secret))
         return
@@ -337,9 +338,9 @@ def _warn_if_exposed_stdout() -> None:
     except (OSError, ValueError, AttributeError):
         return
     if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
-        _status(f"warning: writing a secret key to a file with mode "
+        _status(f"writing a secret key to a file with mode "
                 f"{stat.S_IMODE(st.st_mode):04o} that others can access; "
-                "consider `umask 077` first")
+                "consider `umask 077` first", "WARNING")
 
 
 @click.command(context_settings=_CONTEXT, epilog="""\b
@@ -402,13 +403,24 @@ Examples:
   curvecert public server_secret
   curvecert keygen --json | jq -r .secret_key | curvecert public
   curvecert public --json < client.key_secret
+  curvecert public --secret-from env:SERVER_SECRET
+  curvecert public --secret-from fd:3 3< server_secret
 """)
 @click.argument("file", required=False, default="-", type=str, metavar="[FILE|-]")
+@click.option("--secret-from", metavar="SOURCE",
+              help="Read the secret from env:NAME, file:PATH, fd:N or cred:NAME "
+                   "(docs/security.md) instead of FILE.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: public_key, public_key_hex, fingerprint.")
-def public(file: str, as_json: bool) -> None:
+def public(file: str, secret_from: str | None, as_json: bool) -> None:
     """Print the public key of a secret certificate or of a secret key on stdin."""
-    if file == "-":
+    from curvecert.certs import secretsource
+
+    if secret_from is not None and file != "-":
+        raise click.UsageError("give FILE or --secret-from, not both")
+    if secret_from is not None:
+        cert = secretsource.load_secret(secret_from)
+    elif file == "-":
         cert = _cert_from_stdin()
     else:
         if not os.path.lexists(file) and z85.is_key_text(file):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,11 +30,12 @@ from rich.table import Table
 from rich.text import Text
 
 from curvecert import store as store_mod
+from curvecert.certs import validity
 from curvecert.certs.cert import Certificate
 from curvecert.certs.fileio import PUBLIC_MODE, atomic_write
 from curvecert.certs.verify import Finding
 from curvecert.cli import Verdict, render
-from curvecert.errors import StoreError
+from curvecert.errors import CertificateError, StoreError
 from curvecert.formats.sanitize import escape, field
 from curvecert.store import bulk
 
@@ -169,7 +171,6 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_js
     file without --force (exit 3).
     """
     directory = _store_dir(ctx, store_dir)
-    err = _err_console()
     if files.count("-") > 1:
         raise click.UsageError("'-' (stdin) may be given only once")
     warnings: list[Finding] = []
@@ -181,9 +182,8 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_js
                                     "holds a SECRET key; only its public part is stored "
                                     "(keep the secret file out of the store)"))
             if not as_json:
-                err.print(Text.assemble(("warning: ", "yellow"), f"{escape(label)} holds a "
-                                        "SECRET key; only its public part is stored (keep "
-                                        "the secret file out of the store)"))
+                render.status("WARNING", f"{label} holds a SECRET key; only its public part "
+                              "is stored (keep the secret file out of the store)")
         certs.append((label, cert))
     snap = _scan(directory, must_exist=False)
     bar = _bar("writing") if len(certs) > 1000 else None
@@ -203,17 +203,17 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_js
     many = len(items) > 20
     for item in items:
         if item.state == "skipped":
-            err.print(f"{escape(item.label)}: {item.public_key} skipped: {escape(item.note)}")
+            render.status("WARNING", f"{item.label}: {item.public_key} skipped: {item.note}")
             continue
         if not many:
-            err.print(f"{escape(item.label)}: {item.state} {item.public_key} "
-                      f"({item.fingerprint})")
+            render.status("INFO", f"{item.label}: {item.state} {item.public_key} "
+                                  f"({item.fingerprint})")
         click.echo(escape(item.path))
     if many:
         counts = {s: sum(1 for i in items if i.state == s)
                   for s in ("added", "replaced", "unchanged", "skipped")}
-        err.print(", ".join(f"{n} {s}" for s, n in counts.items() if n)
-                  + f" in {escape(directory)}")
+        render.status("INFO", ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+                      + f" in {directory}")
 
 
 @store.command("remove", epilog="""\b
@@ -245,15 +245,21 @@ def remove(ctx: click.Context, selectors: tuple[str, ...], as_json: bool,
         render.print_json({"store": os.path.abspath(directory),
                            "items": [{"path": p} for p in removed]})
         return
-    err = _err_console()
     for path in removed:
         click.echo(escape(path))
-    err.print(f"removed {len(removed)} file(s) from {escape(directory)}")
+    render.status("INFO", f"removed {len(removed)} file(s) from {directory}")
 
 
 def _entry_json(entry: store_mod.Entry) -> dict[str, Any]:
     return {"public_key": entry.public_txt, "fingerprint": entry.fingerprint,
-            "file": entry.file, "metadata": entry.meta}
+            "file": entry.file, "metadata": entry.meta,
+            **validity.to_json(entry.validity)}
+
+
+def _until(entry: store_mod.Entry) -> str:
+    """`until T`, `EXPIRED T`, or "" for a certificate without dates (store list)."""
+    period = entry.validity
+    return "" if period is None else validity.describe(period, time.time())
 
 
 @store.command("list", epilog="""\b
@@ -273,17 +279,24 @@ def list_(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
         return
     out = render.console()
     if out.is_terminal:
-        table = Table("public key (Z85)", "fingerprint", "name", "file", box=None)
+        table = Table("public key (Z85)", "fingerprint", "name", "file", "valid", box=None)
         for e in snap:
+            until = _until(e)
             table.add_row(Text(e.public_txt, style="cyan"), Text(e.fingerprint),
-                          Text(escape(e.meta.get("name", ""))), Text(escape(e.relpath)))
+                          Text(escape(e.meta.get("name", ""))), Text(escape(e.relpath)),
+                          Text(until, style="bold red" if until.startswith(("EXP", "INV"))
+                               else ""))
         out.print(table)
     else:
         for e in snap:
             name = e.meta.get("name")
+            until = _until(e)
             click.echo(f"{e.public_txt}  {e.fingerprint}  {escape(e.relpath)}"
-                       + (f"  name={field(name)}" if name is not None else ""))
+                       + (f"  name={field(name)}" if name is not None else "")
+                       + (f"  valid={until.replace(' ', '_')}" if until else ""))
+    soonest = snap.next_expiry
     _err_console().print(f"{len(snap)} trusted certificate(s) in {escape(directory)}"
+                         + (f", next expiry {validity.format_time(soonest)}" if soonest else "")
                          + (f", {len(snap.findings)} finding(s): run `curvecert store check`"
                             if snap.findings else ""))
 
@@ -300,9 +313,12 @@ Examples:
 @click.option("--strict-modes", is_flag=True,
               help="Count files and directories group/others can write as errors and "
                    "show what a store with strict modes would refuse.")
+@click.option("--warn-within", metavar="DURATION", default="14d", show_default=True,
+              help="Report certificates that expire within DURATION (expires-soon).")
 @_store_option
 @click.pass_context
-def check(ctx: click.Context, as_json: bool, strict_modes: bool, store_dir: str | None) -> None:
+def check(ctx: click.Context, as_json: bool, strict_modes: bool, warn_within: str,
+          store_dir: str | None) -> None:
     """Report every problem in the store; exit 1 if there is any.
 
     Problems: files that do not parse, hold a secret key, repeat a key (the file that
@@ -311,6 +327,16 @@ def check(ctx: click.Context, as_json: bool, strict_modes: bool, store_dir: str 
     directory = _store_dir(ctx, store_dir)
     snap = _scan(directory, strict=strict_modes)
     findings = _findings(snap)
+    try:
+        warn = validity.parse_duration(warn_within, what="--warn-within")
+    except CertificateError as exc:
+        raise click.BadParameter(exc.reason, param_hint="--warn-within") from None
+    now = time.time()
+    for e in snap:  # expired, not yet valid, expiring soon (certs.validity)
+        period = e.validity
+        if period is not None:
+            findings += [Finding(e.file, None, sev, code, msg)  # type: ignore[arg-type]
+                         for sev, code, msg in period.problems(now, warn)]
     if as_json:
         render.print_json(render.findings_to_json(findings))
     elif findings:
@@ -357,4 +383,4 @@ def export(ctx: click.Context, fmt: str, output: str | None, as_json: bool,
         render.print_json({"store": os.path.abspath(directory), "output": output, "format": fmt,
                            "count": count})
     else:
-        _err_console().print(f"exported {count} certificate(s) from {escape(directory)}")
+        render.status("INFO", f"exported {count} certificate(s) from {directory}")
