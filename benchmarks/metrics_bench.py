@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from curvecert import store  # noqa: E402
 from curvecert.auth.authenticator import Authenticator  # noqa: E402
-from curvecert.auth.policy import Decision, DomainPolicy, Policy  # noqa: E402
+from curvecert.auth.decision import Decision  # noqa: E402
+from curvecert.auth.policy import DomainPolicy, Policy  # noqa: E402
 from curvecert.auth.stats import DecisionStats  # noqa: E402
 from curvecert.certs.cert import Certificate  # noqa: E402
 from curvecert.serve import metrics  # noqa: E402
