@@ -38,7 +38,7 @@ _CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 def _read_stdin() -> bytes:
-    data = click.get_binary_stream("stdin").read(STDIN_LIMIT + 1)
+    data = sys.stdin.buffer.read(STDIN_LIMIT + 1)
     if len(data) > STDIN_LIMIT:
         raise OperationalError(f"{STDIN_LABEL}: more than {STDIN_LIMIT} bytes; "
                                "not a certificate or key")
@@ -281,7 +281,7 @@ def keygen(as_json: bool) -> None:
 # --- public -------------------------------------------------------------------------------
 
 def _cert_from_stdin() -> Certificate:
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin
     if stdin.isatty():
         text = click.prompt("Secret key (Z85, not echoed)", hide_input=True, err=True)
         data = text.encode("utf-8")

@@ -55,7 +55,7 @@ def _resolve(path: str | None) -> str:
 
 def _read_password(use_stdin: bool) -> str:
     if use_stdin or not sys.stdin.isatty():
-        data = click.get_binary_stream("stdin").read(_MAX_STDIN + 1)
+        data = sys.stdin.buffer.read(_MAX_STDIN + 1)
         if len(data) > _MAX_STDIN:
             raise click.UsageError("stdin holds more than one password line")
         text = data.decode("utf-8", "strict") if data else ""

@@ -1,6 +1,6 @@
 """`curvecert probe ENDPOINT`: connect once and say why a handshake fails, or that it works.
 
-The work happens in `curvecert.probe.core`; this module gathers the options, reads a PLAIN
+The work happens in `curvecert.probe.client`; this module gathers the options, reads a PLAIN
 password from a hidden prompt or stdin (never the command line), prints the one verdict
 with its cause and fix (or `--json`), and ends with exit 0 when the outcome is the expected
 one (admitted; with `--stranger`, refused) and `Verdict` (exit 1) when not. The client's
@@ -18,8 +18,10 @@ from curvecert.certs import keys
 from curvecert.certs.cert import Certificate
 from curvecert.cli import Verdict, render
 from curvecert.errors import InvalidKey
-from curvecert.probe.core import SERVER_TYPES, ProbeResult, ProbeVerdict
-from curvecert.probe.core import probe as run_probe
+from curvecert.probe.advice import ProbeVerdict
+from curvecert.probe.client import ProbeResult
+from curvecert.probe.client import probe as run_probe
+from curvecert.probe.wire import SERVER_TYPES
 
 __all__ = ["probe"]
 
@@ -32,7 +34,7 @@ _STYLE = {True: "bold green", False: "bold red"}
 
 def _read_password(user: str) -> str:
     """The PLAIN password: a hidden prompt on a terminal, else the first line of stdin."""
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin
     if stdin.isatty():
         value: str = click.prompt(f"Password for {user}", hide_input=True, err=True)
         return value

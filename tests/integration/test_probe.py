@@ -21,16 +21,15 @@ from zmq.utils.monitor import recv_monitor_message
 
 from curvecert.certs.cert import Certificate
 from curvecert.errors import CertificateError, ConfigError, OperationalError
-from curvecert.probe.core import (
+from curvecert.probe.advice import ProbeVerdict, classify
+from curvecert.probe.client import probe
+from curvecert.probe.wire import (
     Greeting,
     Observation,
     ProbeEvent,
-    ProbeVerdict,
-    classify,
     observe,
     parse_endpoint,
     parse_greeting,
-    probe,
 )
 from tests.conftest import wait_until
 
