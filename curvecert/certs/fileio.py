@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 
 from curvecert.errors import FileExists, OperationalError
 
@@ -140,7 +141,15 @@ def read_bytes(path: str | os.PathLike[str], *, limit: int = 1 << 20) -> bytes:
     """Read a small file whole, with a clear `OperationalError` (and a size cap)."""
     path = os.fspath(path)
     try:
-        with open(path, "rb") as fh:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; only regular files are read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open(fd, "rb") as fh:
+            kind = os.fstat(fd).st_mode
+            if not stat.S_ISREG(kind):
+                what = ("a directory" if stat.S_ISDIR(kind) else
+                        "a FIFO" if stat.S_ISFIFO(kind) else "not a regular file")
+                raise OperationalError(f"{path}: is {what}, not a certificate file"
+                                       if what != "not a regular file" else f"{path}: {what}")
             data = fh.read(limit + 1)
     except OSError as exc:
         raise OperationalError(f"{path}: cannot read: {exc.strerror or exc}") from exc

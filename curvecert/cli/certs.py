@@ -98,7 +98,7 @@ Examples:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=str))
 @click.option("-n", "--name", help="Metadata item name (a person or service).")
 @click.option("-e", "--email", help="Metadata item email.")
-@click.option("-o", "--org", "organization", help="Metadata item organization.")
+@click.option("--org", "organization", help="Metadata item organization.")
 @click.option("-m", "--meta", multiple=True, metavar="KEY=VALUE",
               help="Extra metadata; repeat for more. Names: letters, digits, $-_@.&+/")
 @click.option("-f", "--force", is_flag=True, help="Replace existing files (atomically).")
@@ -205,7 +205,8 @@ read back after saving, more than 512 bytes of encoded metadata, which crashes
 CZMQ's zauth), duplicate names. '-' reads stdin (no permission checks).
 
 \b
-Exit status: 0 no findings, 1 findings, 3 a file could not be read.
+Exit status: 0 no findings, 1 findings, 3 a file could not be read (each
+unreadable file is one finding; the other files are still checked).
 
 \b
 Examples:
@@ -215,27 +216,42 @@ Examples:
 """)
 @click.argument("files", nargs=-1, required=True, type=str, metavar="FILE...")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print {"ok": bool, "files": [...], "findings": [...]}.')
+              help='Print {"ok": bool, "items": [{"path", "ok"}], "findings": [...]}.')
 def verify(files: tuple[str, ...], as_json: bool) -> None:
     """Check certificate files for problems (exit 1 when there are findings)."""
+    from curvecert.certs.verify import Finding as _Finding
     from curvecert.certs.verify import check_text, verify_file
 
     findings: list[Finding] = []
+    unreadable = 0
     for file in files:
-        if file == "-":
-            found, _ = check_text(_read_stdin(), STDIN_LABEL)
-            findings += found
-        else:
-            findings += verify_file(file)
+        try:
+            if file == "-":
+                found, _ = check_text(_read_stdin(), STDIN_LABEL)
+                findings += found
+            else:
+                findings += verify_file(file)
+        except OperationalError as exc:
+            # One finding per file that cannot be read; the others are still checked.
+            unreadable += 1
+            label = STDIN_LABEL if file == "-" else file
+            reason = str(exc).removeprefix(f"{label}: ")
+            findings.append(_Finding(label, None, "error", "unreadable", reason))
     findings = list(dict.fromkeys(findings))  # a stale temporary is seen from both files of a pair
     labels = [STDIN_LABEL if f == "-" else f for f in files]
     if as_json:
-        render.print_json({"ok": not findings, "files": labels,
+        render.print_json({"ok": not findings,
+                           "items": [{"path": label,
+                                      "ok": not any(f.path == label for f in findings)}
+                                     for label in labels],
                            "findings": render.findings_to_json(findings)})
     else:
         if findings:
             render.console().print(render.render_findings(findings))
-        render.console(stderr=True).print(render.findings_summary(findings, len(files)))
+        if not unreadable:  # else the error line below is the summary
+            render.console(stderr=True).print(render.findings_summary(findings, len(files)))
+    if unreadable:
+        raise OperationalError(f"{unreadable} of {len(files)} files could not be read")
     if findings:
         raise Verdict()
 

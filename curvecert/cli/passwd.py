@@ -45,7 +45,7 @@ def default_file() -> str:
 
 def _file_option(fn: click.decorators.FC) -> click.decorators.FC:
     return click.option(
-        "--file", "-f", "path", type=click.Path(dir_okay=False), default=None,
+        "--file", "-F", "path", type=click.Path(dir_okay=False), default=None,
         help=f"Password file (default: ${ENV_VAR}, else {DEFAULT_FILE}).")(fn)
 
 
@@ -94,7 +94,7 @@ def passwd() -> None:
 @_file_option
 @click.option("--stdin", "use_stdin", is_flag=True,
               help="Read the password from stdin (implied when stdin is not a terminal).")
-@click.option("--force", is_flag=True, help="Replace the password of an existing user.")
+@click.option("-f", "--force", is_flag=True, help="Replace the password of an existing user.")
 @click.option("--plaintext", is_flag=True,
               help="Store the password in clear text (CZMQ zauth can read it; avoid).")
 def add(user: str, path: str | None, use_stdin: bool, force: bool, plaintext: bool) -> None:

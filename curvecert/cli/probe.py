@@ -16,12 +16,12 @@ import click
 
 from curvecert.certs import keys
 from curvecert.certs.cert import Certificate
-from curvecert.cli import Verdict, render
-from curvecert.errors import InvalidKey
+from curvecert.cli import UsageProblem, Verdict, render
+from curvecert.errors import InvalidKey, OperationalError
 from curvecert.probe.advice import ProbeVerdict
 from curvecert.probe.client import ProbeResult
 from curvecert.probe.client import probe as run_probe
-from curvecert.probe.wire import SERVER_TYPES
+from curvecert.probe.wire import SERVER_TYPES, parse_endpoint
 
 __all__ = ["probe"]
 
@@ -141,6 +141,10 @@ def probe(endpoint: str, server_key: str | None, server_cert: str | None,
     if client_cert is not None and not curve:
         raise click.UsageError("--cert needs --server-key or --server-cert")
 
+    try:
+        parse_endpoint(endpoint)
+    except OperationalError as exc:
+        raise UsageProblem(str(exc)) from None
     key = _server_key(server_key, server_cert)
     cert = Certificate.load(client_cert) if client_cert is not None else None
     plain = (plain_user, _read_password(plain_user)) if plain_user is not None else None

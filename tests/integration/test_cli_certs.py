@@ -283,14 +283,14 @@ def test_verify_json(run_cli: Run, pair: Path) -> None:
     r = run_cli("verify", "--json", str(pair))
     assert r.code == 1
     data = json.loads(r.out)
-    assert data["ok"] is False and data["files"] == [str(pair)]
+    assert data["ok"] is False and data["items"] == [{"path": str(pair), "ok": False}]
     assert data["findings"] == [{"path": str(pair), "line": 9, "severity": "warning",
                                  "code": "meta-quote", "message": data["findings"][0]["message"]}]
     clean = pair.parent / "clean"
     Certificate.from_public(CLIENT_PUBLIC).save(clean)
     ok = run_cli("verify", "--json", str(clean))
-    assert ok.code == 0 and json.loads(ok.out) == {"ok": True, "files": [str(clean)],
-                                                   "findings": []}
+    assert ok.code == 0 and json.loads(ok.out) == {
+        "ok": True, "items": [{"path": str(clean), "ok": True}], "findings": []}
 
 
 def test_verify_stdin(run_cli: Run) -> None:

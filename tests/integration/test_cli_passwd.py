@@ -22,7 +22,7 @@ def test_add_list_remove(run_cli: Run, tmp_path: Path) -> None:
     assert "wonder" not in result.out + result.err
     assert PasswordFile(path).check("alice", b"wonder land") is CheckResult.OK
 
-    assert run_cli("passwd", "add", "bob", "--stdin", "-f", str(path), input="b\n").code == 0
+    assert run_cli("passwd", "add", "bob", "--stdin", "-F", str(path), input="b\n").code == 0
     listed = run_cli("passwd", "list", "--file", str(path))
     assert (listed.code, listed.out) == (0, "alice\nbob\n")
 

@@ -682,7 +682,8 @@ def test_cli_usage_errors(run_cli: Any, args: tuple[str, ...]) -> None:
 
 def test_cli_operational_errors(run_cli: Any, tmp_path: Path,
                                 cert_files: tuple[Path, Path]) -> None:
-    assert run_cli("probe", "tcp://127.0.0.1", "--timeout", "1").code == 3
+    # A malformed endpoint is a usage error (a value given on the command line).
+    assert run_cli("probe", "tcp://127.0.0.1", "--timeout", "1").code == 2
     missing = run_cli("probe", "tcp://127.0.0.1:1", "--server-cert", str(tmp_path / "nope"))
     assert missing.code == 3 and "nope" in missing.err
     public_only = run_cli("probe", "tcp://127.0.0.1:1", "--server-cert", str(cert_files[0]),
