@@ -223,7 +223,7 @@ def verify(files: tuple[str, ...], as_json: bool) -> None:
     from curvecert.certs.verify import check_text, verify_file
 
     findings: list[Finding] = []
-    unreadable = 0
+    unreadable: list[str] = []
     for file in files:
         try:
             if file == "-":
@@ -233,7 +233,7 @@ def verify(files: tuple[str, ...], as_json: bool) -> None:
                 findings += verify_file(file)
         except OperationalError as exc:
             # One finding per file that cannot be read; the others are still checked.
-            unreadable += 1
+            unreadable.append(str(exc))
             label = STDIN_LABEL if file == "-" else file
             reason = str(exc).removeprefix(f"{label}: ")
             findings.append(_Finding(label, None, "error", "unreadable", reason))
@@ -250,8 +250,10 @@ def verify(files: tuple[str, ...], as_json: bool) -> None:
             render.console().print(render.render_findings(findings))
         if not unreadable:  # else the error line below is the summary
             render.console(stderr=True).print(render.findings_summary(findings, len(files)))
+    if len(unreadable) == 1:
+        raise OperationalError(unreadable[0])
     if unreadable:
-        raise OperationalError(f"{unreadable} of {len(files)} files could not be read")
+        raise OperationalError(f"{len(unreadable)} of {len(files)} files could not be read")
     if findings:
         raise Verdict()
 
