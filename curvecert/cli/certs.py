@@ -306,6 +306,10 @@ def _cert_from_stdin() -> Certificate:
     else:
         data = _read_stdin()
     stripped = data.strip()
+    # `curvecert keygen` prints the key pair under two headers: take the secret key.
+    lines = stripped.splitlines()
+    if len(lines) == 4 and lines[2].strip() == b"== CURVE SECRET KEY ==":
+        stripped = lines[3].strip()
     if b"\n" in stripped or stripped.startswith(b"#"):
         cert = certfile.parse(data, path=STDIN_LABEL)
     else:
@@ -346,10 +350,15 @@ def public(file: str, as_json: bool) -> None:
             raise click.UsageError("FILE looks like a key: secrets are never taken on the "
                                    "command line; pipe the key on stdin instead "
                                    "(curvecert public < keyfile)")
-        cert, _ = _load_any(file)
+        from curvecert.cli.keys import require_private
+
+        if os.path.isdir(file):
+            raise OperationalError(f"{file}: is a directory, not a certificate file")
+        cert = Certificate.load(file)
         if not cert.has_secret:
             raise CertificateError("holds no secret key (a public certificate; "
                                    "`curvecert show` prints its key)", path=file)
+        require_private(file)
     if as_json:
         render.print_json({"public_key": cert.public_txt,
                            "public_key_hex": cert.public_key.hex(),

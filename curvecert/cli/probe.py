@@ -146,7 +146,11 @@ def probe(endpoint: str, server_key: str | None, server_cert: str | None,
     except OperationalError as exc:
         raise UsageProblem(str(exc)) from None
     key = _server_key(server_key, server_cert)
-    cert = Certificate.load(client_cert) if client_cert is not None else None
+    cert = None
+    if client_cert is not None:
+        from curvecert.cli.keys import load_secret
+
+        cert = load_secret(client_cert, what="client secret certificate (--cert)")
     plain = (plain_user, _read_password(plain_user)) if plain_user is not None else None
 
     result = run_probe(endpoint, server_key=key, client_cert=cert, plain=plain,

@@ -135,6 +135,16 @@ class _DecisionLog:
             pass
 
 
+def _check_secret_modes(config: DaemonConfig) -> None:
+    """The secret certificates the daemon will use are private (`cli.keys.require_private`)."""
+    from curvecert.cli.keys import require_private
+
+    for part in (config.server, config.gateway):
+        cert = getattr(part, "cert", None) or getattr(part, "server_cert", None)
+        if cert is not None:
+            require_private(str(cert))
+
+
 @click.command(epilog="""\b
 Examples:
   curvecert serve-auth                                   # default store and endpoint
@@ -228,6 +238,7 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
             return opts_cfg
 
     first = loader()
+    _check_secret_modes(first)
     if any(d.curve == "unsafe-allow-any" for d in first.domains):
         click.echo("curvecert serve-auth: WARNING: CURVE accepts ANY client key "
                    "(unsafe-allow-any): traffic is encrypted but nobody is authenticated",
