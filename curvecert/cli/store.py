@@ -20,13 +20,13 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from curvecert import store as store_mod
 from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.certs.fileio import read_bytes
 from curvecert.certs.verify import Finding
 from curvecert.cli import Verdict, render
 from curvecert.errors import FileExists, StoreError
-from curvecert.store import snapshot as store_mod
 
 __all__ = ["store"]
 
