@@ -1,4 +1,4 @@
-"""`curvecert new | show | verify | keygen | public`: certificate commands.
+"""`curvecert new | show | verify`: certificate commands.
 
 The command bodies only gather input, call the library and hand results to
 `curvecert.cli.render`; errors travel up as `CurvecertError` (exit 3) or `click.UsageError`
@@ -12,29 +12,27 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import sys
 import time
 from typing import TYPE_CHECKING
 
 import click
 
-from curvecert.certs import certfile, keys, validity
+from curvecert.certs import certfile, validity
 from curvecert.certs.cert import Certificate
 from curvecert.cli import Verdict, render
 from curvecert.errors import (
     CertificateError,
-    InvalidKey,
     OperationalError,
     ZplError,
     ZplSyntaxError,
 )
-from curvecert.formats import z85, zpl
+from curvecert.formats import zpl
 
 if TYPE_CHECKING:  # curvecert.certs.verify is imported by the commands that check something
     from curvecert.certs.verify import Finding
 
-__all__ = ["keygen", "new", "public", "show", "verify"]
+__all__ = ["new", "show", "validity_findings", "validity_options", "verify"]
 
 _logger = logging.getLogger(__name__)
 
@@ -337,113 +335,3 @@ def validity_findings(data: bytes, label: str, now: float, warn_within: float
     return [Finding(label, lines.get(validity.NOT_BEFORE, line) if code == "not-yet-valid"
                     else line, severity, code, message)  # type: ignore[arg-type]
             for severity, code, message in period.problems(now, warn_within)]
-
-
-# --- keygen -------------------------------------------------------------------------------
-
-def _warn_if_exposed_stdout() -> None:
-    """Like `wg genkey`: warn when stdout is a file that others can read."""
-    try:
-        st = os.fstat(sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        return
-    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
-        _status(f"warning: writing a secret key to a file with mode "
-                f"{stat.S_IMODE(st.st_mode):04o} that others can access; "
-                "consider `umask 077` first")
-
-
-@click.command(context_settings=_CONTEXT, epilog="""\b
-Prints a fresh keypair (Z85) from libzmq, like libzmq's curve_keygen. This
-command prints the secret key because that is what it is for; to keep one in a
-file use `curvecert new`, which writes it with mode 0600.
-
-\b
-Examples:
-  curvecert keygen
-  curvecert keygen --json | jq -r .public_key
-""")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: public_key, secret_key, fingerprint.")
-def keygen(as_json: bool) -> None:
-    """Print a fresh Z85 CURVE keypair (public and secret)."""
-    pub, sec = keys.keypair()
-    cert = Certificate(pub, sec, check=False)
-    _warn_if_exposed_stdout()
-    if as_json:
-        render.print_json({"public_key": cert.public_txt, "secret_key": cert.secret_txt,
-                           "fingerprint": cert.fingerprint})
-        return
-    click.echo(render.render_keypair(cert.public_txt, cert.secret_txt or ""), nl=False)
-
-
-# --- public -------------------------------------------------------------------------------
-
-def _cert_from_stdin() -> Certificate:
-    stdin = sys.stdin
-    if stdin.isatty():
-        text = click.prompt("Secret key (Z85, not echoed)", hide_input=True, err=True)
-        data = text.encode("utf-8")
-    else:
-        data = _read_stdin()
-    stripped = data.strip()
-    # `curvecert keygen` prints the key pair under two headers: take the secret key.
-    lines = stripped.splitlines()
-    if len(lines) == 4 and lines[2].strip() == b"== CURVE SECRET KEY ==":
-        stripped = lines[3].strip()
-    if b"\n" in stripped or stripped.startswith(b"#"):
-        cert = certfile.parse(data, path=STDIN_LABEL)
-    else:
-        try:
-            cert = Certificate.from_secret(stripped)
-        except InvalidKey as exc:
-            raise InvalidKey(f"{STDIN_LABEL}: {exc} (give a Z85 secret key or a secret "
-                             "certificate file)") from exc
-    if not cert.has_secret:
-        raise CertificateError("holds no secret key (a public certificate); "
-                               "`curvecert public` derives a public key from a secret",
-                               path=STDIN_LABEL)
-    return cert
-
-
-@click.command(context_settings=_CONTEXT, epilog="""\b
-FILE is a secret certificate (NAME_secret, NAME.key_secret). With no FILE or
-'-', stdin holds either a Z85 secret key or a whole secret certificate; on a
-terminal the key is asked for without echo. Secrets are never taken as
-arguments.
-
-\b
-Examples:
-  curvecert public server_secret
-  curvecert keygen --json | jq -r .secret_key | curvecert public
-  curvecert public --json < client.key_secret
-""")
-@click.argument("file", required=False, default="-", type=str, metavar="[FILE|-]")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: public_key, public_key_hex, fingerprint.")
-def public(file: str, as_json: bool) -> None:
-    """Print the public key of a secret certificate or of a secret key on stdin."""
-    if file == "-":
-        cert = _cert_from_stdin()
-    else:
-        if not os.path.lexists(file) and z85.is_key_text(file):
-            # Say so without echoing it: argv leaks through ps, /proc and shell history.
-            raise click.UsageError("FILE looks like a key: secrets are never taken on the "
-                                   "command line; pipe the key on stdin instead "
-                                   "(curvecert public < keyfile)")
-        from curvecert.cli.keys import require_private
-
-        if os.path.isdir(file):
-            raise OperationalError(f"{file}: is a directory, not a certificate file")
-        cert = Certificate.load(file)
-        if not cert.has_secret:
-            raise CertificateError("holds no secret key (a public certificate; "
-                                   "`curvecert show` prints its key)", path=file)
-        require_private(file)
-    if as_json:
-        render.print_json({"public_key": cert.public_txt,
-                           "public_key_hex": cert.public_key.hex(),
-                           "fingerprint": cert.fingerprint})
-        return
-    click.echo(cert.public_txt)
-

@@ -1,11 +1,15 @@
-"""`curvecert fingerprint | export`, and the secret-file mode rule shared by every command.
+"""`curvecert keygen | public | fingerprint | export`, and the secret-file mode rule.
 
-The conventions are the ones operators know from ssh-keygen and wg: `fingerprint` prints one
-line per input like `ssh-keygen -l` (`SHA256:... name (path)`), `export` writes the public
-half of a secret certificate like `ssh-keygen -y`, and a command that *uses* a secret key
-refuses a secret file that group or others can read, printing the `chmod` to run (OpenSSH
-refuses such private keys the same way). Containers that mount secrets read-only with other
-modes set `CURVECERT_ALLOW_WEAK_SECRET_MODES=1`; then the command warns and goes on.
+The conventions are the ones operators know from ssh-keygen and wg:
+
+- `keygen | public` works like `wg genkey | wg pubkey`: stdin holds a bare Z85 secret key,
+  keygen's output, or a secret certificate.
+- `fingerprint` prints one line per input like `ssh-keygen -l`: `SHA256:... name (path)`.
+- `export` writes the public half of a secret certificate, like `ssh-keygen -y`.
+- A command that *uses* a secret key refuses a secret file that group or others can read
+  and prints the `chmod` to run (OpenSSH refuses such private keys too). Containers that
+  mount secrets read-only with other modes set `CURVECERT_ALLOW_WEAK_SECRET_MODES=1`; then
+  the command warns and goes on.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from typing import Any
 
 import click
 
-from curvecert.certs import certfile
+from curvecert.certs import certfile, keys
 from curvecert.certs.cert import Certificate
 from curvecert.cli import UsageProblem, render
-from curvecert.errors import CurvecertError, OperationalError
+from curvecert.errors import CertificateError, CurvecertError, InvalidKey, OperationalError
 from curvecert.formats import sanitize, z85
 
-__all__ = ["ALLOW_WEAK_ENV", "export", "fingerprint", "load_secret", "require_private"]
+__all__ = ["ALLOW_WEAK_ENV", "export", "fingerprint", "keygen", "load_secret", "public",
+           "require_private"]
 
 _logger = logging.getLogger(__name__)
 
@@ -33,6 +38,7 @@ _logger = logging.getLogger(__name__)
 ALLOW_WEAK_ENV = "CURVECERT_ALLOW_WEAK_SECRET_MODES"
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
 _STDIN_LIMIT = 1 << 20
+STDIN_LABEL = "<stdin>"
 
 
 def require_private(path: str) -> None:
@@ -66,6 +72,114 @@ def load_secret(path: str, *, what: str = "secret certificate") -> Certificate:
                                "(NAME_secret or NAME.key_secret)")
     require_private(path)
     return cert
+
+
+# --- keygen -------------------------------------------------------------------------------
+
+def _warn_if_exposed_stdout() -> None:
+    """Like `wg genkey`: warn when stdout is a file that others can read."""
+    try:
+        st = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+        _logger.warning("writing a secret key to a file with mode %04o that others can "
+                        "access; consider `umask 077` first", stat.S_IMODE(st.st_mode))
+
+
+@click.command(context_settings=_CONTEXT, epilog="""\b
+Prints a fresh keypair (Z85) from libzmq, like libzmq's curve_keygen. This
+command prints the secret key because that is what it is for; to keep one in a
+file use `curvecert new`, which writes it with mode 0600.
+
+\b
+Examples:
+  curvecert keygen
+  curvecert keygen --json | jq -r .public_key
+""")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: public_key, secret_key, fingerprint.")
+def keygen(as_json: bool) -> None:
+    """Print a fresh Z85 CURVE keypair (public and secret)."""
+    pub, sec = keys.keypair()
+    cert = Certificate(pub, sec, check=False)
+    _warn_if_exposed_stdout()
+    if as_json:
+        render.print_json({"public_key": cert.public_txt, "secret_key": cert.secret_txt,
+                           "fingerprint": cert.fingerprint})
+        return
+    click.echo(render.render_keypair(cert.public_txt, cert.secret_txt or ""), nl=False)
+
+
+# --- public -------------------------------------------------------------------------------
+
+def _cert_from_stdin() -> Certificate:
+    stdin = sys.stdin
+    if stdin.isatty():
+        text = click.prompt("Secret key (Z85, not echoed)", hide_input=True, err=True)
+        data = text.encode("utf-8")
+    else:
+        data = _read_stdin()
+    stripped = data.strip()
+    # `curvecert keygen` prints the key pair under two headers: take the secret key.
+    lines = stripped.splitlines()
+    if len(lines) == 4 and lines[2].strip() == b"== CURVE SECRET KEY ==":
+        stripped = lines[3].strip()
+    if b"\n" in stripped or stripped.startswith(b"#"):
+        cert = certfile.parse(data, path=STDIN_LABEL)
+    else:
+        try:
+            cert = Certificate.from_secret(stripped)
+        except InvalidKey as exc:
+            raise InvalidKey(f"{STDIN_LABEL}: {exc} (give a Z85 secret key or a secret "
+                             "certificate file)") from exc
+    if not cert.has_secret:
+        raise CertificateError("holds no secret key (a public certificate); "
+                               "`curvecert public` derives a public key from a secret",
+                               path=STDIN_LABEL)
+    return cert
+
+
+@click.command(context_settings=_CONTEXT, epilog="""\b
+FILE is a secret certificate (NAME_secret, NAME.key_secret). With no FILE or
+'-', stdin holds either a Z85 secret key or a whole secret certificate; on a
+terminal the key is asked for without echo. Secrets are never taken as
+arguments.
+
+\b
+Examples:
+  curvecert public server_secret
+  curvecert keygen --json | jq -r .secret_key | curvecert public
+  curvecert public --json < client.key_secret
+""")
+@click.argument("file", required=False, default="-", type=str, metavar="[FILE|-]")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: public_key, public_key_hex, fingerprint.")
+def public(file: str, as_json: bool) -> None:
+    """Print the public key of a secret certificate or of a secret key on stdin."""
+    if file == "-":
+        cert = _cert_from_stdin()
+    else:
+        if not os.path.lexists(file) and z85.is_key_text(file):
+            # Say so without echoing it: argv leaks through ps, /proc and shell history.
+            raise click.UsageError("FILE looks like a key: secrets are never taken on the "
+                                   "command line; pipe the key on stdin instead "
+                                   "(curvecert public < keyfile)")
+        from curvecert.cli.keys import require_private
+
+        if os.path.isdir(file):
+            raise OperationalError(f"{file}: is a directory, not a certificate file")
+        cert = Certificate.load(file)
+        if not cert.has_secret:
+            raise CertificateError("holds no secret key (a public certificate; "
+                                   "`curvecert show` prints its key)", path=file)
+        require_private(file)
+    if as_json:
+        render.print_json({"public_key": cert.public_txt,
+                           "public_key_hex": cert.public_key.hex(),
+                           "fingerprint": cert.fingerprint})
+        return
+    click.echo(cert.public_txt)
 
 
 # --- fingerprint ----------------------------------------------------------------------------
@@ -104,12 +218,13 @@ used), a public key in Z85 (40 characters), or '-' for stdin (a certificate or
 a key). One line per input, like `ssh-keygen -l`:
   SHA256:<base64 of SHA-256 of the 32-byte key> NAME (PATH)
 NAME is the certificate's metadata name, '-' when it has none; PATH is 'key'
-for a key given as text.
+for a key given as text. A Z85 key may start with '-': put `--` before keys.
 
 \b
 Examples:
   curvecert fingerprint server alice.key
   curvecert fingerprint store/*
+  curvecert fingerprint -- 'rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7'
   curvecert keygen --json | jq -r .public_key | curvecert fingerprint -
 """)
 @click.argument("inputs", nargs=-1, required=True, metavar="FILE|KEY|-...",

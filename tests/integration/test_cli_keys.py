@@ -42,8 +42,10 @@ def test_fingerprint_files_keys_and_stdin(run_cli: Run, tmp_path: Path) -> None:
     alice.save(tmp_path / "alice")
     bare = Certificate.new()
     stdin_key = Certificate.new()
-    result = run_cli("fingerprint", str(tmp_path / "alice"), str(tmp_path / "alice_secret"),
-                     bare.public_txt, "-", input=stdin_key.public_txt + "\n")
+    # `--`: a Z85 key may start with '-'.
+    result = run_cli("fingerprint", "--", str(tmp_path / "alice"),
+                     str(tmp_path / "alice_secret"), bare.public_txt, "-",
+                     input=stdin_key.public_txt + "\n")
     assert result.code == 0, result.err
     assert result.out.splitlines() == [
         f"{alice.fingerprint} alice ({tmp_path / 'alice'})",
