@@ -115,8 +115,8 @@ Examples:
               help="Start of validity, ISO-8601 UTC (default: none, valid at once).")
 @click.option("-f", "--force", is_flag=True, help="Replace existing files (atomically).")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: public_key, fingerprint, metadata, not_before, "
-                   "not_after, public_file, secret_file.")
+              help="Print one JSON object: path, secret_path, public_key, public_key_hex, "
+                   "fingerprint, metadata, not_before, not_after.")
 def new(path: str, name: str | None, email: str | None, organization: str | None,
         meta: tuple[str, ...], expires: str | None, not_after: str | None,
         not_before: str | None, force: bool, as_json: bool) -> None:
@@ -144,12 +144,13 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     _warn_findings(warnings)
     if as_json:
         render.print_json({
+            "path": os.path.abspath(path),
+            "secret_path": os.path.abspath(secret),
             "public_key": cert.public_txt,
+            "public_key_hex": cert.public_key.hex(),
             "fingerprint": cert.fingerprint,
             "metadata": dict(cert.meta),
             **validity.to_json(validity.from_meta(cert.meta)),
-            "public_file": os.path.abspath(path),
-            "secret_file": os.path.abspath(secret),
         })
         return
     _status(f"wrote {path} (public, 0644) and {secret} (secret, 0600)")

@@ -105,8 +105,9 @@ def keygen(as_json: bool) -> None:
     cert = Certificate(pub, sec, check=False)
     _warn_if_exposed_stdout()
     if as_json:
-        render.print_json({"public_key": cert.public_txt, "secret_key": cert.secret_txt,
-                           "fingerprint": cert.fingerprint})
+        render.print_json({"public_key": cert.public_txt,
+                           "public_key_hex": cert.public_key.hex(),
+                           "fingerprint": cert.fingerprint, "secret_key": cert.secret_txt})
         return
     click.echo(render.render_keypair(cert.public_txt, cert.secret_txt or ""), nl=False)
 
@@ -175,7 +176,8 @@ def public(file: str, as_json: bool) -> None:
                                    "`curvecert show` prints its key)", path=file)
         require_private(file)
     if as_json:
-        render.print_json({"public_key": cert.public_txt,
+        render.print_json({"path": None if file == "-" else file,
+                           "public_key": cert.public_txt,
                            "public_key_hex": cert.public_key.hex(),
                            "fingerprint": cert.fingerprint})
         return

@@ -78,7 +78,7 @@ def _store_option(f: Callable[..., Any]) -> Callable[..., Any]:
 Examples:
   export CURVECERT_STORE=/etc/app/clients
   curvecert store add alice bob.key
-  curvecert store list --json | jq -r '.[].metadata.name'
+  curvecert store list --json | jq -r '.items[].metadata.name'
   curvecert store remove Alice
   curvecert store check || echo "store has problems"
 """)
@@ -193,16 +193,24 @@ def remove(ctx: click.Context, selectors: tuple[str, ...], store_dir: str | None
 
 
 def _entry_json(entry: store_mod.Entry) -> dict[str, Any]:
-    return {"public_key": entry.public_txt, "fingerprint": entry.fingerprint,
-            "file": entry.file, "metadata": entry.meta}
+    return {"path": entry.file, "public_key": entry.public_txt,
+            "public_key_hex": entry.public_key.hex(), "fingerprint": entry.fingerprint,
+            "metadata": entry.meta}
+
+
+def _finding_json(f: Any) -> dict[str, Any]:
+    return {"severity": f.severity, "code": f.code, "message": f.message, "path": f.path,
+            "line": f.line}
 
 
 @store.command("list", epilog="""\b
 Examples:
   curvecert store list
-  curvecert store list --json | jq -r '.[] | [.fingerprint, .metadata.name] | @tsv'
+  curvecert store list --json | jq -r '.items[] | [.fingerprint, .metadata.name] | @tsv'
 """)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"items": [{path, public_key, public_key_hex, fingerprint, '
+                   'metadata}], "findings": [...]}.')
 @_store_option
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
@@ -210,7 +218,8 @@ def list_(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
     directory = _store_dir(ctx, store_dir)
     snap = _scan(directory)
     if as_json:
-        render.print_json([_entry_json(e) for e in snap])
+        render.print_json({"items": [_entry_json(e) for e in snap],
+                           "findings": [_finding_json(f) for f in snap.findings]})
         return
     out = render.console()
     if out.is_terminal:
@@ -235,9 +244,10 @@ Exit status: 0 clean, 1 findings, 3 the store cannot be read.
 \b
 Examples:
   curvecert store check
-  curvecert store check --json | jq -r '.[] | "\\(.path): \\(.message)"'
+  curvecert store check --json | jq -r '.findings[] | "\\(.path): \\(.message)"'
 """)
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON array.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"ok": bool, "path": STORE, "findings": [...]}.')
 @_store_option
 @click.pass_context
 def check(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
@@ -251,7 +261,8 @@ def check(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
     findings = [Finding(path=f.path, line=f.line, severity=f.severity, code=f.code,
                         message=f.message) for f in snap.findings]
     if as_json:
-        render.print_json(render.findings_to_json(findings))
+        render.print_json({"ok": not findings, "path": str(directory),
+                           "findings": render.findings_to_json(findings)})
     elif findings:
         render.console().print(render.render_findings(findings))
     err = _err_console()

@@ -86,8 +86,10 @@ class ProbeResult:
             "notes": list(self.notes),
             "server_mechanism": self.greeting.mechanism,
             "greeting": self.greeting.status,
-            "client_public_key": self.client_key,
-            "client_fingerprint": self.client_fingerprint,
+            "client": None if self.client_key is None else {
+                "public_key": self.client_key,
+                "public_key_hex": z85.decode(self.client_key).hex(),
+                "fingerprint": self.client_fingerprint},
             "stranger": self.stranger,
             "zap_domain": self.zap_domain,
             "server_type": self.server_type,

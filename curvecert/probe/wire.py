@@ -102,7 +102,7 @@ class ProbeEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
-        return {"event": self.name, "value": self.value, "time": round(self.time, 4),
+        return {"name": self.name, "value": self.value, "elapsed": round(self.time, 4),
                 "detail": self.detail}
 
 

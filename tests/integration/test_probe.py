@@ -476,7 +476,7 @@ def test_result_never_holds_the_client_secret(ctx: Ctx, zap: Callable[[Rule], Za
                    timeout=FAST)
     text = json.dumps(result.to_dict()) + repr(result)
     assert client_cert.secret_txt is not None and client_cert.secret_txt not in text
-    assert result.to_dict()["client_public_key"] == client_cert.public_txt
+    assert result.to_dict()["client"]["public_key"] == client_cert.public_txt
 
 
 # --- library: argument checks and pure parts --------------------------------------------
@@ -652,7 +652,7 @@ def test_cli_json_shape_for_server_error(ctx: Ctx, zap: Callable[[Rule], ZapHand
     doc = json.loads(r.out)
     assert doc["verdict"] == "server-error" and doc["ok"] is False
     assert doc["cause"] and doc["fix"] and doc["zap_domain"] == "global"
-    events = [(e["event"], e["value"]) for e in doc["events"]]
+    events = [(e["name"], e["value"]) for e in doc["events"]]
     assert ("HANDSHAKE_FAILED_AUTH", 500) in events
 
 
