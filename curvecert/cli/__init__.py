@@ -79,6 +79,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "serve-auth": ("curvecert.cli.serve", "serve_auth"),
     "probe": ("curvecert.cli.probe", "probe"),
     "completion": ("curvecert.cli.completion", "completion"),
+    "status": ("curvecert.cli.ops", "status"),
+    "trusted": ("curvecert.cli.ops", "trusted"),
+    "decisions": ("curvecert.cli.ops", "decisions"),
+    "top": ("curvecert.cli.ops", "top"),
 }
 
 _SHORT_HELP = {
@@ -95,6 +99,10 @@ _SHORT_HELP = {
     "serve-auth": "Run the ZAP authenticator daemon or gateway.",
     "probe": "Diagnose a CURVE/PLAIN/NULL handshake with a server.",
     "completion": "Print the shell completion script (bash, zsh, fish).",
+    "status": "Ask a running serve-auth for its health and counters.",
+    "trusted": "List the keys a running serve-auth trusts right now.",
+    "decisions": "Show (or follow) a running serve-auth's recent decisions.",
+    "top": "Live view of a running serve-auth.",
 }
 
 
@@ -181,8 +189,10 @@ def _setup_logging(verbose: int, quiet: int) -> None:
     logger = logging.getLogger("curvecert")
     logger.setLevel(level)
     if not logger.handlers:
+        from curvecert.formats.sanitize import EscapingFormatter
+
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("curvecert: %(levelname)s: %(message)s"))
+        handler.setFormatter(EscapingFormatter("curvecert: %(levelname)s: %(message)s"))
         logger.addHandler(handler)
 
 
@@ -211,9 +221,7 @@ def _exit_code_for(exc: BaseException) -> int:
 def _one_line(message: str) -> str:
     """`message` on one line, with anything that could steer a terminal made visible."""
     text = " ".join(part.strip() for part in message.strip().splitlines() if part.strip())
-    if sanitize.UNSAFE.search(text.replace("\\", "")):
-        text = sanitize.escape(text)
-    return text
+    return sanitize.escape(text)
 
 
 def _error(message: str, code: int) -> int:

@@ -127,7 +127,7 @@ def _cert_from_stdin() -> Certificate:
     if len(lines) == 4 and lines[2].strip() == b"== CURVE SECRET KEY ==":
         stripped = lines[3].strip()
     if b"\n" in stripped or stripped.startswith(b"#"):
-        cert = certfile.parse(data, path=STDIN_LABEL)
+        cert = Certificate.parse(data, path=STDIN_LABEL)
     else:
         try:
             cert = Certificate.from_secret(stripped)
@@ -201,7 +201,7 @@ def _input_cert(item: str) -> tuple[Certificate, str | None]:
         stripped = data.strip()
         if z85.is_key_text(stripped.decode("ascii", "replace")):
             return Certificate.from_public(stripped), None
-        return certfile.parse(data, path="<stdin>"), "<stdin>"
+        return Certificate.parse(data, path="<stdin>"), "<stdin>"
     if not os.path.lexists(item) and z85.is_key_text(item):
         return Certificate.from_public(item), None
     return Certificate.load(item), item
@@ -303,4 +303,4 @@ def export(secret_file: str, output: str | None, force: bool, as_json: bool) -> 
     if as_json:
         render.print_json(render.cert_to_json(public, path=output))
     else:
-        click.echo(f"curvecert: wrote {output} ({public.fingerprint})", err=True)
+        click.echo(f"curvecert: wrote {sanitize.escape(output)} ({public.fingerprint})", err=True)
