@@ -210,7 +210,7 @@ Examples:
   curvecert show server_secret --json --reveal-secret | jq -r .secret_key
   cat alice.key | curvecert show -
 """)
-@click.argument("file", type=str, metavar="FILE|-")
+@click.argument("file", type=click.Path(allow_dash=True, path_type=str), metavar="FILE|-")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: public_key, public_key_hex, fingerprint, metadata, "
                    "has_secret (and secret_key with --reveal-secret).")
@@ -263,7 +263,8 @@ Examples:
   curvecert verify certs/*
   curvecert verify --json client_secret | jq '.findings[].message'
 """)
-@click.argument("files", nargs=-1, required=True, type=str, metavar="FILE...")
+@click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True, path_type=str),
+                metavar="FILE...")
 @click.option("--warn-within", metavar="DURATION", default="14d", show_default=True,
               help="Report certificates that expire within DURATION (expires-soon).")
 @click.option("--json", "as_json", is_flag=True,

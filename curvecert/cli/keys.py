@@ -153,7 +153,8 @@ Examples:
   curvecert keygen --json | jq -r .secret_key | curvecert public
   curvecert public --json < client.key_secret
 """)
-@click.argument("file", required=False, default="-", type=str, metavar="[FILE|-]")
+@click.argument("file", required=False, default="-", metavar="[FILE|-]",
+                type=click.Path(allow_dash=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: public_key, public_key_hex, fingerprint.")
 def public(file: str, as_json: bool) -> None:

@@ -99,9 +99,9 @@ Exit codes: 0 expected outcome (admitted; with --stranger, refused), 1 otherwise
 2 usage, 3 operational error. See docs/troubleshooting.md for every verdict.""")
 @click.argument("endpoint")
 @click.option("--server-key", metavar="KEY", help="The server's public key (40 Z85 characters).")
-@click.option("--server-cert", metavar="FILE",
+@click.option("--server-cert", metavar="FILE", type=click.Path(path_type=str),
               help="The server's public certificate file (makes this a CURVE probe).")
-@click.option("--cert", "client_cert", metavar="FILE",
+@click.option("--cert", "client_cert", metavar="FILE", type=click.Path(path_type=str),
               help="The client's SECRET certificate (NAME_secret). Without it a CURVE probe "
                    "uses a throwaway key.")
 @click.option("--plain", "plain_user", metavar="USER",

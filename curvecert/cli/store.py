@@ -17,7 +17,6 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
 
 from curvecert import store as store_mod
@@ -102,7 +101,8 @@ Examples:
   curvecert store add client.key_secret          # a secret file: warns, stores the public part
   ssh host cat .curve/client | curvecert store add -
 """)
-@click.argument("files", nargs=-1, required=True, metavar="FILE...|-")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...|-",
+                type=click.Path(allow_dash=True, path_type=str))
 @click.option("-f", "--force", is_flag=True,
               help="Replace a stored file for the same key whose metadata differs.")
 @_store_option
@@ -222,12 +222,10 @@ def list_(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
                            "findings": [_finding_json(f) for f in snap.findings]})
         return
     out = render.console()
-    if out.is_terminal:
-        table = Table("public key (Z85)", "fingerprint", "name", "file", box=None)
-        for e in snap:
-            table.add_row(Text(e.public_txt, style="cyan"), Text(e.fingerprint),
-                          Text(escape(e.meta.get("name", ""))), Text(escape(e.relpath)))
-        out.print(table)
+    if out.is_terminal:  # whole keys and fingerprints at any width (cli/tables.py)
+        from curvecert.cli.tables import certificate_listing
+
+        out.print(certificate_listing(snap, out))
     else:
         for e in snap:
             name = e.meta.get("name")
