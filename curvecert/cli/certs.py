@@ -143,6 +143,10 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     secret = certfile.secret_path(path)
     _logger.info("wrote %s and %s", path, secret)
     _warn_findings(warnings)
+    period = validity.from_meta(cert.meta)
+    why = period.refusal(time.time()) if period is not None else None
+    if why is not None:  # allowed (a test fixture, a key for later), but say so
+        _status(f"warning: {why}; the authenticator refuses it until that changes")
     if as_json:
         render.print_json({
             "path": os.path.abspath(path),
@@ -151,13 +155,12 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
             "public_key_hex": cert.public_key.hex(),
             "fingerprint": cert.fingerprint,
             "metadata": dict(cert.meta),
-            **validity.to_json(validity.from_meta(cert.meta)),
+            **validity.to_json(period),
         })
         return
     _status(f"wrote {path} (public, 0644) and {secret} (secret, 0600)")
     click.echo(f"public key:  {cert.public_txt}")
     click.echo(f"fingerprint: {cert.fingerprint}")
-    period = validity.from_meta(cert.meta)
     if period is not None and period.not_after is not None:
         click.echo(f"not after:   {validity.format_time(period.not_after)}")
 
@@ -251,7 +254,8 @@ read back after saving, more than 512 bytes of encoded metadata, which crashes
 CZMQ's zauth), duplicate names. '-' reads stdin (no permission checks).
 Validity (not-before / not-after metadata): expired or not yet valid
 certificates are errors, those expiring within --warn-within (default 14d)
-a warning (expires-soon).
+a warning (expires-soon). A directory is checked as a store (what `store
+check` reports, modes included).
 
 \b
 Exit status: 0 no findings, 1 findings, 3 a file could not be read (each
@@ -288,6 +292,10 @@ def verify(files: tuple[str, ...], warn_within: str, as_json: bool) -> None:
                 data = _read_stdin()
                 found, _ = check_text(data, STDIN_LABEL)
                 findings += found + validity_findings(data, STDIN_LABEL, now, warn)
+            elif os.path.isdir(file):  # a store directory: what `store check` reports
+                from curvecert.cli.store import store_findings
+
+                findings += store_findings(file)
             else:
                 findings += verify_file(file)
                 findings += validity_findings(read_bytes(file), file, now, warn)

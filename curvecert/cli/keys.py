@@ -64,14 +64,25 @@ def require_private(path: str) -> None:
                            "read-only with other modes)")
 
 
-def load_secret(path: str, *, what: str = "secret certificate") -> Certificate:
-    """Load a secret certificate for use: it must hold a secret key and be private."""
-    cert = Certificate.load(path)
-    if not cert.has_secret:
-        raise OperationalError(f"{path}: holds no secret key; a {what} is needed "
-                               "(NAME_secret or NAME.key_secret)")
-    require_private(path)
-    return cert
+def load_secret(ref: str, *, what: str = "secret certificate") -> Certificate:
+    """Load a secret certificate for use: it must hold a secret key and, when it is a file,
+    be private (`require_private`).
+
+    `ref` is a path or a secret reference (`env:NAME`, `fd:N`, `cred:NAME`, `file:PATH`;
+    `curvecert.certs.secretsource`). Raises `OperationalError` (unreadable, no secret key,
+    a file others can read) or `CertificateError` (a damaged value).
+    """
+    from curvecert.certs import secretsource
+
+    scheme, rest = secretsource.split(ref)
+    if scheme == "file":
+        cert = Certificate.load(rest)
+        if not cert.has_secret:
+            raise OperationalError(f"{rest}: holds no secret key; a {what} is needed "
+                                   "(NAME_secret or NAME.key_secret)")
+        require_private(rest)
+        return cert
+    return secretsource.load_secret(ref)
 
 
 # --- keygen -------------------------------------------------------------------------------

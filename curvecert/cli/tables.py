@@ -11,8 +11,8 @@ on a terminal too narrow even for a block, rich folds the long values onto the n
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -41,23 +41,39 @@ class Listed(Protocol):
     def meta(self) -> dict[str, str]: ...
 
 
-def certificate_listing(entries: Iterable[Listed], console: Console) -> RenderableType:
-    """The listing of `entries` for `console`'s width: a table, or blocks when narrow."""
+def certificate_listing(entries: Iterable[Listed], console: Console, *,
+                        valid: Callable[[Any], str] | None = None) -> RenderableType:
+    """The listing of `entries` for `console`'s width: a table, or blocks when narrow.
+
+    `valid(entry)` is an optional validity text (`until T`, `EXPIRED T`), shown in red when
+    it starts with EXP or INV.
+    """
     rows = list(entries)
+
+    def validity(e: Any) -> Text:
+        text = valid(e) if valid is not None else ""
+        return Text(text, style="bold red" if text.startswith(("EXP", "INV")) else "")
+
     if console.width >= TABLE_MIN_WIDTH:
         table = Table(box=None, pad_edge=False)
         table.add_column("public key (Z85)", no_wrap=True, min_width=_KEY, style="cyan")
         table.add_column("fingerprint", no_wrap=True, min_width=_FINGERPRINT)
         table.add_column("name", overflow="ellipsis", ratio=1)
         table.add_column("file", overflow="ellipsis", ratio=1)
+        if valid is not None:
+            table.add_column("valid", overflow="fold")
         for e in rows:
-            table.add_row(e.public_txt, e.fingerprint, escape(e.meta.get("name", "")),
-                          escape(e.relpath))
+            cells = [e.public_txt, e.fingerprint, escape(e.meta.get("name", "")),
+                     escape(e.relpath)]
+            table.add_row(*cells, *([validity(e)] if valid is not None else []))
         return table
     blocks: list[RenderableType] = []
     for e in rows:
         head = Text(escape(e.meta.get("name", "")) or "(no name)", style="bold")
         head.append(f"  {escape(e.relpath)}", style="dim")
+        if valid is not None and valid(e):
+            head.append("  ")
+            head.append(validity(e))
         blocks.append(head)
         blocks.append(Text.assemble("  key          ", (e.public_txt, "cyan"),
                                     overflow="fold"))

@@ -58,7 +58,8 @@ ROWS: list[tuple[list[str], int, str | None]] = [
     # operational: the paths given do not lead to a usable file
     *[([cmd, "{" + fault + "}"], OPERATIONAL, "{" + fault + "}")
       for cmd in ("show", "verify", "public", "fingerprint", "export")
-      for fault in ("missing", "unreadable", "dir", "fifo")],
+      for fault in ("missing", "unreadable", "dir", "fifo")
+      if (cmd, fault) != ("verify", "dir")],  # verify DIR checks a store
     (["new", "{pub}"], OPERATIONAL, "{pub}"),
     (["new", "{dir}"], OPERATIONAL, "{dir}"),
     (["public", "{pub}"], OPERATIONAL, "{pub}"),
@@ -66,7 +67,7 @@ ROWS: list[tuple[list[str], int, str | None]] = [
     (["store", "list", "--store", "{pub}"], OPERATIONAL, "{pub}"),
     (["store", "check", "--store", "{missing}"], OPERATIONAL, "{missing}"),
     (["store", "add", "--store", "{store}", "{missing}"], OPERATIONAL, "{missing}"),
-    (["store", "add", "--store", "{store}", "{dir}"], OPERATIONAL, "{dir}"),
+    (["store", "add", "--store", "{store}", "{fifo}"], OPERATIONAL, "{fifo}"),
     (["passwd", "list", "--file", "{missing}"], OPERATIONAL, "{missing}"),
     (["passwd", "list", "--file", "{dir}"], OPERATIONAL, "{dir}"),
     (["passwd", "list", "--file", "{unreadable}"], OPERATIONAL, "{unreadable}"),
