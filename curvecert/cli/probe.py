@@ -98,6 +98,8 @@ def _render(result: ProbeResult) -> None:
     if result.greeting.mechanism:
         out.print(Text(f"server greeting: ZMTP, mechanism {escape(result.greeting.mechanism)}",
                        style="dim"))
+    if result.server_type_found:
+        out.print(Text(f"server socket type: {result.server_type_found}", style="dim"))
     out.print(Text("events:", style="dim"))
     if not result.events:
         out.print(Text("  (none)", style="dim"))
@@ -137,15 +139,17 @@ Exit codes: 0 expected outcome (admitted; with --stranger, refused), 1 otherwise
               help="Connect with a fresh key no store can contain; expect a refusal. An "
                    "admission means the server fails open (exit 1).")
 @click.option("--server-type", type=click.Choice(sorted(SERVER_TYPES), case_sensitive=False),
-              default="ROUTER", show_default=True,
-              help="The server socket's type; the probe connects with a compatible one.")
+              default=None,
+              help="The server socket's type; the probe connects with a compatible one. "
+                   "Without it, a dropped handshake is retried as DEALER, PULL, SUB, PUSH "
+                   "and PAIR, and the type that gets an answer is reported.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, metavar="SECONDS", help="How long to wait for a verdict.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def probe(endpoints: tuple[str, ...], server_keys: tuple[str, ...],
           server_certs: tuple[str, ...],
           client_cert: str | None, plain_user: str | None, zap_domain: str | None,
-          stranger: bool, server_type: str, timeout: float, as_json: bool) -> None:
+          stranger: bool, server_type: str | None, timeout: float, as_json: bool) -> None:
     """Connect to ENDPOINT once and explain the handshake outcome.
 
     Watches the socket monitor (connection and handshake events) and prints one verdict
@@ -180,7 +184,7 @@ def probe(endpoints: tuple[str, ...], server_keys: tuple[str, ...],
 
     results = [run_probe(endpoint, server_key=key, client_cert=cert, plain=plain,
                          zap_domain=zap_domain, stranger=stranger, timeout=timeout,
-                         server_type=server_type.upper())
+                         server_type=server_type.upper() if server_type else None)
                for endpoint, key in targets]
     if as_json:
         if len(results) == 1:

@@ -54,14 +54,37 @@ NEEDS_GREETING = frozenset({"protocol", "no-detail", "closed", "stalled"})
 def classify(obs: Observation, greeting: Greeting, *, mechanism: str, stranger: bool = False,
              throwaway: bool = False, zap_domain: str | None = None,
              server_type: str = "ROUTER", endpoint: str = "", timeout: float = 0.0,
-             client_fingerprint: str | None = None) -> tuple[ProbeVerdict, str, str]:
-    """Turn an observation (and the greeting, if read) into `(verdict, cause, fix)`."""
+             client_fingerprint: str | None = None, transport: str = "tcp",
+             tried: tuple[str, ...] = ()) -> tuple[ProbeVerdict, str, str]:
+    """Turn an observation (and the greeting, if read) into `(verdict, cause, fix)`.
+
+    `transport` (`tcp`, `ipc`, ...) picks the advice about addresses; `tried` lists the
+    client socket types already tried when the server's type was not given (then socket
+    types are not the reason for a drop); `throwaway` says the CURVE key was generated for
+    this probe, so no store can hold it.
+    """
     V = ProbeVerdict
     srv = greeting.mechanism
     dom = _domain_note(zap_domain)
     probe_type = SERVER_TYPES.get(server_type, "DEALER")
     kind = obs.kind
+    ipc = transport == "ipc"
+    types_note = (f"this probe connected as {probe_type}, for a {server_type} server"
+                  if not tried else
+                  f"this probe tried every compatible client type ({', '.join(tried)}) and "
+                  "each was dropped, so the socket types are not the reason")
+    type_fix = ("" if tried else
+                " If the key is right, pass --server-type with the server socket's type.")
 
+    if kind == "refused" and ipc:
+        return (V.NOTHING_LISTENING,
+                f"Nothing accepts connections at {endpoint}: no process listens on that ipc "
+                "path. The socket file is missing or stale (left by a server that died), the "
+                "server is down, or it binds another path.",
+                "Start the server, or fix the path: it must be the exact path the server "
+                "binds (`ls -l` shows a socket, type `s`). The client also needs search "
+                "permission on every directory of the path and write permission on the "
+                "socket.")
     if kind == "refused":
         return (V.NOTHING_LISTENING,
                 f"Nothing accepts connections at {endpoint}: the connection was refused. No "
@@ -72,7 +95,7 @@ def classify(obs: Observation, greeting: Greeting, *, mechanism: str, stranger: 
                 "own host; bind to the interface clients use.")
     if kind == "silent":
         return (V.TIMEOUT,
-                f"No TCP connection within {timeout:g}s, and no refusal either: packets to "
+                f"No connection within {timeout:g}s, and no refusal either: packets to "
                 "the host are dropped (firewall), the host is down, or the address is wrong.",
                 "Check the address, routing and firewalls between the hosts; try again with a "
                 "longer --timeout.")
@@ -81,7 +104,7 @@ def classify(obs: Observation, greeting: Greeting, *, mechanism: str, stranger: 
                          zap_domain=zap_domain, fingerprint=client_fingerprint)
     if kind == "auth":
         return _auth(obs.value, mechanism, stranger=stranger, dom=dom,
-                     fingerprint=client_fingerprint)
+                     fingerprint=client_fingerprint, throwaway=throwaway)
 
     if kind == "protocol" and obs.value == _MECHANISM_MISMATCH:
         return _mismatch(mechanism, srv)  # only a ZMTP peer can disagree on mechanisms
@@ -124,29 +147,27 @@ def classify(obs: Observation, greeting: Greeting, *, mechanism: str, stranger: 
                 "server key?'). The same silent drop happens when the server's ZAP handler "
                 "sends a malformed reply or answers 300 (temporary failure: libzmq closes "
                 "without an ERROR, or keeps the handshake waiting), or when the socket "
-                "types do not fit (this probe "
-                f"connected as {probe_type}, for a {server_type} server).",
+                f"types do not fit ({types_note}).",
                 "Compare the key you probed with against the server's public certificate "
-                "(`curvecert show SERVER.key`) and probe with --server-cert SERVER.key. If the "
-                "key is right, pass --server-type with the server socket's type, and check the "
-                "server's monitor for ZAP_* protocol errors (a malformed ZAP reply).")
+                "(`curvecert show SERVER.key`) and probe with --server-cert SERVER.key."
+                f"{type_fix} Check the server's monitor for ZAP_* protocol errors (a "
+                "malformed ZAP reply).")
     if mechanism == "PLAIN":
         cause = ("The PLAIN server dropped the connection during the handshake without an "
                  "ERROR command. libzmq does this when no ZAP handler is bound in the server "
                  "socket's context (PLAIN cannot work without one: every handshake fails), or "
                  "when the handler's reply is malformed. Incompatible socket types are "
-                 f"dropped the same way (this probe connected as {probe_type}, for a "
-                 f"{server_type} server).")
+                 f"dropped the same way ({types_note}).")
         fix = ("Start a ZAP handler in the server process before the server socket binds (a "
                "curvecert authenticator, or pyzmq's ThreadAuthenticator with "
-               f"configure_plain), and set a ZAP domain on the server socket.{dom} If a "
-               "handler runs, pass --server-type with the server socket's type.")
+               f"configure_plain), and set a ZAP domain on the server socket.{dom}"
+               + ("" if tried else " If a handler runs, pass --server-type with the server "
+                  "socket's type."))
         return V.DROPPED, cause, fix
     return (V.DROPPED,
             "The server speaks ZMTP but closed the connection during the handshake without "
-            "an ERROR command. Most often the socket types do not fit (this probe connected "
-            f"as {probe_type}, for a {server_type} server); a malformed ZAP reply has the "
-            "same effect.",
+            "an ERROR command. Most often the socket types do not fit "
+            f"({types_note}); a malformed ZAP reply has the same effect.",
             "Pass --server-type with the server socket's type. If that is right, check the "
             "server's socket monitor for HANDSHAKE_FAILED_PROTOCOL ZAP_* codes.")
 
@@ -189,8 +210,15 @@ def _admitted(mechanism: str, *, stranger: bool, throwaway: bool, dom: str,
 
 
 def _auth(status: int, mechanism: str, *, stranger: bool, dom: str,
-          fingerprint: str | None) -> tuple[ProbeVerdict, str, str]:
+          fingerprint: str | None, throwaway: bool = False) -> tuple[ProbeVerdict, str, str]:
     V = ProbeVerdict
+    if status == 400 and throwaway and mechanism == "CURVE":
+        return (V.REFUSED,
+                "The server's ZAP handler refused the probe's throwaway key (status 400): a "
+                "server that checks client keys does exactly this with a key it has never "
+                "seen, so the server key, the socket types and the handler all work." + dom,
+                "To check a real client, probe with its secret certificate (--cert "
+                "CLIENT_secret); to check that strangers are refused, use --stranger.")
     if status == 400:
         if stranger:
             return (V.REFUSED,
@@ -258,9 +286,9 @@ def _not_zmtp_cause(greeting: Greeting, endpoint: str) -> str:
         return (f"The program at {endpoint} is not a ZeroMQ peer: it answered with "
                 f"{printable!r} instead of a ZMTP greeting.")
     if greeting.status == "closed":
-        return (f"The program at {endpoint} accepts TCP connections but closes them without "
+        return (f"The program at {endpoint} accepts connections but closes them without "
                 "sending a ZMTP greeting: it is not a ZeroMQ server.")
-    return (f"The program at {endpoint} accepts TCP connections but never sends a ZMTP "
+    return (f"The program at {endpoint} accepts connections but never sends a ZMTP "
             "greeting (a libzmq server sends its signature at once): it is not a ZeroMQ "
             "server, or it is wedged.")
 

@@ -27,9 +27,11 @@ from curvecert.errors import CertificateError, ConfigError, OperationalError
 from curvecert.formats import z85
 from curvecert.probe.advice import NEEDS_GREETING, ProbeVerdict, classify
 from curvecert.probe.wire import (
+    COMPATIBLE_TYPES,
     SERVER_TYPES,
     Endpoint,
     Greeting,
+    Observation,
     ProbeEvent,
     describe_event,
     observe,
@@ -68,6 +70,8 @@ class ProbeResult:
     timeout: float = 0.0
     elapsed: float = 0.0
     notes: tuple[str, ...] = field(default=())
+    server_type_found: str | None = None
+    attempts: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def server_mechanism(self) -> str | None:
@@ -93,6 +97,9 @@ class ProbeResult:
             "stranger": self.stranger,
             "zap_domain": self.zap_domain,
             "server_type": self.server_type,
+            "server_type_found": self.server_type_found,
+            "attempts": [{"socket_type": t, "server_types": list(COMPATIBLE_TYPES.get(t, ())),
+                          "verdict": kind} for t, kind in self.attempts],
             "timeout": self.timeout,
             "elapsed": round(self.elapsed, 3),
             "events": [e.to_dict() for e in self.events],
@@ -193,26 +200,32 @@ def _watch(monitor: Any, start: float, deadline: float) -> tuple[list[ProbeEvent
 def probe(endpoint: str, *, server_key: bytes | str | None = None,
           client_cert: Certificate | None = None, plain: tuple[str, str] | None = None,
           zap_domain: str | None = None, stranger: bool = False, timeout: float = 5.0,
-          server_type: str = "ROUTER", peek: bool = True) -> ProbeResult:
-    """Connect to `endpoint` once, watch the handshake, and return the verdict.
+          server_type: str | None = None, peek: bool = True) -> ProbeResult:
+    """Connect to `endpoint`, watch the handshake, and return the verdict.
 
     The mechanism follows the arguments: `server_key` makes a CURVE client (with
     `client_cert`'s keys, or a throwaway keypair), `plain=(user, password)` a PLAIN client,
     neither a NULL client. `stranger` connects with a fresh key that no store can contain;
     then the expected outcome is a refusal, and an admission is `FAILS_OPEN`. `zap_domain`
-    is informational only (a client cannot choose the server's domain). `server_type` is
-    the server socket's type; the probe connects with a compatible one. `peek` allows the
+    is informational only (a client cannot choose the server's domain). `peek` allows the
     raw greeting look used to tell ambiguous failures apart.
+
+    `server_type` is the server socket's type; the probe connects once with a compatible
+    type. Without it (None), a dropped handshake is retried with the other client types
+    (DEALER, PULL, SUB, PUSH, PAIR; `COMPATIBLE_TYPES`) before concluding, because libzmq
+    drops incompatible socket types after the security handshake, which looks exactly like
+    a wrong key; the type that got an answer is `server_type_found`.
 
     Raises `ConfigError` for conflicting arguments, `CertificateError` for a client
     certificate without a secret key, `OperationalError` for an unusable endpoint.
     """
     if timeout <= 0:
         raise ConfigError("timeout must be positive")
-    server_type = server_type.upper()
-    if server_type not in SERVER_TYPES:
-        raise ConfigError(f"unknown server socket type {server_type!r}; one of "
-                          f"{', '.join(SERVER_TYPES)}")
+    if server_type is not None:
+        server_type = server_type.upper()
+        if server_type not in SERVER_TYPES:
+            raise ConfigError(f"unknown server socket type {server_type!r}; one of "
+                              f"{', '.join(SERVER_TYPES)}")
     if plain is not None and server_key is not None:
         raise ConfigError("a probe is either CURVE (server key) or PLAIN (username), not both")
     if stranger and server_key is None:
@@ -229,33 +242,99 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
 
     mechanism = "CURVE" if server_key is not None else "PLAIN" if plain is not None else "NULL"
     throwaway = False
-    client_public: bytes | None = None
-    client_secret: bytes | None = None
-    server_public: bytes | None = None
+    creds = _Credentials(plain=plain)
     if server_key is not None:
-        server_public = keys.decode_key(server_key, what="server key")
+        creds.server_public = keys.decode_key(server_key, what="server key")
         if client_cert is None:
-            client_public, client_secret = keys.keypair()
+            creds.client_public, creds.client_secret = keys.keypair()
             throwaway = not stranger
         else:
-            client_public, client_secret = client_cert.public_key, client_cert.secret_key
-    fingerprint = keys.fingerprint(client_public) if client_public is not None else None
+            creds.client_public, creds.client_secret = (client_cert.public_key,
+                                                        client_cert.secret_key)
+    fingerprint = (keys.fingerprint(creds.client_public) if creds.client_public is not None
+                   else None)
 
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     start = time.monotonic()
+    order = ([SERVER_TYPES[server_type]] if server_type is not None
+             else list(COMPATIBLE_TYPES))
+    attempts: list[tuple[str, str]] = []
+    greeting = Greeting("skipped")
+    found: str | None = None
+    obs: Observation | None = None
+    events: list[ProbeEvent] = []
+    for client_type in order:
+        events, timed_out = _attempt(ep, client_type, creds, timeout)
+        obs = observe(events, timed_out=timed_out)
+        assert obs is not None
+        attempts.append((client_type, obs.kind))
+        if peek and obs.kind in NEEDS_GREETING and greeting.status == "skipped":
+            greeting = peek_greeting(ep, min(timeout, 1.0))
+            _logger.debug("greeting look: %s", greeting)
+        dropped = obs.kind in ("no-detail", "closed")
+        other_peer = greeting.status in ("not-zmtp", "closed", "silent") or (
+            greeting.is_zmtp and greeting.mechanism not in (None, mechanism))
+        if not dropped or other_peer:
+            if obs.kind in ("admitted", "auth") or server_type is not None:
+                found = "/".join(COMPATIBLE_TYPES.get(client_type, ()))
+            break
+    if server_type is not None:
+        found = server_type
+    assert obs is not None
+    shown_type = server_type or (found.split("/")[0] if found else "ROUTER")
+    verdict, cause, fix = classify(obs, greeting, mechanism=mechanism, stranger=stranger,
+                                   throwaway=throwaway, zap_domain=zap_domain,
+                                   server_type=shown_type, endpoint=ep.text, timeout=timeout,
+                                   client_fingerprint=fingerprint, transport=ep.transport,
+                                   tried=tuple(t for t, _ in attempts)
+                                   if server_type is None else ())
+    ok = verdict is (ProbeVerdict.REFUSED if stranger else ProbeVerdict.ADMITTED)
+    notes: list[str] = []
+    if server_type is None and found and len(attempts) > 1:
+        notes.append(f"The server's socket type is {found}: the probe got an answer as "
+                     f"{attempts[-1][0]} after {', '.join(t for t, _ in attempts[:-1])} "
+                     "were dropped; pass --server-type to connect that way at once.")
+    if zap_domain:
+        notes.append(f"ZAP domain {zap_domain!r} is a server socket option; the probe cannot "
+                     "send it and only uses it in this advice.")
+    return ProbeResult(
+        endpoint=ep.text, mechanism=mechanism, verdict=verdict, ok=ok, cause=cause, fix=fix,
+        events=tuple(events), greeting=greeting,
+        client_key=(z85.encode(creds.client_public) if creds.client_public is not None
+                    else None),
+        client_fingerprint=fingerprint, stranger=stranger, zap_domain=zap_domain,
+        server_type=shown_type, timeout=timeout, elapsed=time.monotonic() - start,
+        notes=tuple(notes), server_type_found=found, attempts=tuple(attempts))
+
+
+@dataclass
+class _Credentials:
+    """What the client socket presents: CURVE keys, PLAIN user and password, or nothing."""
+
+    plain: tuple[str, str] | None = None
+    server_public: bytes | None = None
+    client_public: bytes | None = None
+    client_secret: bytes | None = None
+
+
+def _attempt(ep: Endpoint, client_type: str, creds: _Credentials,
+             timeout: float) -> tuple[list[ProbeEvent], bool]:
+    """One monitored connection as `client_type`; the events and whether time ran out."""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        sock = context.socket(getattr(zmq, SERVER_TYPES[server_type]))
+        sock = context.socket(getattr(zmq, client_type))
         sock.linger = 0
         if ep.host is not None and ":" in ep.host:
             sock.ipv6 = True
-        if mechanism == "CURVE":
-            assert client_public and client_secret and server_public
-            sock.curve_publickey = z85.encode(client_public).encode("ascii")
-            sock.curve_secretkey = z85.encode(client_secret).encode("ascii")
-            sock.curve_serverkey = z85.encode(server_public).encode("ascii")
-        elif plain is not None:
-            sock.plain_username = plain[0].encode("utf-8")
-            sock.plain_password = plain[1].encode("utf-8")
+        if creds.server_public is not None:
+            assert creds.client_public and creds.client_secret
+            sock.curve_publickey = z85.encode(creds.client_public).encode("ascii")
+            sock.curve_secretkey = z85.encode(creds.client_secret).encode("ascii")
+            sock.curve_serverkey = z85.encode(creds.server_public).encode("ascii")
+        elif creds.plain is not None:
+            sock.plain_username = creds.plain[0].encode("utf-8")
+            sock.plain_password = creds.plain[1].encode("utf-8")
+        if client_type == "SUB":
+            sock.subscribe(b"")
         monitor = sock.get_monitor_socket()
         start = time.monotonic()
         try:
@@ -266,28 +345,6 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
         sock.disable_monitor()
         monitor.close()
         sock.close()
+        return events, timed_out
     finally:
         context.destroy(linger=0)
-
-    obs = observe(events, timed_out=timed_out)
-    assert obs is not None
-    greeting = Greeting("skipped")
-    if peek and obs.kind in NEEDS_GREETING:
-        greeting = peek_greeting(ep, min(timeout, 1.0))
-        _logger.debug("greeting look: %s", greeting)
-    verdict, cause, fix = classify(obs, greeting, mechanism=mechanism, stranger=stranger,
-                                   throwaway=throwaway, zap_domain=zap_domain,
-                                   server_type=server_type, endpoint=ep.text, timeout=timeout,
-                                   client_fingerprint=fingerprint)
-    ok = verdict is (ProbeVerdict.REFUSED if stranger else ProbeVerdict.ADMITTED)
-    notes: list[str] = []
-    if zap_domain:
-        notes.append(f"ZAP domain {zap_domain!r} is a server socket option; the probe cannot "
-                     "send it and only uses it in this advice.")
-    return ProbeResult(
-        endpoint=ep.text, mechanism=mechanism, verdict=verdict, ok=ok, cause=cause, fix=fix,
-        events=tuple(events), greeting=greeting,
-        client_key=z85.encode(client_public) if client_public is not None else None,
-        client_fingerprint=fingerprint, stranger=stranger, zap_domain=zap_domain,
-        server_type=server_type, timeout=timeout, elapsed=time.monotonic() - start,
-        notes=tuple(notes))

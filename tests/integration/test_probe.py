@@ -450,11 +450,20 @@ def test_socket_type_must_fit(ctx: Ctx, zap: Callable[[Rule], ZapHandler],
     result = probe(endpoint, server_key=server_cert.public_key, client_cert=client_cert,
                    timeout=FAST, server_type="PUB")
     assert result.verdict is V.ADMITTED
-    # With the default (a DEALER probe), libzmq drops the pair exactly like a wrong key.
+    # Told the wrong type (a DEALER probe), libzmq drops the pair exactly like a wrong key.
     mismatched = probe(endpoint, server_key=server_cert.public_key, client_cert=client_cert,
-                       timeout=FAST)
+                       timeout=FAST, server_type="ROUTER")
     assert mismatched.verdict is V.WRONG_SERVER_KEY
     assert "--server-type" in mismatched.fix
+    # Not told, the probe retries with the other client types and finds the PUB server.
+    found = probe(endpoint, server_key=server_cert.public_key, client_cert=client_cert,
+                  timeout=FAST)
+    assert found.verdict is V.ADMITTED and found.server_type_found == "PUB/XPUB"
+    assert [t for t, _ in found.attempts] == ["DEALER", "PULL", "SUB"]
+    # A wrong key is dropped whatever the type: every type is tried, then the verdict.
+    wrong = probe(endpoint, server_key=client_cert.public_key, timeout=FAST)
+    assert wrong.verdict is V.WRONG_SERVER_KEY
+    assert len(wrong.attempts) == 5 and "--server-type" not in wrong.fix
 
 
 def test_ipc_admitted(ctx: Ctx, tmp_path: Path, server_cert: Certificate) -> None:
@@ -705,3 +714,21 @@ def test_classify_table(obs: Observation, greeting: Greeting, mechanism: str,
     got, cause, fix = classify(obs, greeting, mechanism=mechanism, endpoint="tcp://h:1",
                                timeout=1.0)
     assert got is verdict and cause and fix
+
+
+def test_advice_fits_the_transport(tmp_path: Path) -> None:
+    ipc = probe(f"ipc://{tmp_path}/nobody-here.sock", timeout=FAST)
+    assert ipc.verdict is V.NOTHING_LISTENING
+    assert "ipc path" in ipc.cause and "port" not in ipc.fix
+    tcp = classify(Observation("refused"), Greeting("skipped"), mechanism="NULL",
+                   endpoint="tcp://127.0.0.1:1", transport="tcp")
+    assert "port" in tcp[2]
+
+
+def test_throwaway_refusal_does_not_ask_to_store_the_key() -> None:
+    verdict, cause, fix = classify(Observation("auth", 400), Greeting("skipped"),
+                                   mechanism="CURVE", throwaway=True)
+    assert verdict is V.REFUSED and "throwaway" in cause
+    assert "store add" not in fix and "--cert" in fix
+    _, _, known = classify(Observation("auth", 400), Greeting("skipped"), mechanism="CURVE")
+    assert "store add" in known
