@@ -315,4 +315,4 @@ def export(secret_file: str, output: str | None, force: bool, as_json: bool) -> 
     if as_json:
         render.print_json(render.cert_to_json(public, path=output))
     else:
-        click.echo(f"curvecert: wrote {sanitize.escape(output)} ({public.fingerprint})", err=True)
+        render.status("INFO", f"wrote {output} ({public.fingerprint})")
