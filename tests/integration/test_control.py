@@ -331,3 +331,18 @@ def test_status_reports_an_unhealthy_store(live: Live) -> None:
     assert text.returncode == 1 and "UNHEALTHY" in text.stdout
     assert handshake(live.srv, live.alice).status == 400
 
+
+
+def test_an_unsafe_control_directory_is_refused(tmp_path: Path, cli_env: Env) -> None:
+    clients = tmp_path / "clients"
+    store.add_certificate(clients, Certificate.new(name="x"))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # others may write: they could swap the socket file
+    with ServeAuth(["--store", str(clients), "--zap-endpoint", f"ipc://{tmp_path}/run/zap.sock",
+                    "--control", f"ipc://{shared}/control.sock"], cli_env(None),
+                   ready_timeout=0) as daemon:
+        assert daemon.wait_exit() == 3
+        errors = [line for line in daemon.err.lines if line.startswith("curvecert: error:")]
+        assert len(errors) == 1 and "group or others may write" in errors[0]
+    assert not (shared / "control.sock").exists()
