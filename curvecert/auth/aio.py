@@ -42,8 +42,10 @@ from typing import Any, NamedTuple
 import zmq
 
 from curvecert.auth.base import BaseAuthenticator, DecisionHook
+from curvecert.auth.decision import Decision
 from curvecert.auth.endpoint import ZapLease, acquire, error_reply
-from curvecert.auth.policy import Decision, Pending, Policy, prepare
+from curvecert.auth.pending import Pending
+from curvecert.auth.policy import Policy, prepare
 from curvecert.auth.providers import DEFAULT_WORKERS, WorkerPool, resolve_now, run_pending
 from curvecert.auth.wire import fast_io
 from curvecert.errors import OperationalError

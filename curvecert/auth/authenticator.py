@@ -61,8 +61,10 @@ from curvecert.auth.base import (
     ProviderCallback,
     format_decision,
 )
+from curvecert.auth.decision import Decision
 from curvecert.auth.endpoint import ZapLease, acquire, error_reply
-from curvecert.auth.policy import Decision, Pending, Policy, answer, prepare, respond
+from curvecert.auth.pending import Pending
+from curvecert.auth.policy import Policy, answer, prepare, respond
 from curvecert.auth.providers import DEFAULT_WORKERS, ProviderRunner, resolve_now, settle
 from curvecert.auth.wire import fast_io
 from curvecert.errors import OperationalError

@@ -1,4 +1,4 @@
-"""Running credential providers (`curvecert.auth.policy.Provider`) without wedging a ZAP handler.
+"""Running credential providers (`curvecert.auth.pending.Provider`) without wedging a ZAP handler.
 
 Why this exists: a provider looks a key or a password up somewhere else (a database, a
 directory service, a web API). Such a lookup can be slow, can raise, and can hang for
@@ -19,7 +19,7 @@ after which every new connection hangs in its handshake. Here:
 - an exception is a 500 for that request, logged at WARNING with its type only (a
   careless provider may put a credential in its message);
 - `Provider.cache` answers repeated identical requests from memory (allow results
-  only, for a bounded time: `curvecert.auth.policy.ResultCache`).
+  only, for a bounded time: `curvecert.auth.pending.ResultCache`).
 
 Threads here are daemon threads: a call that never returns never blocks interpreter exit.
 """
@@ -36,7 +36,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from curvecert.auth.policy import Decision, Pending, run_inline
+from curvecert.auth.decision import Decision
+from curvecert.auth.pending import Busy, Pending, run_inline
 from curvecert.errors import OperationalError
 
 __all__ = [
@@ -81,11 +82,13 @@ class WorkerPool:
     """
 
     def __init__(self, max_workers: int = DEFAULT_WORKERS,
-                 name: str = "curvecert-provider") -> None:
-        """Allow up to `max_workers` threads named `name-N`."""
+                 name: str = "curvecert-provider", *, max_queue: int | None = None) -> None:
+        """Allow up to `max_workers` threads named `name-N`; with `max_queue`, at most
+        that many calls wait for a worker (`run` raises `Busy` past it)."""
         if max_workers < 1:
             raise OperationalError("a worker pool needs at least one worker")
         self.max_workers = max_workers
+        self.max_queue = max_queue
         self.name = name
         self._cond = threading.Condition()
         self._queue: collections.deque[tuple[concurrent.futures.Future[Any], _Job]] = \
@@ -111,6 +114,8 @@ class WorkerPool:
         with self._cond:
             if self._closed:
                 raise OperationalError("the provider worker pool is shut down")
+            if self.max_queue is not None and len(self._queue) >= self.max_queue:
+                raise Busy(f"queue full ({len(self._queue)} calls waiting)")
             self._queue.append((fut, job))
             if self._idle == 0 and len(self._threads) < self.max_workers:
                 thread = threading.Thread(target=self._work, daemon=True,
@@ -303,7 +308,7 @@ class ProviderRunner:
                     return
                 _settle(fut, result)
 
-            self._get_pool().run(fut, job)
+            (provider.pool or self._get_pool()).run(fut, job)
         except OperationalError as exc:
             _settle(fut, exc=exc)
         return fut
@@ -387,7 +392,7 @@ async def run_pending(pending: Pending, pool: Callable[[], WorkerPool]) -> Decis
             result = await _bounded(provider(request),  # type: ignore[arg-type]
                                     provider.timeout)
         else:
-            cfut = pool().submit(lambda: provider(request))
+            cfut = (provider.pool or pool()).submit(lambda: provider(request))
             result = await _bounded(asyncio.wrap_future(cfut), provider.timeout)
             if inspect.isawaitable(result):
                 result = await _bounded(result, max(0.0, deadline - time.monotonic()))

@@ -30,7 +30,6 @@ from curvecert.errors import (
     ZplSyntaxError,
 )
 from curvecert.formats import z85, zpl
-from curvecert.formats.sanitize import escape
 
 if TYPE_CHECKING:  # curvecert.certs.verify is imported by the commands that check something
     from curvecert.certs.verify import Finding
@@ -53,14 +52,14 @@ def _read_stdin() -> bytes:
     return data
 
 
-def _status(message: str) -> None:
+def _status(message: str, level: str = "INFO") -> None:
     """A status line for people, on stderr (stdout carries only data)."""
-    click.echo(f"curvecert: {escape(message)}", err=True)
+    render.status(level, message)
 
 
 def _warn_findings(findings: list[Finding]) -> None:
     for f in findings:
-        click.echo(f"curvecert: warning: {escape(f.message)}", err=True)
+        render.status("WARNING", f.message)
 
 
 def _parse_meta(pairs: list[tuple[str, str]], raw: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -148,7 +147,7 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     period = validity.from_meta(cert.meta)
     why = period.refusal(time.time()) if period is not None else None
     if why is not None:  # allowed (a test fixture, a key for later), but say so
-        _status(f"warning: {why}; the authenticator refuses it until that changes")
+        _status(f"{why}; the authenticator refuses it until that changes", "WARNING")
     if as_json:
         render.print_json({
             "public_key": cert.public_txt,
@@ -230,8 +229,7 @@ def show(file: str, as_json: bool, reveal_secret: bool) -> None:
         except OSError:
             mode = 0
         for f in check_mode(file, mode, holds_secret=True):
-            click.echo(f"curvecert: warning: {escape(f.location)}: {escape(f.message)}",
-                       err=True)
+            render.status("WARNING", f"{f.location}: {f.message}")
     if as_json:
         render.print_json(render.cert_to_json(cert, path=label, reveal_secret=reveal_secret))
         return
@@ -340,9 +338,9 @@ def _warn_if_exposed_stdout() -> None:
     except (OSError, ValueError, AttributeError):
         return
     if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
-        _status(f"warning: writing a secret key to a file with mode "
+        _status(f"writing a secret key to a file with mode "
                 f"{stat.S_IMODE(st.st_mode):04o} that others can access; "
-                "consider `umask 077` first")
+                "consider `umask 077` first", "WARNING")
 
 
 @click.command(context_settings=_CONTEXT, epilog="""\b

@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from curvecert.auth.passwords import PasswordFile, validate_password
+from curvecert.cli import render
 from curvecert.errors import OperationalError, PasswordFileError
 
 __all__ = ["DEFAULT_FILE", "ENV_VAR", "default_file", "passwd"]
@@ -114,8 +115,8 @@ def add(user: str, path: str | None, use_stdin: bool, force: bool, plaintext: bo
             raise OperationalError(f"{parent}: cannot create: {exc.strerror}") from exc
     pf.add(user, password, force=force, plaintext=plaintext)
     if plaintext:
-        click.echo("curvecert: warning: stored in clear text (--plaintext)", err=True)
-    click.echo(f"curvecert: {'updated' if force else 'added'} {user} in {target}", err=True)
+        render.status("WARNING", "stored in clear text (--plaintext)")
+    render.status("INFO", f"{'updated' if force else 'added'} {user} in {target}")
 
 
 @passwd.command(context_settings=_CONTEXT, epilog="""\b
@@ -128,7 +129,7 @@ def remove(user: str, path: str | None) -> None:
     """Remove USER."""
     target = _resolve(path)
     PasswordFile(target).remove(user)
-    click.echo(f"curvecert: removed {user} from {target}", err=True)
+    render.status("INFO", f"removed {user} from {target}")
 
 
 @passwd.command(name="list", context_settings=_CONTEXT, epilog="""\b

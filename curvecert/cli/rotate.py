@@ -204,7 +204,7 @@ def rotate(path: str, action: str | None, name: str | None, meta: tuple[str, ...
         render.print_json({"path": path, "items": items})
         return
     if message:
-        click.echo(f"curvecert: {message}", err=True)
+        render.status("INFO", message)
     for item in items:
         if "public_key" in item:
             until = f"  until {item['not_after']}" if item.get("not_after") else ""

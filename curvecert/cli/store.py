@@ -171,7 +171,6 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_js
     file without --force (exit 3).
     """
     directory = _store_dir(ctx, store_dir)
-    err = _err_console()
     if files.count("-") > 1:
         raise click.UsageError("'-' (stdin) may be given only once")
     warnings: list[Finding] = []
@@ -183,9 +182,8 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_js
                                     "holds a SECRET key; only its public part is stored "
                                     "(keep the secret file out of the store)"))
             if not as_json:
-                err.print(Text.assemble(("warning: ", "yellow"), f"{escape(label)} holds a "
-                                        "SECRET key; only its public part is stored (keep "
-                                        "the secret file out of the store)"))
+                render.status("WARNING", f"{label} holds a SECRET key; only its public part "
+                              "is stored (keep the secret file out of the store)")
         certs.append((label, cert))
     snap = _scan(directory, must_exist=False)
     bar = _bar("writing") if len(certs) > 1000 else None
@@ -205,17 +203,17 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_js
     many = len(items) > 20
     for item in items:
         if item.state == "skipped":
-            err.print(f"{escape(item.label)}: {item.public_key} skipped: {escape(item.note)}")
+            render.status("WARNING", f"{item.label}: {item.public_key} skipped: {item.note}")
             continue
         if not many:
-            err.print(f"{escape(item.label)}: {item.state} {item.public_key} "
-                      f"({item.fingerprint})")
+            render.status("INFO", f"{item.label}: {item.state} {item.public_key} "
+                                  f"({item.fingerprint})")
         click.echo(escape(item.path))
     if many:
         counts = {s: sum(1 for i in items if i.state == s)
                   for s in ("added", "replaced", "unchanged", "skipped")}
-        err.print(", ".join(f"{n} {s}" for s, n in counts.items() if n)
-                  + f" in {escape(directory)}")
+        render.status("INFO", ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+                      + f" in {directory}")
 
 
 @store.command("remove", epilog="""\b
@@ -247,10 +245,9 @@ def remove(ctx: click.Context, selectors: tuple[str, ...], as_json: bool,
         render.print_json({"store": os.path.abspath(directory),
                            "items": [{"path": p} for p in removed]})
         return
-    err = _err_console()
     for path in removed:
         click.echo(escape(path))
-    err.print(f"removed {len(removed)} file(s) from {escape(directory)}")
+    render.status("INFO", f"removed {len(removed)} file(s) from {directory}")
 
 
 def _entry_json(entry: store_mod.Entry) -> dict[str, Any]:
@@ -386,4 +383,4 @@ def export(ctx: click.Context, fmt: str, output: str | None, as_json: bool,
         render.print_json({"store": os.path.abspath(directory), "output": output, "format": fmt,
                            "count": count})
     else:
-        _err_console().print(f"exported {count} certificate(s) from {escape(directory)}")
+        render.status("INFO", f"exported {count} certificate(s) from {directory}")

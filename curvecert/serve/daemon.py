@@ -18,6 +18,7 @@ file keeps the old policy and logs why.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -29,7 +30,11 @@ from typing import Any
 import zmq
 
 from curvecert.auth.authenticator import Authenticator
-from curvecert.auth.policy import Decision, Policy, respond
+from curvecert.auth.decision import Decision, encode
+from curvecert.auth.deferred import DeferredCalls
+from curvecert.auth.pending import Pending
+from curvecert.auth.policy import Policy, prepare
+from curvecert.auth.providers import resolve_now
 from curvecert.auth.records import decision_fields
 from curvecert.certs.cert import Certificate
 from curvecert.errors import CurvecertError
@@ -100,6 +105,8 @@ class Daemon:
                                                                             self._wake)
         self._reloader.discard = lambda built: built[1].close()
         self._wake_r, self._wake_w = socket.socketpair()
+        # PLAIN checks and providers answered later, off this loop (curvecert.auth.plainpool)
+        self._deferred = DeferredCalls(self._wake)
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.counters: dict[str, int] = {"requests": 0, "200": 0, "300": 0, "400": 0,
@@ -220,7 +227,12 @@ class Daemon:
             timeout = None
             if next_stats is not None:
                 timeout = max(0, int((next_stats - time.monotonic()) * 1000) + 1)
+            later = self._deferred.timeout()
+            if later is not None:
+                ms = int(later * 1000) + 1 if later > 0 else 0
+                timeout = ms if timeout is None else min(timeout, ms)
             events = dict(poller.poll(timeout))
+            self._answer_due(self._deferred.due())
             if self._wake_r.fileno() in events:
                 self._drain_wake()
             if self._stop.is_set():
@@ -233,9 +245,10 @@ class Daemon:
             if done is not None:
                 self._reloaded(done)
             if self._service is not None and self._service.socket in events:
-                self._service.serve_ready(self._respond)
+                self._service.serve_routed(functools.partial(self._respond, self._service))
             if self._next_service is not None and self._next_service.socket in events:
-                self._next_service.serve_ready(self._respond)
+                self._next_service.serve_routed(
+                    functools.partial(self._respond, self._next_service))
             if ops is not None:
                 ops.serve(events)
             if next_stats is not None and time.monotonic() >= next_stats:
@@ -332,6 +345,7 @@ class Daemon:
         if self._gateway is not None:
             self._gateway.stop()
             self._gateway = None
+        self._answer_due(self._deferred.close())
         if self._service is not None:
             self._service.close()
             self._service = None
@@ -351,13 +365,27 @@ class Daemon:
 
     # --- answering ----------------------------------------------------------------------
 
-    def _respond(self, body: list[bytes]) -> list[bytes]:
+    def _respond(self, service: ZapService, envelope: list[bytes], body: list[bytes]
+                 ) -> list[bytes] | None:
         live = self._live
         assert live is not None
         began = time.monotonic()
-        _request, decision, reply = respond(live.policy, body)
+        request, outcome = prepare(live.policy, body)
+        if type(outcome) is Pending:
+            now = resolve_now(outcome)
+            if now is None:
+                self._deferred.start((service, envelope, request, body, began), outcome)
+                return None
+            outcome = now
+        decision, reply = encode(request, outcome, body)  # type: ignore[arg-type]
         self._record(decision, time.monotonic() - began)
         return reply
+
+    def _answer_due(self, due: list[tuple[Any, Pending, Decision]]) -> None:
+        for (service, envelope, request, body, began), _pending, outcome in due:
+            decision, reply = encode(request, outcome, body)
+            service.send(envelope, reply)  # a closed service drops it
+            self._record(decision, time.monotonic() - began)
 
     def live_policy(self) -> Policy | None:
         """The policy answering ZAP requests right now (None before `start()`)."""

@@ -229,7 +229,7 @@ def test_show_malformed_file_is_one_line_with_path_and_line(run_cli: Run,
 
 
 @pytest.mark.parametrize(("text", "where"), [
-    ('curve\n    public-key = "short"\n', ":2: public-key must be exactly 40"),
+    ('curve\n    public-key = "short"\n', ":2: public-key (columns 19-23) must be exactly 40"),
     ("metadata\n", ": no curve/public-key entry"),
     (f'curve\n    public-key = "{"0" * 40}"\n    secret-key = "{CLIENT_SECRET}"\n',
      ":3: secret-key does not belong to public-key")])
@@ -253,7 +253,7 @@ def test_show_warns_about_an_exposed_secret(run_cli: Run, pair: Path) -> None:
     os.chmod(pair.parent / "client_secret", 0o644)
     r = run_cli("show", str(pair.parent / "client_secret"))
     assert r.code == 0
-    assert "warning" in r.err and "chmod 600" in r.err
+    assert "curvecert: WARNING: " in r.err and "chmod 600" in r.err
 
 
 # --- verify -------------------------------------------------------------------------------

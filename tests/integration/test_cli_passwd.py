@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from curvecert.auth.passwords import CheckResult, PasswordFile
+from curvecert.auth.passwords import PasswordFile
+from curvecert.auth.pwtable import CheckResult
 from tests.conftest import CliResult
 
 Run = Callable[..., CliResult]
@@ -18,7 +19,7 @@ def test_add_list_remove(run_cli: Run, tmp_path: Path) -> None:
     assert (path.stat().st_mode & 0o777) == 0o600
     assert (path.parent.stat().st_mode & 0o777) == 0o700
     text = path.read_text()
-    assert text.startswith("alice=$scrypt$") and "wonder" not in text
+    assert text.startswith("alice=$argon2id$") and "wonder" not in text
     assert "wonder" not in result.out + result.err
     assert PasswordFile(path).check("alice", b"wonder land") is CheckResult.OK
 

@@ -165,7 +165,7 @@ def test_kill9_during_bulk_import_never_leaves_a_partial_certificate(
         snap = store.scan(target, log_findings=False)
         assert snap.findings == (), snap.findings[:3]  # no partial file is ever read
         for entry in snap:
-            assert certfile.parse(Path(entry.file).read_bytes()).public_key == entry.public_key
+            assert Certificate.parse(Path(entry.file).read_bytes()).public_key == entry.public_key
         for p in target.iterdir():
             assert p.name.endswith(".key") or (p.name.startswith(".") and
                                                p.name.endswith(".tmp")), p.name
