@@ -128,10 +128,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         certs = [Certificate.new(name=f"c{i}") for i in range(1000)]
         for c in certs:
-            store.add_certificate(Path(tmp), c)
+            store.add_certificate(Path(tmp) / "store", c)
         keys = [c.public_key for c in certs[::10]]
         ctx: zmq.Context[Any] = zmq.Context()
-        cs = CertStore(tmp).start()
+        cs = CertStore(Path(tmp) / "store").start()
         auth = Authenticator(ctx, Policy({"*": DomainPolicy(curve=cs)}),
                              log_decisions=False).start()
         registry = prometheus_client.CollectorRegistry()
