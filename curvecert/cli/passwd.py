@@ -46,7 +46,7 @@ def default_file() -> str:
 
 def _file_option(fn: click.decorators.FC) -> click.decorators.FC:
     return click.option(
-        "--file", "-f", "path", type=click.Path(dir_okay=False), default=None,
+        "--file", "-F", "path", type=click.Path(dir_okay=False), default=None,
         help=f"Password file (default: ${ENV_VAR}, else {DEFAULT_FILE}).")(fn)
 
 
@@ -56,7 +56,7 @@ def _resolve(path: str | None) -> str:
 
 def _read_password(use_stdin: bool) -> str:
     if use_stdin or not sys.stdin.isatty():
-        data = click.get_binary_stream("stdin").read(_MAX_STDIN + 1)
+        data = sys.stdin.buffer.read(_MAX_STDIN + 1)
         if len(data) > _MAX_STDIN:
             raise click.UsageError("stdin holds more than one password line")
         text = data.decode("utf-8", "strict") if data else ""
@@ -95,7 +95,7 @@ def passwd() -> None:
 @_file_option
 @click.option("--stdin", "use_stdin", is_flag=True,
               help="Read the password from stdin (implied when stdin is not a terminal).")
-@click.option("--force", is_flag=True, help="Replace the password of an existing user.")
+@click.option("-f", "--force", is_flag=True, help="Replace the password of an existing user.")
 @click.option("--plaintext", is_flag=True,
               help="Store the password in clear text (CZMQ zauth can read it; avoid).")
 def add(user: str, path: str | None, use_stdin: bool, force: bool, plaintext: bool) -> None:

@@ -54,6 +54,7 @@ def _describe(role: str, path: str) -> dict[str, Any]:
     if out["exists"]:
         cert = Certificate.load(path)
         out["public_key"] = cert.public_txt
+        out["public_key_hex"] = cert.public_key.hex()
         out["fingerprint"] = cert.fingerprint
         out.update(validity.to_json(validity.from_meta(cert.meta)))
     return out

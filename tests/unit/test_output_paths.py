@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from curvecert.auth.base import format_decision
-from curvecert.auth.policy import Decision
+from curvecert.auth.decision import Decision
 from curvecert.auth.records import decision_fields
 from curvecert.certs.cert import Certificate
 from curvecert.certs.verify import Finding, check_metadata
@@ -30,14 +30,9 @@ from curvecert.cli import render
 from curvecert.cli import serve as serve_cli
 from curvecert.formats import zmtp
 from curvecert.formats.sanitize import EscapingFormatter, escape, json_line
-from curvecert.probe.core import (
-    Greeting,
-    Observation,
-    ProbeEvent,
-    ProbeResult,
-    classify,
-    parse_greeting,
-)
+from curvecert.probe.advice import classify
+from curvecert.probe.client import ProbeResult
+from curvecert.probe.wire import Greeting, Observation, ProbeEvent, parse_greeting
 
 BAD = {"Cc", "Cf", "Zl", "Zp", "Cs"}
 #: Text a peer or a file can hold: any bytes decoded as the code decodes them, any text.
