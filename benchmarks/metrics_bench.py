@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from curvecert import store  # noqa: E402
 from curvecert.auth.authenticator import Authenticator  # noqa: E402
-from curvecert.auth.policy import Decision, DomainPolicy, Policy  # noqa: E402
+from curvecert.auth.decision import Decision  # noqa: E402
+from curvecert.auth.policy import DomainPolicy, Policy  # noqa: E402
 from curvecert.auth.stats import DecisionStats  # noqa: E402
 from curvecert.certs.cert import Certificate  # noqa: E402
 from curvecert.serve import metrics  # noqa: E402
@@ -127,10 +128,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         certs = [Certificate.new(name=f"c{i}") for i in range(1000)]
         for c in certs:
-            store.add_certificate(Path(tmp), c)
+            store.add_certificate(Path(tmp) / "store", c)
         keys = [c.public_key for c in certs[::10]]
         ctx: zmq.Context[Any] = zmq.Context()
-        cs = CertStore(tmp).start()
+        cs = CertStore(Path(tmp) / "store").start()
         auth = Authenticator(ctx, Policy({"*": DomainPolicy(curve=cs)}),
                              log_decisions=False).start()
         registry = prometheus_client.CollectorRegistry()

@@ -374,12 +374,28 @@ class CertStore:
         return self._stopping
 
     def _reload(self, paths: set[str] | None) -> None:
-        with self._scan_lock:
-            if paths is None:
-                snap = self._scanner.scan(cancel=self._cancelled)
-            else:
-                snap = self._scanner.apply(sorted(paths), cancel=self._cancelled)
+        try:
+            with self._scan_lock:
+                if paths is None:
+                    snap = self._scanner.scan(cancel=self._preempt)
+                else:
+                    snap = self._scanner.apply(sorted(paths), cancel=self._preempt)
+        except ScanCancelled:
+            if self._stopping:
+                raise
+            # a possible revocation arrived during a long scan: it goes first, and the
+            # scan starts again afterwards (the stat cache keeps that cheap)
+            with self._cond:
+                if paths is None:
+                    self._full = True
+                else:
+                    self._pending.update(paths)
+                self._dirty = True
+            return
         self._publish(snap)
+
+    def _preempt(self) -> bool:
+        return self._stopping or bool(self._urgent)
 
     def _root_changed(self) -> bool:
         """True when the watch must be re-created: the directory went, came back, was

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from curvecert.auth.base import format_decision
-from curvecert.auth.policy import Decision
+from curvecert.auth.decision import Decision
 from curvecert.auth.records import decision_fields
 from curvecert.certs.cert import Certificate
 from curvecert.certs.verify import Finding, check_metadata
