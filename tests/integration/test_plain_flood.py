@@ -168,3 +168,43 @@ def _check_daemon_log(daemon: ServeAuth, outcomes: list[Outcome],
     # the CURVE answers came while PLAIN checks were still being answered
     last_curve = max(i for i, r in enumerate(got) if r.get("mechanism") == "CURVE")
     assert any(r.get("mechanism") == "PLAIN" for r in got[last_curve + 1:])
+
+
+@pytest.fixture
+def small_queue() -> Iterator[None]:
+    pool = plainpool.hash_pool()
+    before = pool.max_queue
+    plainpool.configure(queue=2)
+    yield
+    plainpool.configure(queue=before)
+
+
+@pytest.mark.parametrize("kind", ["thread", "asyncio"])
+def test_curve_is_answered_before_queued_plain_checks(kind: str, small_queue: None) -> None:
+    """Pipelined ZAP requests, both transports: a CURVE request sent after 50 PLAIN ones
+    (hashed entries) is answered before the PLAIN checks finish; beyond the queue, PLAIN
+    gets 500 at once."""
+    from curvecert.auth import hashing
+    from tests.integration.test_providers import KEY, World, curve, plain
+
+    w = World(kind)
+    w.auth.configure_plain(passwords={"alice": hashing.hash_argon2id("pw")})
+    w.auth.configure_curve(store=StaticKeys.from_keys([KEY]))
+
+    async def body() -> None:
+        for i in range(50):
+            await w.send(plain(f"p{i}".encode(), b"nobody", b"guess"))
+        await w.send(curve(b"c"))
+        order: list[bytes] = []
+        statuses: dict[bytes, bytes] = {}
+        while len(statuses) < 51:
+            reply = await w.recv()
+            order.append(reply[1])
+            statuses[reply[1]] = reply[2]
+        assert statuses[b"c"] == b"200"
+        assert order.index(b"c") < order.index(max(
+            (rid for rid in order if statuses[rid] == b"400"), key=order.index))
+        plain_statuses = {s for rid, s in statuses.items() if rid != b"c"}
+        assert plain_statuses == {b"400", b"500"}
+
+    w.run(body)
