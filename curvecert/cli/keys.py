@@ -163,14 +163,23 @@ Examples:
   curvecert public server_secret
   curvecert keygen --json | jq -r .secret_key | curvecert public
   curvecert public --json < client.key_secret
+  curvecert public --secret-from env:SERVER_SECRET
+  curvecert public --secret-from fd:3 3< server_secret
 """)
 @click.argument("file", required=False, default="-", metavar="[FILE|-]",
                 type=click.Path(allow_dash=True, path_type=str))
+@click.option("--secret-from", metavar="SOURCE",
+              help="Read the secret from env:NAME, fd:N, cred:NAME (systemd credential) or "
+                   "file:PATH instead of FILE (docs/security.md).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: public_key, public_key_hex, fingerprint.")
-def public(file: str, as_json: bool) -> None:
+def public(file: str, as_json: bool, secret_from: str | None = None) -> None:
     """Print the public key of a secret certificate or of a secret key on stdin."""
-    if file == "-":
+    if secret_from is not None:
+        if file != "-":
+            raise click.UsageError("give FILE or --secret-from, not both")
+        cert = load_secret(secret_from, what="secret certificate (--secret-from)")
+    elif file == "-":
         cert = _cert_from_stdin()
     else:
         if not os.path.lexists(file) and z85.is_key_text(file):
