@@ -68,7 +68,11 @@ def validate_password(password: str) -> str:
         raise PasswordFileError("password may not be empty")
     if "\n" in password or "\r" in password or "\0" in password:
         raise PasswordFileError("password may not contain a newline or NUL")
-    if len(password.encode("utf-8")) > _MAX_FIELD:
+    try:
+        size = len(password.encode("utf-8"))
+    except UnicodeEncodeError:  # surrogates: bytes a terminal could not decode
+        raise PasswordFileError("password is not valid UTF-8 text") from None
+    if size > _MAX_FIELD:
         raise PasswordFileError(f"password is longer than {_MAX_FIELD} bytes (PLAIN limit)")
     return password
 
@@ -308,11 +312,15 @@ class PasswordFile:
 
     def users(self) -> list[str]:
         """User names in file order (after a refresh)."""
+        return self.table().users()
+
+    def table(self) -> PasswordTable:
+        """The current table (after a refresh); `PasswordFileError` when unusable."""
         self.refresh()
         table = self._table
         if table is None:
             raise PasswordFileError(self._error or f"{self.path}: unusable")
-        return table.users()
+        return table
 
     # --- changes ------------------------------------------------------------------------
 

@@ -7,9 +7,9 @@ unknown users pay it too (`curvecert.auth.pwtable`). Run on a ZAP handler's own 
 `Pending` decision (`curvecert.auth.policy`), like a provider call, and the thread and
 asyncio authenticators and `serve-auth` hand it to this process-wide pool:
 
-- `workers` threads (default: half the CPUs, at least one), so PLAIN work leaves CPU to
-  the handlers; every other request (CURVE, NULL, cached or clear-text PLAIN) is
-  answered meanwhile;
+- `workers` threads (default: half the CPUs, at least one) at a lower CPU priority
+  (nice 10, per thread on Linux), so PLAIN work leaves CPU to the handlers; every other
+  request (CURVE, NULL, cached or clear-text PLAIN) is answered meanwhile;
 - at most `queue` checks waiting (default 32 per worker). A PLAIN request arriving with
   the queue full is answered **500** at once (RFC 27 "internal error"): the server did
   not judge the credentials, so 400 ("denied") would be a false verdict, counted as a
@@ -39,6 +39,7 @@ __all__ = [
     "configure",
     "default_workers",
     "hash_pool",
+    "busy",
     "password_provider",
 ]
 
@@ -63,7 +64,7 @@ def hash_pool() -> WorkerPool:
         if _pool is None:
             workers = default_workers()
             _pool = WorkerPool(workers, "curvecert-plain",
-                               max_queue=workers * DEFAULT_QUEUE_PER_WORKER)
+                               max_queue=workers * DEFAULT_QUEUE_PER_WORKER, nice=10)
         return _pool
 
 
@@ -85,6 +86,12 @@ def configure(*, workers: int | None = None, queue: int | None = None) -> None:
 def _check(source: Any, request: zap.ZapRequest) -> object:
     user, password = request.credentials
     return source.check(user.decode("utf-8"), password)
+
+
+def busy() -> bool:
+    """True when the queue is full right now: a new PLAIN check would be refused (500)."""
+    pool = _pool
+    return pool is not None and pool.full
 
 
 def password_provider(source: Any) -> Provider:

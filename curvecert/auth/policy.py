@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
+from curvecert.auth import plainpool
 from curvecert.auth.addresses import AddressFilter
 from curvecert.auth.decision import (
     Decision,
@@ -49,7 +50,6 @@ from curvecert.auth.decision import (
 )
 from curvecert.auth.keylookup import KeyChain, KeyLookup, UnsafeAllowAny
 from curvecert.auth.pending import Pending, Provider, run_inline
-from curvecert.auth.plainpool import password_provider
 from curvecert.auth.pwtable import CheckResult, StaticPasswords
 from curvecert.certs import validity
 from curvecert.errors import ConfigError, ZapError
@@ -235,7 +235,9 @@ def _decide_plain(request: zap.ZapRequest, source: PlainSource) -> Decision | Pe
     except Exception as exc:
         return error(request, f"password check failed: {type(exc).__name__}", user)
     if result is None:
-        return Pending(password_provider(source), request)
+        if plainpool.busy():  # refused here: no call, no future, no wake-up under a flood
+            return error(request, "password check: queue full", user)
+        return Pending(plainpool.password_provider(source), request)
     if result is _PW_OK:
         return allow(request, raw_user, b"", "password ok", user)
     if result is CheckResult.UNAVAILABLE:  # a broken file is a system failure: 500

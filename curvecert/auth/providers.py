@@ -31,6 +31,7 @@ import collections
 import concurrent.futures
 import inspect
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -58,6 +59,8 @@ _logger = logging.getLogger(__name__)
 DEFAULT_WORKERS = 4
 
 _Job = Callable[[], None]
+#: The end of the reason of a decision refused by a full pool (`Busy`).
+_BUSY_SUFFIX = "queue full"
 
 
 def _settle(fut: concurrent.futures.Future[Any], result: Any = None,
@@ -82,13 +85,16 @@ class WorkerPool:
     """
 
     def __init__(self, max_workers: int = DEFAULT_WORKERS,
-                 name: str = "curvecert-provider", *, max_queue: int | None = None) -> None:
+                 name: str = "curvecert-provider", *, max_queue: int | None = None,
+                 nice: int = 0) -> None:
         """Allow up to `max_workers` threads named `name-N`; with `max_queue`, at most
-        that many calls wait for a worker (`run` raises `Busy` past it)."""
+        that many calls wait for a worker (`run` raises `Busy` past it); `nice` > 0
+        lowers the workers' CPU priority (Linux: per thread) so handlers win the CPU."""
         if max_workers < 1:
             raise OperationalError("a worker pool needs at least one worker")
         self.max_workers = max_workers
         self.max_queue = max_queue
+        self.nice = nice
         self.name = name
         self._cond = threading.Condition()
         self._queue: collections.deque[tuple[concurrent.futures.Future[Any], _Job]] = \
@@ -106,6 +112,11 @@ class WorkerPool:
         """Workers currently running a call."""
         return len(self._threads) - self._idle
 
+    @property
+    def full(self) -> bool:
+        """True when `run` would raise `Busy` now (a hint: it may change at once)."""
+        return self.max_queue is not None and len(self._queue) >= self.max_queue
+
     def run(self, fut: concurrent.futures.Future[Any], job: _Job) -> None:
         """Queue `job`; it is skipped if `fut` is done by the time a worker is free.
 
@@ -115,7 +126,7 @@ class WorkerPool:
             if self._closed:
                 raise OperationalError("the provider worker pool is shut down")
             if self.max_queue is not None and len(self._queue) >= self.max_queue:
-                raise Busy(f"queue full ({len(self._queue)} calls waiting)")
+                raise Busy(_BUSY_SUFFIX)
             self._queue.append((fut, job))
             if self._idle == 0 and len(self._threads) < self.max_workers:
                 thread = threading.Thread(target=self._work, daemon=True,
@@ -142,6 +153,11 @@ class WorkerPool:
 
     def _work(self) -> None:
         me = threading.current_thread()
+        if self.nice > 0 and hasattr(os, "setpriority"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError:  # not allowed or not per-thread here: run at normal priority
+                pass
         try:
             while True:
                 with self._cond:
@@ -326,8 +342,10 @@ class ProviderRunner:
 
 
 def log_failure(pending: Pending, decision: Decision) -> None:
-    """One WARNING for a provider that failed or timed out (the reason names no secret)."""
-    if decision.status == "500":
+    """One WARNING for a provider that failed or timed out (the reason names no secret).
+    A pool that refused a call (`Busy`) is not logged per request: under a flood that
+    would multiply the attacker's work; the decision log still records each one."""
+    if decision.status == "500" and not decision.reason.endswith(_BUSY_SUFFIX):
         _logger.warning("ZAP %s request in domain %r from %s: %s", pending.request.mechanism,
                         pending.request.domain, pending.request.address, decision.reason)
 

@@ -117,6 +117,13 @@ class PasswordTable:
         """User names in file order."""
         return list(self.entries)
 
+    def scheme_of(self, user: str) -> str | None:
+        """`"clear"`, `"scrypt"` or `"argon2id"` for a known user, else None."""
+        entry = self.entries.get(user)
+        if entry is None:
+            return None
+        return "clear" if isinstance(entry, bytes) else str(entry.shape[0])
+
     @property
     def shapes(self) -> int:
         """Distinct hash shapes: the KDF runs one check costs (0: clear text only)."""

@@ -119,7 +119,7 @@ class _LazyGroup(click.Group):
         module = importlib.import_module(target[0])
         cmd = getattr(module, target[1])
         assert isinstance(cmd, click.Command)
-        _adapt(cmd)
+        _adapt(cmd, f"curvecert-{name}")
         return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -160,11 +160,26 @@ def _count_option(name: str, short: str, help_text: str) -> click.Option:
                         is_eager=True, callback=bump, help=help_text)
 
 
-def _adapt(cmd: click.Command) -> None:
-    """Give `cmd` (and its sub-commands) the global -v/-q and operational path errors."""
+_DOC_PATH = re.compile(r"docs/[\w.-]+\.md")
+
+
+def _adapt(cmd: click.Command, page: str) -> None:
+    """Give `cmd` (and its sub-commands) the global -v/-q, operational path errors, and help
+    that points at its man page (`page`, installed with the package) instead of the
+    repository's docs/ paths, which a pip install does not have."""
     if getattr(cmd, "_curvecert_adapted", False):
         return
     setattr(cmd, "_curvecert_adapted", True)  # noqa: B010 - a marker on a foreign class
+    man = f"man {page}"
+    if cmd.epilog:
+        cmd.epilog = _DOC_PATH.sub(man, cmd.epilog)
+    if not cmd.epilog or man not in cmd.epilog:
+        cmd.epilog = (cmd.epilog or "").rstrip() + f"\n\nManual: {man}"
+    if cmd.help:
+        cmd.help = _DOC_PATH.sub(man, cmd.help)
+    for p in cmd.params:
+        if isinstance(p, click.Option) and p.help:
+            p.help = _DOC_PATH.sub(man, p.help)
     taken = {o for p in cmd.params for o in getattr(p, "opts", ())}
     for p in cmd.params:
         if isinstance(p.type, click.Path) and not isinstance(p.type, _FilePath):
@@ -177,8 +192,8 @@ def _adapt(cmd: click.Command) -> None:
     if "-q" not in taken and "--quiet" not in taken:
         cmd.params.append(_count_option("quiet", "-q", "Less log output."))
     if isinstance(cmd, click.Group):
-        for sub in cmd.commands.values():
-            _adapt(sub)
+        for sub_name, sub in cmd.commands.items():
+            _adapt(sub, f"{page}-{sub_name}")
 
 
 def _setup_logging(verbose: int, quiet: int) -> None:
@@ -198,7 +213,8 @@ def _setup_logging(verbose: int, quiet: int) -> None:
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Exit codes: 0 ok, 1 negative verdict, 2 usage, 3 operational failure.\n\n"
-                    "Docs: docs/cli.md. Examples: curvecert new server; curvecert show server")
+                    "Manual: man curvecert, man curvecert-COMMAND. Examples: curvecert new "
+                    "server; curvecert show server")
 @click.version_option(__version__, "-V", "--version", prog_name="curvecert")
 @click.option("-v", "--verbose", count=True, help="More log output; -v also shows tracebacks.")
 @click.option("-q", "--quiet", count=True, help="Less log output.")

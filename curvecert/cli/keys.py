@@ -169,16 +169,16 @@ Examples:
 @click.argument("file", required=False, default="-", metavar="[FILE|-]",
                 type=click.Path(allow_dash=True, path_type=str))
 @click.option("--secret-from", metavar="SOURCE",
-              help="Read the secret from env:NAME, fd:N, cred:NAME (systemd credential) or "
-                   "file:PATH instead of FILE (docs/security.md).")
+              help="Read the secret from env:NAME, file:PATH, fd:N or cred:NAME "
+                   "(docs/security.md) instead of FILE.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: public_key, public_key_hex, fingerprint.")
-def public(file: str, as_json: bool, secret_from: str | None = None) -> None:
+              help="Print one JSON object: path, public_key, public_key_hex, fingerprint.")
+def public(file: str, secret_from: str | None, as_json: bool) -> None:
     """Print the public key of a secret certificate or of a secret key on stdin."""
+    if secret_from is not None and file != "-":
+        raise click.UsageError("give FILE or --secret-from, not both")
     if secret_from is not None:
-        if file != "-":
-            raise click.UsageError("give FILE or --secret-from, not both")
-        cert = load_secret(secret_from, what="secret certificate (--secret-from)")
+        cert = load_secret(secret_from)
     elif file == "-":
         cert = _cert_from_stdin()
     else:
@@ -187,8 +187,6 @@ def public(file: str, as_json: bool, secret_from: str | None = None) -> None:
             raise click.UsageError("FILE looks like a key: secrets are never taken on the "
                                    "command line; pipe the key on stdin instead "
                                    "(curvecert public < keyfile)")
-        from curvecert.cli.keys import require_private
-
         if os.path.isdir(file):
             raise OperationalError(f"{file}: is a directory, not a certificate file")
         cert = Certificate.load(file)
@@ -197,7 +195,7 @@ def public(file: str, as_json: bool, secret_from: str | None = None) -> None:
                                    "`curvecert show` prints its key)", path=file)
         require_private(file)
     if as_json:
-        render.print_json({"path": None if file == "-" else file,
+        render.print_json({"path": None if file == "-" or secret_from else file,
                            "public_key": cert.public_txt,
                            "public_key_hex": cert.public_key.hex(),
                            "fingerprint": cert.fingerprint})

@@ -3,8 +3,11 @@
 Passwords are read from a hidden prompt (asked twice) or from stdin (`--stdin`, or
 whenever stdin is not a terminal: `printf '%s\\n' "$PW" | curvecert passwd add alice`),
 never from the command line, where `ps` and shell history would keep them. New entries
-are scrypt hashes (`curvecert.auth.passwords`); `--plaintext` writes a clear-text entry that
-CZMQ's zauth can also read. The file is rewritten atomically with mode 0600.
+are argon2id hashes (`--scheme scrypt` for the older kind; `curvecert.auth.hashing`);
+`--plaintext` writes a clear-text entry that CZMQ's zauth can also read. The file is
+rewritten atomically with mode 0600. Only a regular file is read (a FIFO, device or socket
+is a one-line error, never a wait). `--json` prints one object (schemas
+`passwd-add.json`, `passwd-remove.json`, `passwd-list.json`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import click
 
+from curvecert.auth.hashing import DEFAULT_SCHEME, SCHEMES
 from curvecert.auth.passwords import PasswordFile, validate_password
 from curvecert.cli import render
 from curvecert.errors import OperationalError, PasswordFileError
@@ -50,6 +54,11 @@ def _file_option(fn: click.decorators.FC) -> click.decorators.FC:
         help=f"Password file (default: ${ENV_VAR}, else {DEFAULT_FILE}).")(fn)
 
 
+def _json_option(fn: click.decorators.FC) -> click.decorators.FC:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print one JSON object on stdout.")(fn)
+
+
 def _resolve(path: str | None) -> str:
     return os.path.expanduser(path) if path else default_file()
 
@@ -59,7 +68,10 @@ def _read_password(use_stdin: bool) -> str:
         data = sys.stdin.buffer.read(_MAX_STDIN + 1)
         if len(data) > _MAX_STDIN:
             raise click.UsageError("stdin holds more than one password line")
-        text = data.decode("utf-8", "strict") if data else ""
+        try:
+            text = data.decode("utf-8", "strict") if data else ""
+        except UnicodeDecodeError:  # never quote the bytes: they are a password
+            raise PasswordFileError("the password read from stdin is not UTF-8 text") from None
         lines = text.splitlines()
         if len(lines) != 1:
             raise click.UsageError("stdin must hold exactly one line: the password")
@@ -98,7 +110,11 @@ def passwd() -> None:
 @click.option("-f", "--force", is_flag=True, help="Replace the password of an existing user.")
 @click.option("--plaintext", is_flag=True,
               help="Store the password in clear text (CZMQ zauth can read it; avoid).")
-def add(user: str, path: str | None, use_stdin: bool, force: bool, plaintext: bool) -> None:
+@click.option("--scheme", type=click.Choice(SCHEMES), default=DEFAULT_SCHEME,
+              show_default=True, help="Hash for the new entry.")
+@_json_option
+def add(user: str, path: str | None, use_stdin: bool, force: bool, plaintext: bool,
+        scheme: str, as_json: bool) -> None:
     """Add USER (the password comes from a prompt or stdin, never the command line)."""
     target = _resolve(path)
     pf = PasswordFile(target, missing_ok=True)
@@ -113,10 +129,16 @@ def add(user: str, path: str | None, use_stdin: bool, force: bool, plaintext: bo
             parent.mkdir(mode=0o700, parents=True)
         except OSError as exc:
             raise OperationalError(f"{parent}: cannot create: {exc.strerror}") from exc
-    pf.add(user, password, force=force, plaintext=plaintext)
+    existed = user in pf.users()
+    pf.add(user, password, force=force, plaintext=plaintext, scheme=scheme)
     if plaintext:
         render.status("WARNING", "stored in clear text (--plaintext)")
-    render.status("INFO", f"{'updated' if force else 'added'} {user} in {target}")
+    action = "updated" if existed else "added"
+    if as_json:
+        render.print_json({"path": target, "user": user, "action": action,
+                           "scheme": "clear" if plaintext else scheme})
+    else:
+        render.status("INFO", f"{action} {user} in {target}")
 
 
 @passwd.command(context_settings=_CONTEXT, epilog="""\b
@@ -125,11 +147,15 @@ Example:
 """)
 @click.argument("user")
 @_file_option
-def remove(user: str, path: str | None) -> None:
+@_json_option
+def remove(user: str, path: str | None, as_json: bool) -> None:
     """Remove USER."""
     target = _resolve(path)
     PasswordFile(target).remove(user)
-    render.status("INFO", f"removed {user} from {target}")
+    if as_json:
+        render.print_json({"path": target, "user": user, "action": "removed"})
+    else:
+        render.status("INFO", f"removed {user} from {target}")
 
 
 @passwd.command(name="list", context_settings=_CONTEXT, epilog="""\b
@@ -137,7 +163,14 @@ Example:
   curvecert passwd list --file /etc/app/passwords
 """)
 @_file_option
-def list_users(path: str | None) -> None:
+@_json_option
+def list_users(path: str | None, as_json: bool) -> None:
     """Print the user names, one per line (never a password or hash)."""
-    for user in PasswordFile(_resolve(path)).users():
+    target = _resolve(path)
+    table = PasswordFile(target).table()
+    if as_json:
+        render.print_json({"path": target, "items": [
+            {"user": u, "scheme": table.scheme_of(u)} for u in table.users()]})
+        return
+    for user in table.users():
         click.echo(user)

@@ -28,6 +28,11 @@ from curvecert.certs.cert import Certificate
 from curvecert.cli import cli
 from tests.conftest import _cli_env
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 SCHEMA_DIR = resources.files("curvecert") / "schemas"
 
 
@@ -152,8 +157,6 @@ def test_every_json_command_has_a_schema_and_every_schema_a_sample() -> None:
 
 
 def test_schemas_ship_in_the_package() -> None:
-    import tomllib
-
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     data = tomllib.loads(pyproject.read_text())
     assert "schemas/*.json" in data["tool"]["setuptools"]["package-data"]["curvecert"]
