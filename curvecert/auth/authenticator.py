@@ -331,7 +331,8 @@ class BaseAuthenticator:
         """Accept the CURVE clients whose keys `store` knows (Ironhouse) in `domain`.
 
         `store` is a directory (opened as a watched `curvecert.CertStore`, stopped with
-        this authenticator), a `CertStore` or any `KeyLookup`; None turns CURVE off.
+        this authenticator), an `etcd://HOST:PORT[,...]/PREFIX` URL (an `EtcdStore`, options
+        from `CURVECERT_ETCD_*`), a `CertStore` or any `KeyLookup`; None turns CURVE off.
         """
         source: Any = store
         opened = None
@@ -713,14 +714,10 @@ class Authenticator(BaseAuthenticator):
 
 
 def _open_store(directory: str | os.PathLike[str]) -> Any:
-    try:
-        from curvecert.store.watch import CertStore
-    except ImportError as exc:  # pragma: no cover - the store ships with curvecert
-        raise ConfigError("curvecert.store.watch.CertStore is not available; pass a KeyLookup "
-                          "instead of a directory") from exc
-    store = CertStore(directory, watch=True)
-    store.start()
-    return store
+    """A started live store: a watched directory, or an `etcd://` URL (issue 17)."""
+    from curvecert.store.backend import open_store
+
+    return open_store(directory)
 
 
 def _stop_quietly(store: Any, timeout: float = 5.0) -> None:

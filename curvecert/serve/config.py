@@ -34,6 +34,7 @@ from typing import Any
 
 from curvecert.errors import ConfigError
 from curvecert.store import snapshot as store
+from curvecert.store.etcdurl import EtcdOptions, is_etcd_url, parse_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,8 +82,8 @@ class DomainConfig:
     name: str
     """The ZAP domain; `"*"` is the fallback for every domain without its own table
     (libzmq sends `""` for sockets without `ZMQ_ZAP_DOMAIN`)."""
-    stores: tuple[Path, ...] = ()
-    """Directories of trusted client public certificates (CURVE)."""
+    stores: tuple[Path | str, ...] = ()
+    """Directories of trusted client public certificates (CURVE), or `etcd://` URLs (str)."""
     curve: str = "store"
     """`store` (only keys in `stores`) or `unsafe-allow-any` (any CURVE key; insecure)."""
     passwords: Path | None = None
@@ -140,6 +141,8 @@ class DaemonConfig:
     gateway: GatewayConfig | None = None
     path: Path | None = field(default=None, compare=False)
     """The file this came from, if any (for messages and SIGHUP reloads)."""
+    etcd: EtcdOptions | None = None
+    """How to reach etcd for `etcd://` stores (`[etcd]` table); None = from the environment."""
 
 
 # --- defaults ----------------------------------------------------------------------------
@@ -264,7 +267,8 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 def _domain(name: str, table: Mapping[str, Any], where: str, base: Path | None) -> DomainConfig:
     r = _Reader(table, where, base)
-    stores = tuple(r.resolve(s) for s in r.strings("stores"))
+    stores = tuple(str(parse_url(s)) if is_etcd_url(s) else r.resolve(s)
+                   for s in r.strings("stores"))
     curve = r.choice("curve", CURVE_MODES, "store")
     passwords = r.path("passwords")
     allow = tuple(check_address(a, where=f"{where}.allow") for a in r.strings("allow"))
@@ -348,12 +352,28 @@ def _parse(data: Mapping[str, Any], base: Path | None, path: Path | None) -> Dae
         check_endpoint(back, where="gateway.back", bind=False)
         gateway = GatewayConfig(front=front, back=back, pattern=pattern,
                                 server_cert=server_cert, domain=domain)
+    etcd = _etcd_options(r.table_of("etcd"), base)
     r.finish()
     cfg = DaemonConfig(domains=tuple(domains), zap_endpoint=zap, ipc_group=ipc_group,
                        log_format=log_format, log_stream=log_stream, stats_interval=stats,
-                       server=server, gateway=gateway, path=path)
+                       server=server, gateway=gateway, path=path, etcd=etcd)
     validate(cfg)
     return cfg
+
+
+def _etcd_options(table: Mapping[str, Any] | None, base: Path | None) -> EtcdOptions | None:
+    """The `[etcd]` table over the `CURVECERT_ETCD_*` environment (docs/etcd.md)."""
+    if table is None:
+        return None
+    er = _Reader(table, "etcd", base)
+    files = {name: er.path(name) for name in ("ca", "cert", "key")}
+    user = er.get("user", str)
+    password_file = er.path("password-file")
+    staleness = er.get("staleness", float)
+    er.finish()
+    options = EtcdOptions.from_env().with_password_file(password_file)
+    return options.merged(**{k: str(v) for k, v in files.items() if v is not None},
+                          user=user, staleness=staleness)
 
 
 def validate(cfg: DaemonConfig) -> None:

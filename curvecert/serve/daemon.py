@@ -54,7 +54,8 @@ from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, CurvecertError, OperationalError
 from curvecert.formats import zap
 from curvecert.serve.config import BACKLOG, DaemonConfig, DomainConfig
-from curvecert.store.watch import CertStore
+from curvecert.store.backend import StoreBackend, open_store
+from curvecert.store.etcdurl import EtcdOptions
 
 __all__ = [
     "BACKLOG",
@@ -92,7 +93,7 @@ class LivePolicy:
     """A policy plus the live parts (watched stores, password files) it reads from."""
 
     policy: Policy
-    stores: list[CertStore] = field(default_factory=list)
+    stores: list[StoreBackend] = field(default_factory=list)
     passwords: list[PasswordFile] = field(default_factory=list)
 
     def close(self) -> None:
@@ -104,7 +105,8 @@ class LivePolicy:
                 _logger.exception("stopping a certificate store watcher failed")
 
 
-def build_policy(domains: tuple[DomainConfig, ...]) -> LivePolicy:
+def build_policy(domains: tuple[DomainConfig, ...], *,
+                 etcd: EtcdOptions | None = None) -> LivePolicy:
     """Open the stores and password files of `domains` and build one `Policy`.
 
     Everything is opened before anything is returned: on any error the watchers started
@@ -117,8 +119,7 @@ def build_policy(domains: tuple[DomainConfig, ...]) -> LivePolicy:
         for dom in domains:
             stores = []
             for directory in dom.stores:
-                store = CertStore(directory, watch=True)
-                store.start()
+                store = open_store(directory, etcd=etcd)  # a directory or etcd:// URL
                 live.stores.append(store)
                 stores.append(store)
             passwords = None
@@ -133,7 +134,7 @@ def build_policy(domains: tuple[DomainConfig, ...]) -> LivePolicy:
     return live
 
 
-def _domain_policy(dom: DomainConfig, stores: list[CertStore],
+def _domain_policy(dom: DomainConfig, stores: list[StoreBackend],
                    passwords: PasswordFile | None) -> DomainPolicy:
     mechs = dom.mechanisms
     curve: UnsafeAllowAny | KeyLookup | None = None
@@ -415,7 +416,7 @@ class Daemon:
         """Load the configuration, open the policy, bind the sockets, announce readiness."""
         cfg = self._loader()
         self.config = cfg
-        self._live = build_policy(cfg.domains)
+        self._live = build_policy(cfg.domains, etcd=cfg.etcd)
         if cfg.zap_endpoint is not None:
             server_cert = None
             if cfg.zap_endpoint.startswith("tcp://"):
@@ -495,7 +496,7 @@ class Daemon:
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
         try:
             cfg = self._loader()
-            live = build_policy(cfg.domains)
+            live = build_policy(cfg.domains, etcd=cfg.etcd)
         except CurvecertError as exc:
             self.counters["reload_errors"] += 1
             _logger.error("reload failed, keeping the previous policy: %s", exc)
@@ -511,7 +512,7 @@ class Daemon:
                                    ipc_group=old.ipc_group, log_format=cfg.log_format,
                                    log_stream=cfg.log_stream,
                                    stats_interval=old.stats_interval, server=old.server,
-                                   gateway=old.gateway, path=cfg.path)
+                                   gateway=old.gateway, path=cfg.path, etcd=cfg.etcd)
         previous, self._live = self._live, live
         if self._gateway is not None:
             self._gateway.set_policy(live.policy)
