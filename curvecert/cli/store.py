@@ -27,6 +27,7 @@ from curvecert.certs.verify import Finding
 from curvecert.cli import Verdict, render
 from curvecert.errors import FileExists, StoreError
 from curvecert.store import snapshot as store_mod
+from curvecert.store.etcdurl import is_etcd_url
 
 __all__ = ["store"]
 
@@ -59,6 +60,10 @@ def _progress(directory: str) -> Iterator[Callable[[int], None] | None]:
 
 
 def _scan(directory: str, *, must_exist: bool = True) -> store_mod.Snapshot:
+    if is_etcd_url(directory):  # an etcd prefix (issue 17): read once
+        from curvecert.cli import storeetcd
+
+        return storeetcd.snapshot(directory)
     if not must_exist and not os.path.lexists(directory):
         return store_mod.Snapshot.empty(directory)  # `add` creates it
     with _progress(directory) as progress:
@@ -84,8 +89,11 @@ Examples:
 """)
 @click.option("--store", "store_dir", metavar="DIR", envvar="CURVECERT_STORE", default=None,
               type=click.Path(file_okay=False), help=_STORE_HELP)
+@click.option("--etcd-password-file", metavar="FILE", default=None,
+              type=click.Path(dir_okay=False),
+              help="File holding the etcd password (for etcd:// stores; docs/etcd.md).")
 @click.pass_context
-def store(ctx: click.Context, store_dir: str | None) -> None:
+def store(ctx: click.Context, store_dir: str | None, etcd_password_file: str | None) -> None:
     """Manage a directory of trusted public certificates (CZMQ- and pyzmq-readable).
 
     Every readable certificate file in the directory (sub-directories too) is trusted,
@@ -94,6 +102,7 @@ def store(ctx: click.Context, store_dir: str | None) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["store_dir"] = store_dir
+    ctx.obj["etcd_password_file"] = etcd_password_file
 
 
 @store.command("add", epilog="""\b
@@ -135,6 +144,11 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, store_dir: str 
                                     "only its public part is stored (keep the secret file "
                                     "out of the store)"))
         certs.append((label, cert.public_only()))
+    if is_etcd_url(directory):  # one transaction per key (issue 17)
+        from curvecert.cli import storeetcd
+
+        storeetcd.add(directory, certs, force=force)
+        return
     # check every target before writing anything
     snap = _scan(directory, must_exist=False)
     plan: list[tuple[str, Certificate, str]] = []
@@ -184,6 +198,11 @@ def remove(ctx: click.Context, selectors: tuple[str, ...], store_dir: str | None
     the candidates are listed) or none (exit 3), nothing is removed.
     """
     directory = _store_dir(ctx, store_dir)
+    if is_etcd_url(directory):  # one transaction (issue 17)
+        from curvecert.cli import storeetcd
+
+        storeetcd.remove(directory, list(selectors))
+        return
     snap = _scan(directory)
     removed = store_mod.remove(directory, list(selectors), snapshot=snap)
     err = _err_console()
@@ -261,3 +280,12 @@ def check(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
         raise Verdict()
     err.print(Text(f"ok: {len(snap)} certificate(s) trusted in {directory}, no findings",
                    style="green"))
+
+
+def _register_sync() -> None:
+    from curvecert.cli.storeetcd import sync
+
+    store.add_command(sync)
+
+
+_register_sync()  # `store sync SRC DST` (issue 17)
