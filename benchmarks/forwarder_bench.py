@@ -36,11 +36,11 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from curvecert import store  # noqa: E402
 from curvecert.auth.authenticator import Authenticator  # noqa: E402
 from curvecert.auth.policy import DomainPolicy, Policy  # noqa: E402
 from curvecert.certs.cert import Certificate  # noqa: E402
 from curvecert.serve.forwarder import ZapForwarder  # noqa: E402
-from curvecert.store import snapshot as store  # noqa: E402
 from curvecert.store.watch import CertStore  # noqa: E402
 
 ZAP = "inproc://zeromq.zap.01"

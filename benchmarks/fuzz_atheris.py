@@ -37,6 +37,7 @@ def _target(name: str) -> Callable[[bytes], None]:
     import atheris  # type: ignore[import-untyped,unused-ignore]
 
     with atheris.instrument_imports(include=["curvecert"]):
+        from curvecert import store
         from curvecert.auth import passwords
         from curvecert.auth.passwords import StaticPasswords
         from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys, respond
@@ -50,7 +51,6 @@ def _target(name: str) -> Callable[[bytes], None]:
             ZplSyntaxError,
         )
         from curvecert.formats import zap, zmtp, zpl
-        from curvecert.store import snapshot as store
 
     if name == "zpl":
         def one(data: bytes) -> None:

@@ -123,9 +123,9 @@ def percentile(histogram: dict[int, int], q: float) -> int | None:
 
 
 def _write_store(store: Path, pairs: Iterable[tuple[bytes, bytes]]) -> None:
+    from curvecert import store as storemod
     from curvecert.certs import certfile
     from curvecert.certs.cert import Certificate
-    from curvecert.store import snapshot as storemod
 
     store.mkdir(parents=True, exist_ok=True)
     for i, (pub, _sec) in enumerate(pairs):

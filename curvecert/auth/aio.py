@@ -6,7 +6,7 @@ pyzmq's AsyncioAuthenticator answers one request at a time, so one awaiting call
 up every other handshake on the context, and a raising callback ends its task for good.
 This one has the same policy objects, configuration methods, counters, decision log and
 `on_decision` hook as the thread `curvecert.Authenticator` (both are
-`curvecert.auth.authenticator.BaseAuthenticator`s), and the same guarantees:
+`curvecert.auth.base.BaseAuthenticator`s), and the same guarantees:
 
 - it never dies on input: malformed requests, raising lookups and providers get a 500;
 - requests are handled concurrently: the ZAP socket is a ROUTER, every request that needs
@@ -38,13 +38,10 @@ from typing import Any, NamedTuple
 
 import zmq
 
-from curvecert.auth.authenticator import (
-    BaseAuthenticator,
-    DecisionHook,
-    fast_io,
-)
+from curvecert.auth.base import BaseAuthenticator, DecisionHook
 from curvecert.auth.policy import Decision, Pending, Policy, prepare
 from curvecert.auth.providers import DEFAULT_WORKERS, WorkerPool, resolve_now, run_pending
+from curvecert.auth.wire import fast_io
 from curvecert.errors import OperationalError
 from curvecert.formats.zap import ZAP_ENDPOINT, ZapRequest, split_envelope
 
@@ -81,7 +78,7 @@ class AsyncioAuthenticator(BaseAuthenticator):
     ```
 
     Also `async with AsyncioAuthenticator(ctx) as auth: ...`. Configuration: see
-    `curvecert.auth.authenticator.BaseAuthenticator` (callable from any thread). `context` may
+    `curvecert.auth.base.BaseAuthenticator` (callable from any thread). `context` may
     be a `zmq.Context` or a `zmq.asyncio.Context`.
     """
 

@@ -15,7 +15,9 @@ The rules, in the order they are applied (docs/authenticator.md has the full sto
 3. The domain policy's own address filter.
 4. The mechanism: NULL allowed only when the domain says so; PLAIN checked against a
    password source or a provider; CURVE checked against a key lookup (Ironhouse), a
-   provider, or `UnsafeAllowAny` (Stonehouse, named as unsafe); any other mechanism
+   provider, or `UnsafeAllowAny` (Stonehouse, named as unsafe); a known key whose
+   certificate carries `not-before`/`not-after` (`curvecert.certs.validity`) is refused
+   outside that period, judged by the clock at each request; any other mechanism
    (GSSAPI, ...) only through a provider configured for it.
 
 Address filters: an entry is an IPv4/IPv6 address, a CIDR range, or an ipc peer pattern
@@ -49,6 +51,7 @@ from types import MappingProxyType
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from curvecert.auth.passwords import CheckResult, StaticPasswords
+from curvecert.certs import validity
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, ZapError
 from curvecert.formats import z85, zap, zmtp
@@ -775,6 +778,11 @@ def _decide_curve(request: zap.ZapRequest, source: CurveSource) -> Decision | Pe
         meta = _metadata_ok(entry.metadata)
     except (ZapError, AttributeError, TypeError) as exc:
         return _error(request, f"bad metadata for key: {exc}", text)
+    if b"not-" in meta:  # not-before / not-after: compared with the clock on every request
+        period = validity.from_zmtp(meta)
+        why = period.refusal(time.time()) if period is not None else None
+        if why is not None:
+            return _deny(request, why, text)
     return _allow(request, text.encode("ascii"), meta, "known key", text)
 
 

@@ -14,14 +14,21 @@ import logging
 import os
 import stat
 import sys
+import time
 from typing import TYPE_CHECKING
 
 import click
 
-from curvecert.certs import certfile, keys
+from curvecert.certs import certfile, keys, validity
 from curvecert.certs.cert import Certificate
 from curvecert.cli import Verdict, render
-from curvecert.errors import CertificateError, InvalidKey, OperationalError, ZplError
+from curvecert.errors import (
+    CertificateError,
+    InvalidKey,
+    OperationalError,
+    ZplError,
+    ZplSyntaxError,
+)
 from curvecert.formats import z85, zpl
 
 if TYPE_CHECKING:  # curvecert.certs.verify is imported by the commands that check something
@@ -94,6 +101,7 @@ Examples:
   curvecert new certs/alice --name "Alice Example" --email alice@example.org
   curvecert new client --meta role=worker --meta site=eu-1 --json
   curvecert new server --force        # replace an existing pair
+  curvecert new client --expires 90d  # not-after = now + 90 days (docs/format.md)
 """)
 @click.argument("path", type=click.Path(dir_okay=False, path_type=str))
 @click.option("-n", "--name", help="Metadata item name (a person or service).")
@@ -101,12 +109,19 @@ Examples:
 @click.option("-o", "--org", "organization", help="Metadata item organization.")
 @click.option("-m", "--meta", multiple=True, metavar="KEY=VALUE",
               help="Extra metadata; repeat for more. Names: letters, digits, $-_@.&+/")
+@click.option("--expires", metavar="DURATION",
+              help="Valid for DURATION from now (90d, 12h, 1d12h): sets not-after.")
+@click.option("--not-after", metavar="TIME",
+              help="Expiry time, ISO-8601 UTC (2027-03-01T00:00:00Z).")
+@click.option("--not-before", metavar="TIME",
+              help="Start of validity, ISO-8601 UTC (default: none, valid at once).")
 @click.option("-f", "--force", is_flag=True, help="Replace existing files (atomically).")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: public_key, fingerprint, metadata, public_file, "
-                   "secret_file.")
+              help="Print one JSON object: public_key, fingerprint, metadata, not_before, "
+                   "not_after, public_file, secret_file.")
 def new(path: str, name: str | None, email: str | None, organization: str | None,
-        meta: tuple[str, ...], force: bool, as_json: bool) -> None:
+        meta: tuple[str, ...], expires: str | None, not_after: str | None,
+        not_before: str | None, force: bool, as_json: bool) -> None:
     """Generate a certificate pair: PATH (public) and PATH_secret (secret)."""
     from curvecert.certs.verify import check_metadata
 
@@ -119,6 +134,8 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     fixed = [(k, v) for k, v in (("name", name), ("email", email),
                                  ("organization", organization)) if v is not None]
     metadata = _parse_meta(fixed, meta)
+    metadata = validity_options(metadata, expires=expires, not_after=not_after,
+                                not_before=not_before)
     cert = Certificate.new(metadata)
     warnings = [f for f in check_metadata(metadata, path)
                 if f.code in ("meta-overflow", "meta-quote", "meta-name-zmtp",
@@ -132,6 +149,7 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
             "public_key": cert.public_txt,
             "fingerprint": cert.fingerprint,
             "metadata": dict(cert.meta),
+            **validity.to_json(validity.from_meta(cert.meta)),
             "public_file": os.path.abspath(path),
             "secret_file": os.path.abspath(secret),
         })
@@ -139,6 +157,33 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     _status(f"wrote {path} (public, 0644) and {secret} (secret, 0600)")
     click.echo(f"public key:  {cert.public_txt}")
     click.echo(f"fingerprint: {cert.fingerprint}")
+    period = validity.from_meta(cert.meta)
+    if period is not None and period.not_after is not None:
+        click.echo(f"not after:   {validity.format_time(period.not_after)}")
+
+
+def validity_options(metadata: list[tuple[str, str]], *, expires: str | None,
+                     not_after: str | None, not_before: str | None) -> list[tuple[str, str]]:
+    """`metadata` with `not-before`/`not-after` from `--expires`/`--not-after`/`--not-before`
+    (usage errors, exit 2, for bad values); also used by `rotate`."""
+    if expires is not None and not_after is not None:
+        raise click.UsageError("give --expires or --not-after, not both")
+    if any(n in (validity.NOT_BEFORE, validity.NOT_AFTER) for n, _ in metadata) and (
+            expires or not_after or not_before):
+        raise click.UsageError("not-before/not-after given both with --meta and with "
+                               "--expires/--not-after/--not-before")
+    try:
+        nb = validity.parse_time(not_before, what="--not-before") if not_before else None
+        if expires is not None:
+            start = nb if nb is not None else time.time()
+            na: float | None = start + validity.parse_duration(expires, what="--expires")
+        else:
+            na = validity.parse_time(not_after, what="--not-after") if not_after else None
+        if nb is None and na is None:
+            return metadata
+        return validity.with_validity(metadata, not_before=nb, not_after=na)
+    except CertificateError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 # --- show ---------------------------------------------------------------------------------
@@ -203,6 +248,9 @@ others; a public file whose _secret sibling is exposed or holds another key
 (CZMQ loads the sibling instead); metadata CZMQ cannot handle (values it cannot
 read back after saving, more than 512 bytes of encoded metadata, which crashes
 CZMQ's zauth), duplicate names. '-' reads stdin (no permission checks).
+Validity (not-before / not-after metadata): expired or not yet valid
+certificates are errors, those expiring within --warn-within (default 14d)
+a warning (expires-soon).
 
 \b
 Exit status: 0 no findings, 1 findings, 3 a file could not be read.
@@ -214,19 +262,29 @@ Examples:
   curvecert verify --json client_secret | jq '.findings[].message'
 """)
 @click.argument("files", nargs=-1, required=True, type=str, metavar="FILE...")
+@click.option("--warn-within", metavar="DURATION", default="14d", show_default=True,
+              help="Report certificates that expire within DURATION (expires-soon).")
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"ok": bool, "files": [...], "findings": [...]}.')
-def verify(files: tuple[str, ...], as_json: bool) -> None:
+def verify(files: tuple[str, ...], warn_within: str, as_json: bool) -> None:
     """Check certificate files for problems (exit 1 when there are findings)."""
+    from curvecert.certs.fileio import read_bytes
     from curvecert.certs.verify import check_text, verify_file
 
+    try:
+        warn = validity.parse_duration(warn_within, what="--warn-within")
+    except CertificateError as exc:
+        raise click.BadParameter(exc.reason, param_hint="--warn-within") from None
+    now = time.time()
     findings: list[Finding] = []
     for file in files:
         if file == "-":
-            found, _ = check_text(_read_stdin(), STDIN_LABEL)
-            findings += found
+            data = _read_stdin()
+            found, _ = check_text(data, STDIN_LABEL)
+            findings += found + validity_findings(data, STDIN_LABEL, now, warn)
         else:
             findings += verify_file(file)
+            findings += validity_findings(read_bytes(file), file, now, warn)
     findings = list(dict.fromkeys(findings))  # a stale temporary is seen from both files of a pair
     labels = [STDIN_LABEL if f == "-" else f for f in files]
     if as_json:
@@ -238,6 +296,29 @@ def verify(files: tuple[str, ...], as_json: bool) -> None:
         render.console(stderr=True).print(render.findings_summary(findings, len(files)))
     if findings:
         raise Verdict()
+
+
+def validity_findings(data: bytes, label: str, now: float, warn_within: float
+                      ) -> list[Finding]:
+    """`expired`, `expires-soon`, `not-yet-valid`, `validity-invalid` findings for one file
+    (at the line of its `not-after`/`not-before` item); nothing for a file that does not
+    parse (its syntax finding says why)."""
+    from curvecert.certs.verify import Finding
+
+    try:
+        root = zpl.parse(data, path=label)
+    except ZplSyntaxError:
+        return []
+    node = root.child("metadata")
+    items = [(c.name, c.value, c.line) for c in node.children] if node is not None else []
+    period = validity.from_meta([(n, v) for n, v, _ in items])
+    if period is None:
+        return []
+    lines = {n: ln for n, _, ln in reversed(items)}
+    line = lines.get(validity.NOT_AFTER, lines.get(validity.NOT_BEFORE))
+    return [Finding(label, lines.get(validity.NOT_BEFORE, line) if code == "not-yet-valid"
+                    else line, severity, code, message)  # type: ignore[arg-type]
+            for severity, code, message in period.problems(now, warn_within)]
 
 
 # --- keygen -------------------------------------------------------------------------------

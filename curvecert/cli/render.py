@@ -15,8 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import IO, TYPE_CHECKING, Any
+
+from curvecert.certs import validity
 
 if TYPE_CHECKING:
     # rich (and json, verify) are imported where they are used, so a command that
@@ -92,6 +95,7 @@ def cert_to_json(cert: Certificate, *, path: str | None = None,
     out["public_key_hex"] = cert.public_key.hex()
     out["fingerprint"] = cert.fingerprint
     out["metadata"] = dict(cert.meta)
+    out.update(validity.to_json(validity.from_meta(cert.meta)))
     out["has_secret"] = cert.has_secret
     if reveal_secret and cert.has_secret:
         out["secret_key"] = cert.secret_txt
@@ -119,6 +123,9 @@ def certificate_rows(cert: Certificate, *, path: str | None = None,
     if cert.has_secret:
         rows.append(("secret key", (cert.secret_txt or "") if reveal_secret
                      else "present (not shown; --reveal-secret prints it)"))
+    period = validity.from_meta(cert.meta)
+    if period is not None:
+        rows.append(("valid", validity.describe(period, time.time())))
     if not cert.meta:
         rows.append(("metadata", "(none)"))
     else:

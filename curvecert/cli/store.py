@@ -20,18 +20,19 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from curvecert import store as store_mod
 from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.certs.fileio import read_bytes
 from curvecert.certs.verify import Finding
 from curvecert.cli import Verdict, render
 from curvecert.errors import FileExists, StoreError
-from curvecert.store import snapshot as store_mod
 from curvecert.store.etcdurl import is_etcd_url
 
 __all__ = ["store"]
 
-_STORE_HELP = ("Store directory. Default: $CURVECERT_STORE, else "
+_STORE_HELP = ("Store directory, or etcd://HOST:PORT[,...]/PREFIX (docs/etcd.md). "
+               "Default: $CURVECERT_STORE, else "
                "$XDG_CONFIG_HOME/curvecert/store (~/.config/curvecert/store).")
 
 

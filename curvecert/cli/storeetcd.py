@@ -15,13 +15,13 @@ from typing import Any
 
 import click
 
+from curvecert import store as store_mod
 from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.certs.fileio import PUBLIC_MODE, atomic_write, read_bytes
 from curvecert.cli import render
 from curvecert.errors import FileExists, StoreError
 from curvecert.formats import z85
-from curvecert.store import snapshot as store_mod
 from curvecert.store.etcdops import EtcdWriter, same_certificate
 from curvecert.store.etcdurl import EtcdOptions, is_etcd_url, parse_url
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import zmq
 
-from curvecert.auth.authenticator import BaseAuthenticator
+from curvecert.auth.base import BaseAuthenticator
 from curvecert.auth.passwords import CheckResult
 from curvecert.auth.policy import (
     ANY_DOMAIN,

@@ -27,7 +27,7 @@ from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.errors import OperationalError
 from curvecert.formats import z85
-from curvecert.store.snapshot import scan
+from curvecert.store.scan import scan
 
 __all__ = ["CertificateFileError", "create_certificates", "load_certificate",
            "load_certificates"]

@@ -7,7 +7,7 @@ anything live is touched. Every unknown key, wrong type or bad value raises
 allow[2]: ...`); a typo never silently turns into "allow everything".
 
 This module only parses into frozen dataclasses. Turning them into a live policy
-(watched stores, password files) is `curvecert.serve.daemon.build_policy`. Relative paths in
+(watched stores, password files) is `curvecert.serve.livepolicy.build_policy`. Relative paths in
 a file are resolved against the file's directory.
 
 Example (see docs/serve-auth.md for the reference):
@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from curvecert import store
 from curvecert.errors import ConfigError
-from curvecert.store import snapshot as store
 from curvecert.store.etcdurl import EtcdOptions, is_etcd_url, parse_url
 
 if sys.version_info >= (3, 11):

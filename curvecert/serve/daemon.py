@@ -5,16 +5,9 @@ socket's own context), so each application needs a ZAP handler; the daemon lets 
 processes share one policy (watched stores, password files, address lists, domains) while
 each keeps only a tiny fail-closed `ZapForwarder`.
 
-The daemon is a *terminal* RFC 27 handler behind proxies: a ROUTER that answers plain REQ
-clients and DEALER/ROUTER proxies alike by splitting each message at its empty delimiter
-frame and returning the envelope unchanged. Its endpoint is either
-
-- `ipc://PATH`: the socket file is bound under a temporary name, set to 0600 (0660 with
-  `ipc_group`) and then renamed into place, so it is never reachable with looser
-  permissions; it is removed on a clean stop; or
-- `tcp://HOST:PORT`: a CURVE server with the daemon's own certificate, whose handshakes are
-  checked by a curvecert `Authenticator` on the daemon's context that admits only the
-  forwarder keys in `[server] forwarders` (PLAIN passwords never cross a network in clear).
+Pieces: `curvecert.serve.service.ZapService` (the listening socket and its file
+permissions), `curvecert.serve.livepolicy` (stores and password files behind one
+`Policy`), `curvecert.serve.systemd.sd_notify`; this module drives them.
 
 Lifecycle (`Daemon.run` in the main thread): signal handlers only call `request_stop()` /
 `request_reload()`, which set a flag and write one byte to a wake-up socket pair polled
@@ -25,37 +18,24 @@ file keeps the old policy and logs why.
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
 import socket
-import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
 from curvecert.auth.authenticator import Authenticator
-from curvecert.auth.passwords import PasswordFile
-from curvecert.auth.policy import (
-    AddressFilter,
-    Decision,
-    DomainPolicy,
-    KeyChain,
-    KeyLookup,
-    Policy,
-    UnsafeAllowAny,
-    respond,
-)
+from curvecert.auth.policy import Decision, respond
 from curvecert.certs.cert import Certificate
-from curvecert.errors import ConfigError, CurvecertError, OperationalError
-from curvecert.formats import zap
+from curvecert.errors import ConfigError, CurvecertError
 from curvecert.serve.config import BACKLOG, DaemonConfig, DomainConfig
-from curvecert.store.backend import StoreBackend, open_store
-from curvecert.store.etcdurl import EtcdOptions
+from curvecert.serve.livepolicy import LivePolicy, build_policy
+from curvecert.serve.service import FORWARDER_DOMAIN, ZapService, ipc_path
+from curvecert.serve.systemd import sd_notify
 
 __all__ = [
     "BACKLOG",
@@ -70,271 +50,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-#: ZAP domain of the daemon's own tcp:// socket (only forwarder keys are admitted there).
-FORWARDER_DOMAIN = "curvecert-forwarders"
-# Forwarders pipeline many requests per connection; libzmq's per-pipe default of 1000 is
-# far below a burst of handshakes across a few busy applications.
-_HWM = 100_000
-_MORE = int(zmq.SNDMORE)
-_NOBLOCK = int(zmq.NOBLOCK)
-_raw_send = getattr(getattr(zmq, "backend", None), "Socket", zmq.Socket).send  # ~9x cheaper
-
-
-def _send_frames(sock: zmq.Socket[Any], frames: list[bytes], flags: int = 0) -> None:
-    last = len(frames) - 1
-    for i, frame in enumerate(frames):
-        _raw_send(sock, frame, (_MORE if i < last else 0) | flags)
-
-
-# --- policy ---------------------------------------------------------------------------------
-
-@dataclass
-class LivePolicy:
-    """A policy plus the live parts (watched stores, password files) it reads from."""
-
-    policy: Policy
-    stores: list[StoreBackend] = field(default_factory=list)
-    passwords: list[PasswordFile] = field(default_factory=list)
-
-    def close(self) -> None:
-        """Stop the store watchers (the policy must no longer be in use)."""
-        for store in self.stores:
-            try:
-                store.stop()
-            except Exception:  # pragma: no cover - best effort on shutdown
-                _logger.exception("stopping a certificate store watcher failed")
-
-
-def build_policy(domains: tuple[DomainConfig, ...], *,
-                 etcd: EtcdOptions | None = None) -> LivePolicy:
-    """Open the stores and password files of `domains` and build one `Policy`.
-
-    Everything is opened before anything is returned: on any error the watchers started
-    so far are stopped and the error is raised, so a reload either fully succeeds or
-    leaves the running policy alone.
-    """
-    live = LivePolicy(policy=Policy())
-    try:
-        built: dict[str, DomainPolicy] = {}
-        for dom in domains:
-            stores = []
-            for directory in dom.stores:
-                store = open_store(directory, etcd=etcd)  # a directory or etcd:// URL
-                live.stores.append(store)
-                stores.append(store)
-            passwords = None
-            if dom.passwords is not None:
-                passwords = PasswordFile(dom.passwords)
-                live.passwords.append(passwords)
-            built[dom.name] = _domain_policy(dom, stores, passwords)
-        live.policy = Policy(built)
-    except BaseException:
-        live.close()
-        raise
-    return live
-
-
-def _domain_policy(dom: DomainConfig, stores: list[StoreBackend],
-                   passwords: PasswordFile | None) -> DomainPolicy:
-    mechs = dom.mechanisms
-    curve: UnsafeAllowAny | KeyLookup | None = None
-    if mechs is None or "CURVE" in mechs:
-        if dom.curve == "unsafe-allow-any":
-            _logger.warning("domain %r: CURVE accepts ANY client key (unsafe-allow-any): "
-                            "traffic is encrypted but nobody is authenticated", dom.name)
-            curve = UnsafeAllowAny()
-        elif len(stores) == 1:
-            curve = stores[0]
-        elif stores:
-            curve = KeyChain(stores)
-    plain = passwords if mechs is None or "PLAIN" in mechs else None
-    return DomainPolicy(null=mechs is not None and "NULL" in mechs, plain=plain, curve=curve,
-                        addresses=AddressFilter.of(dom.allow, dom.deny))
-
-
-# --- the listening socket -------------------------------------------------------------------
-
-def ipc_path(endpoint: str) -> str | None:
-    """The socket file of an `ipc://` endpoint, else None."""
-    return endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else None
-
-
-class ZapService:
-    """The daemon's ROUTER on `endpoint`: bind (with permissions), answer, unbind.
-
-    `respond(body) -> reply frames` is called for each request body (the frames after the
-    envelope); it must never raise. Only the owning thread may call `bind`, `serve_ready`
-    and `close`.
-    """
-
-    def __init__(self, context: zmq.Context[Any], endpoint: str, *,
-                 ipc_group: str | None = None, server_cert: Certificate | None = None):
-        """Prepare; nothing is bound until `bind()`."""
-        self.context = context
-        self.endpoint = endpoint
-        self.ipc_group = ipc_group
-        self.server_cert = server_cert
-        self.socket: zmq.Socket[Any] | None = None
-        self._ipc_inode: tuple[int, int] | None = None
-        self.bound: str | None = None
-        """The endpoint actually bound (a `tcp://...:*` port resolved), after `bind()`."""
-        self.requests = 0
-        self.dropped = 0
-
-    def bind(self) -> None:
-        """Bind the ROUTER; raises `OperationalError` (exit 3) when that is impossible."""
-        sock = self.context.socket(zmq.ROUTER)
-        sock.linger = 0
-        sock.setsockopt(zmq.BACKLOG, BACKLOG)
-        sock.sndhwm = _HWM
-        sock.rcvhwm = _HWM
-        if self.server_cert is not None:
-            self.server_cert.apply_server(sock)
-            sock.zap_domain = FORWARDER_DOMAIN.encode()
-        try:
-            path = ipc_path(self.endpoint)
-            if path is not None:
-                self._bind_ipc(sock, path)
-                self.bound = "ipc://" + os.path.abspath(path)
-            else:
-                try:
-                    sock.bind(self.endpoint)
-                except zmq.ZMQError as exc:
-                    raise OperationalError(f"cannot bind {self.endpoint}: {exc}") from exc
-                self.bound = sock.last_endpoint.decode()
-        except BaseException:
-            sock.close(linger=0)
-            raise
-        self.socket = sock
-
-    def _bind_ipc(self, sock: zmq.Socket[Any], path: str) -> None:
-        directory = os.path.dirname(os.path.abspath(path))
-        gid = _group_id(self.ipc_group) if self.ipc_group else None
-        mode = 0o660 if gid is not None else 0o600
-        try:
-            os.makedirs(directory, mode=0o750 if gid is not None else 0o700, exist_ok=True)
-        except OSError as exc:
-            raise OperationalError(f"{directory}: cannot create the socket directory: "
-                                   f"{exc.strerror}") from exc
-        if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise OperationalError(f"{path}: exists and is not a socket; refusing to "
-                                   "replace it")
-        if _socket_in_use(path):
-            raise OperationalError(f"{path}: another process is serving this socket "
-                                   "(is serve-auth already running?)")
-        # A short temporary name: unix socket paths are limited to 107 bytes.
-        tmp = os.path.join(directory, f".cc{os.getpid()}")
-        try:
-            sock.bind("ipc://" + tmp)
-        except zmq.ZMQError as exc:
-            raise OperationalError(f"cannot bind {self.endpoint}: {exc}") from exc
-        try:
-            # Tighten first, publish second: the file is never reachable at `path` with
-            # the umask's permissions.
-            os.chmod(tmp, mode)
-            if gid is not None:
-                os.chown(tmp, -1, gid)
-            os.replace(tmp, path)
-            st = os.stat(path)
-        except OSError as exc:
-            _unlink_quietly(tmp)
-            raise OperationalError(f"{path}: cannot set up the socket file: "
-                                   f"{exc.strerror}") from exc
-        self._ipc_inode = (st.st_dev, st.st_ino)
-
-    def serve_ready(self, respond: Callable[[list[bytes]], list[bytes]]) -> int:
-        """Answer every request waiting on the socket without blocking; return how many."""
-        assert self.socket is not None
-        n = 0
-        while True:
-            try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return n
-            parts = zap.split_envelope(frames)
-            if parts is None:  # nobody to route a reply to
-                self.dropped += 1
-                continue
-            envelope, body = parts
-            reply = respond(body)
-            try:
-                _send_frames(self.socket, [*envelope, *reply], _NOBLOCK)
-            except zmq.ZMQError:  # the forwarder went away; it answers 500 itself
-                self.dropped += 1
-            n += 1
-            self.requests += 1
-
-    def close(self) -> None:
-        """Close the socket and remove the ipc socket file if it is still ours."""
-        if self.socket is not None:
-            self.socket.close(linger=0)
-            self.socket = None
-        path = ipc_path(self.endpoint)
-        if path is not None and self._ipc_inode is not None:
-            try:
-                st = os.stat(path)
-                if (st.st_dev, st.st_ino) == self._ipc_inode and stat.S_ISSOCK(st.st_mode):
-                    os.unlink(path)
-            except OSError:
-                pass
-            self._ipc_inode = None
-
-
-def _group_id(name: str) -> int:
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        if name.isdigit():
-            return int(name)
-        raise ConfigError(f"ipc group {name!r} does not exist") from None
-
-
-def _socket_in_use(path: str) -> bool:
-    """True when something accepts connections on the unix socket file `path`."""
-    if not os.path.exists(path):
-        return False
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(path)
-    except OSError:
-        return False  # a stale file left by a crash: libzmq replaces it
-    finally:
-        probe.close()
-    return True
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-# --- systemd --------------------------------------------------------------------------------
-
-def sd_notify(state: str, env: Mapping[str, str] | None = None) -> bool:
-    """Send `state` (e.g. `READY=1`) to systemd's `$NOTIFY_SOCKET`; False if there is none.
-
-    The protocol is one datagram on a unix socket (sd_notify(3)); an address starting
-    with `@` is in the abstract namespace.
-    """
-    env = os.environ if env is None else env
-    addr = env.get("NOTIFY_SOCKET")
-    if not addr:
-        return False
-    target = "\0" + addr[1:] if addr.startswith("@") else addr
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.connect(target)
-            s.sendall(state.encode("utf-8"))
-    except OSError as exc:
-        _logger.warning("sd_notify to %s failed: %s", addr, exc)
-        return False
-    return True
-
-
-# --- the daemon -----------------------------------------------------------------------------
 
 Sink = Callable[[Mapping[str, Any]], None]
 

@@ -1,12 +1,12 @@
 """etcd key/values → the store's `Snapshot`: the same parser, records and rules as files.
 
 Each key under the prefix is one would-be certificate file, named by its last segment
-(`<64 hex digits>`): the value is parsed exactly like a store file
-(`curvecert.store.snapshot.parse_public`: the full ZPL grammar, CZMQ's layout fast path),
-and a trusted one becomes the same compact record a scanned file does, so lookups, memory
-per key, `resolve`, `store list` and `store check` behave identically for both backends.
-The record's 32-byte signature holds `(mod_revision, value length, create_revision,
-version)` instead of a file's stat signature.
+(`<64 hex digits>`): the value goes through the very function that parses a store file
+(`curvecert.store.files.parse_data`: the full ZPL grammar, CZMQ's layout fast path, the
+same findings), and a trusted one becomes the same compact record a scanned file does, so
+lookups, memory per key, `resolve`, `store list` and `store check` behave identically for
+both backends. The record's 32-byte signature holds `(mod_revision, value length,
+create_revision, version)` instead of a file's stat signature.
 
 Extra rules for etcd (each breach is a finding, and the key is not trusted):
 - the key's name must be the lower-case hex of the public key in its value
@@ -20,25 +20,15 @@ import re
 import struct
 from collections.abc import Iterable
 
-from curvecert.errors import CertificateError, CurvecertError, ZplSyntaxError
 from curvecert.formats import z85
 from curvecert.store.etcdclient import KeyValue
-from curvecert.store.snapshot import (
-    _SECRET_REASON,
-    CZMQ_METADATA_LIMIT,
-    MAX_FILE_SIZE,
-    Snapshot,
-    StoreFinding,
-    _encode_meta,
-    _State,
-    parse_public,
-)
+from curvecert.store.files import MAX_FILE_SIZE, make_finding, parse_data
+from curvecert.store.snapshot import Scanned, Snapshot, State, StoreFinding
 
 __all__ = ["KeySpace"]
 
 _NAME = re.compile(rb"[0-9a-f]{64}\Z")
 _SIG = struct.Struct("<QQQQ").pack
-_U16 = struct.Struct("<H").pack
 _M64 = (1 << 64) - 1
 
 
@@ -57,80 +47,50 @@ class KeySpace:
     def __init__(self, where: str, key_prefix: bytes):
         """`where` names the store in snapshots and findings (the URL, no secrets)."""
         self.where = where
+        self._where_b = where.encode("utf-8")
         self.key_prefix = key_prefix
-        self.state = _State({}, [], {}, {})
+        self.state = State({}, [], {}, {})
         self.generation = 0
 
-    # --- one key ------------------------------------------------------------------------
-
-    def _path(self, rel: bytes) -> str:
-        return f"{self.where}/{rel.decode('ascii', 'backslashreplace')}"
-
-    def _finding(self, rel: bytes, code: str, message: str, *, line: int | None = None,
-                 severity: str = "error") -> StoreFinding:
-        return StoreFinding(self._path(rel), line or None, code, message,
-                            "warning" if severity == "warning" else "error")
-
-    def _read(self, kv: KeyValue
-              ) -> tuple[bytes, bytes | None, bytes | None, tuple[StoreFinding, ...]]:
-        """`(rel, key or None, record or None, problems)` for one key/value."""
+    def _read(self, kv: KeyValue) -> Scanned:
+        """`(rel, sig, key or None, record or None, problems)` for one key/value."""
         rel = kv.key[len(self.key_prefix):]
+        sig = _sig(kv)
         if not _NAME.match(rel):
-            return rel, None, None, (self._finding(
-                rel, "unexpected-key", "not PREFIX/<64 lower-case hex digits of the public "
-                "key>; not read"),)
+            return rel, sig, None, None, (make_finding(
+                self._where_b, rel, "unexpected-key",
+                "not PREFIX/<64 lower-case hex digits of the public key>; not read"),)
         if len(kv.value) > MAX_FILE_SIZE:
-            return rel, None, None, (self._finding(
-                rel, "too-large", f"{len(kv.value)} bytes (limit {MAX_FILE_SIZE})"),)
-        try:
-            key, items = parse_public(kv.value, path=self._path(rel))
-        except ZplSyntaxError as exc:
-            return rel, None, None, (self._finding(rel, "unparsable", exc.reason,
-                                                   line=exc.line),)
-        except CertificateError as exc:
-            code = "secret-key" if exc.reason == _SECRET_REASON else "invalid-certificate"
-            return rel, None, None, (self._finding(rel, code, exc.reason, line=exc.line),)
-        except CurvecertError as exc:
-            return rel, None, None, (self._finding(rel, "invalid-certificate", str(exc)),)
-        if key.hex().encode("ascii") != rel:
-            return rel, None, None, (self._finding(
-                rel, "key-mismatch", f"holds the certificate of {z85.encode(key)}, whose key "
-                f"is {key.hex()}; not trusted"),)
-        blob, dropped = _encode_meta(items) if items else (b"", [])
-        problems: tuple[StoreFinding, ...] = ()
-        if dropped:
-            problems = (self._finding(
-                rel, "metadata-dropped", "metadata not sent in ZAP replies (reserved, "
-                f"duplicate after mapping to a ZMTP name, or too large): {', '.join(dropped)}",
-                severity="warning"),)
-        if len(blob) > CZMQ_METADATA_LIMIT:
-            problems += (self._finding(
-                rel, "czmq-metadata-overflow", f"metadata encodes to {len(blob)} bytes; "
-                f"CZMQ's zauth corrupts its heap above {CZMQ_METADATA_LIMIT}",
-                severity="warning"),)
-        record = b"".join((_sig(kv), _U16(len(rel)), rel, blob))
-        return rel, key, record, problems
-
-    # --- many keys ----------------------------------------------------------------------
+            return rel, sig, None, None, (make_finding(
+                self._where_b, rel, "too-large",
+                f"{len(kv.value)} bytes (limit {MAX_FILE_SIZE})"),)
+        scanned = parse_data(self._where_b, rel, sig, kv.value)
+        key = scanned[2]
+        if key is not None and key.hex().encode("ascii") != rel:
+            return rel, sig, None, None, (make_finding(
+                self._where_b, rel, "key-mismatch",
+                f"holds the certificate of {z85.encode(key)}, whose key is {key.hex()}; "
+                "not trusted"),)
+        return scanned
 
     def load(self, kvs: Iterable[KeyValue]) -> None:
         """Replace everything with `kvs` (a full read of the prefix, sorted by key)."""
-        state = _State({}, [], {}, {})
+        state = State({}, [], {}, {})
         for kv in kvs:
-            rel, key, record, problems = self._read(kv)
+            rel, sig, key, record, problems = self._read(kv)
             if key is None or record is None:
-                state.others[rel] = (None, None, None, problems)
+                state.others[rel] = (sig, None, None, problems)
                 continue
             state.by_key[key] = record
-            state.order.append(key)  # etcd returns keys sorted: hex order = path order
+            state.order.append(key)
             if problems:
                 state.notes[rel] = problems
-        state.order.sort(key=state.relkey)
+        state.order.sort(key=state.relkey)  # etcd sorts keys; hex order = path order
         self.state = state
 
     def apply(self, changes: Iterable[tuple[bool, KeyValue]]) -> bool:
         """Apply `(deleted, kv)` changes in order (copy-on-write); True if anything changed."""
-        state: _State | None = None
+        state: State | None = None
         for deleted, kv in changes:
             if state is None:
                 state = self.state.copy()
@@ -142,9 +102,9 @@ class KeySpace:
                     state.remove_winner(old_key)
             if deleted:
                 continue
-            rel, key, record, problems = self._read(kv)
+            rel, sig, key, record, problems = self._read(kv)
             if key is None or record is None:
-                state.others[rel] = (None, None, None, problems)
+                state.others[rel] = (sig, None, None, problems)
                 continue
             state.add_winner(key, record)
             if problems:

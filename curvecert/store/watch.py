@@ -1,8 +1,8 @@
 """The live certificate store: a watched directory, reloaded into a fresh snapshot on change.
 
-`CertStore` keeps the newest `curvecert.store.snapshot.Snapshot` behind one reference. A lookup reads
-that reference and does one dict access: no lock, no disk. Changes are picked up by
-watchdog (the only module that imports it) and applied by one reload thread:
+`CertStore` keeps the newest `curvecert.store.snapshot.Snapshot` behind one reference. A lookup
+reads that reference and does one dict access: no lock, no disk. Changes are picked up by
+watchdog (`curvecert.store.observe`) and applied by one reload thread:
 
 - The watchdog handler only records what changed and notifies (STYLE R9). The reload
   thread waits for a quiet period (`debounce`, capped so a steady stream of events cannot
@@ -30,8 +30,6 @@ watchdog (the only module that imports it) and applied by one reload thread:
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import os
 import stat
@@ -39,34 +37,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
 
-from watchdog.events import (
-    DirAttribEvent,
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileAttribEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.polling import PollingObserver
+from watchdog.events import FileSystemEvent
 
 from curvecert.errors import StoreError
-from curvecert.store.snapshot import (
-    Entry,
-    ScanCancelled,
-    Scanner,
-    Snapshot,
-    StoreFinding,
-    is_ignored_name,
-)
+from curvecert.store.files import is_ignored_name
+from curvecert.store.observe import DirectoryWatch
+from curvecert.store.scan import ScanCancelled, Scanner
+from curvecert.store.snapshot import Entry, Snapshot, StoreFinding
 
 __all__ = ["CertStore", "ReloadCallback"]
 
@@ -80,51 +58,8 @@ _ROOT_CHECK = 1.0
 _REAPPEAR_CHECK = 0.2
 #: A burst is applied at the latest this long after its first event (x debounce, >= 0.25 s).
 _MAX_DELAY_FACTOR = 10
-#: Errors from watchdog's inotify observer that mean "out of watches or instances".
-_LIMIT_ERRORS = frozenset({errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
-#: File systems on which inotify does not see changes made by other hosts.
-_REMOTE_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph",
-                        "glusterfs", "lustre", "gpfs", "fuse.sshfs", "fuse.rclone",
-                        "fuse.s3fs", "fuse.gcsfuse", "fuse.glusterfs", "fuse.cephfs",
-                        "virtiofs"})
 # watchdog event types that cannot change what the store trusts
 _NOISE = frozenset({"opened", "closed_no_write"})
-# The events asked for. Leaving out opened / accessed / closed-without-writing keeps the
-# kernel from queueing three events per file the store itself reads during a scan (at 100k
-# files that flood made a scan five times slower); directory "modified" is noise too.
-_EVENT_FILTER: list[type[FileSystemEvent]] = [
-    FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileMovedEvent,
-    DirMovedEvent, FileModifiedEvent, FileClosedEvent, FileAttribEvent, DirAttribEvent]
-
-
-def _filesystem_type(path: str) -> str | None:
-    """The type of the file system holding `path`, from /proc/self/mountinfo (Linux)."""
-    try:
-        real = os.path.realpath(path)
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
-            lines = fh.readlines()
-    except OSError:
-        return None
-    best, fstype = -1, None
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        if len(fields) < 5 or not right:
-            continue
-        mount = fields[4].replace("\\040", " ")
-        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > best:
-            best, fstype = len(mount), right.split()[0]
-    return fstype
-
-
-class _Handler(FileSystemEventHandler):
-    """Hands every watchdog event to the store; does nothing else (runs in watchdog's thread)."""
-
-    def __init__(self, store: CertStore):
-        self._store = store
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        self._store._on_event(event)
 
 
 class CertStore:
@@ -156,11 +91,9 @@ class CertStore:
             raise StoreError("debounce must be >= 0; poll_interval and rescan_interval > 0")
         self.directory = os.path.abspath(os.fspath(directory))
         self._watch = watch
-        self._poll = poll
         self._debounce = debounce
         self._max_delay = max(debounce * _MAX_DELAY_FACTOR, 0.25)
         self._rescan_interval = rescan_interval
-        self._poll_interval = poll_interval
         if on_reload is None:
             self.on_reload: list[ReloadCallback] = []
         elif callable(on_reload):
@@ -181,11 +114,9 @@ class CertStore:
         self._stopping = False
         self._started = False
         self._thread: threading.Thread | None = None
-        self._obs_lock = threading.Lock()
-        self._observer: Any = None
-        self._watched_id: tuple[int, int] | None = None
-        self._polling = bool(poll)
-        self._handler = _Handler(self)
+        self._dirwatch = DirectoryWatch(self.directory, self._on_event, poll=poll,
+                                        poll_interval=poll_interval,
+                                        stopping=self._cancelled)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -202,13 +133,8 @@ class CertStore:
         if not self._watch:
             self.reload()
             return self
-        if self._poll is None and not self._polling:
-            fstype = _filesystem_type(self.directory)
-            if fstype in _REMOTE_FS:
-                _logger.info("%s is on %s, where inotify misses remote changes; polling every "
-                             "%.1fs", self.directory, fstype, self._poll_interval)
-                self._polling = True
-        self._start_observer()
+        self._dirwatch.choose_mode()
+        self._dirwatch.start()
         self.reload()
         self._thread = threading.Thread(target=self._run, name="curvecert-store-reload",
                                         daemon=True)
@@ -226,7 +152,7 @@ class CertStore:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 _logger.warning("store reload thread did not stop within %.1fs", timeout)
-        self._stop_observer(max(0.1, deadline - time.monotonic()))
+        self._dirwatch.stop(max(0.1, deadline - time.monotonic()))
 
     def __enter__(self) -> CertStore:
         return self.start()
@@ -275,7 +201,7 @@ class CertStore:
     @property
     def polling(self) -> bool:
         """True when changes are detected by polling rather than by inotify."""
-        return self._polling
+        return self._dirwatch.polling
 
     def wait_for_generation(self, generation: int, timeout: float | None = None) -> bool:
         """Block until `generation` reaches `generation`; False on timeout."""
@@ -392,7 +318,7 @@ class CertStore:
             next_check = min(next_check, time.monotonic() + self._check_period())
 
     def _check_period(self) -> float:
-        return _ROOT_CHECK if self._watched_id is not None else _REAPPEAR_CHECK
+        return _ROOT_CHECK if self._dirwatch.watched_id is not None else _REAPPEAR_CHECK
 
     def _cancelled(self) -> bool:
         return self._stopping
@@ -412,87 +338,21 @@ class CertStore:
         try:
             st = os.stat(self.directory)
         except OSError:
-            return self._watched_id is not None or self._snapshot.healthy
+            return self._dirwatch.watched_id is not None or self._snapshot.healthy
         if not stat.S_ISDIR(st.st_mode):
-            return self._watched_id is not None or self._snapshot.healthy
-        return (st.st_dev, st.st_ino) != self._watched_id or not self._snapshot.healthy
+            return self._dirwatch.watched_id is not None or self._snapshot.healthy
+        return (st.st_dev, st.st_ino) != self._dirwatch.watched_id or not self._snapshot.healthy
 
     def _rewatch(self) -> None:
         """The directory went away or was replaced: re-create the watch, rescan everything."""
-        self._stop_observer(5.0)
+        self._dirwatch.stop(5.0)
         if self._stopping:
             return
-        self._start_observer()
+        self._dirwatch.start()
         self._reload(None)
-        if self._watched_id is None:
+        if self._dirwatch.watched_id is None:
             _logger.debug("%s is not there; checking again in %.1fs", self.directory,
                           _REAPPEAR_CHECK)
-
-    # --- observers --------------------------------------------------------------------------
-
-    def _start_observer(self) -> None:
-        with self._obs_lock:
-            self._watched_id = None
-            if self._stopping:
-                return
-            try:
-                st = os.stat(self.directory)
-            except OSError:
-                return
-            if not stat.S_ISDIR(st.st_mode):
-                return
-            observer = None
-            if not self._polling:
-                try:
-                    observer = self._launch(Observer())
-                except OSError as exc:
-                    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                        return  # gone again; the next check retries
-                    if self._poll is False:
-                        _logger.error("cannot watch %s: %s; only the periodic rescan will "
-                                      "see changes", self.directory, exc)
-                        self._watched_id = (st.st_dev, st.st_ino)
-                        return
-                    hint = (" (raise fs.inotify.max_user_watches / max_user_instances)"
-                            if exc.errno in _LIMIT_ERRORS else "")
-                    _logger.warning("cannot watch %s with inotify: %s%s; falling back to "
-                                    "polling every %.1fs", self.directory,
-                                    exc.strerror or exc, hint, self._poll_interval)
-                    self._polling = True
-            if observer is None:
-                try:
-                    observer = self._launch(PollingObserver(timeout=self._poll_interval))
-                except OSError as exc:
-                    _logger.error("cannot watch %s: %s", self.directory, exc)
-                    return
-            self._observer = observer
-            self._watched_id = (st.st_dev, st.st_ino)
-
-    def _launch(self, observer: Any) -> Any:
-        try:
-            observer.schedule(self._handler, self.directory, recursive=True,
-                              event_filter=_EVENT_FILTER)
-            observer.start()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                observer.stop()
-                if observer.is_alive():
-                    observer.join(5.0)
-            raise
-        return observer
-
-    def _stop_observer(self, timeout: float) -> None:
-        with self._obs_lock:
-            observer, self._observer = self._observer, None
-            self._watched_id = None
-        if observer is None:
-            return
-        try:
-            observer.stop()
-            if observer.is_alive() and observer is not threading.current_thread():
-                observer.join(timeout)
-        except Exception:  # a dying observer must not stop us from shutting down
-            _logger.debug("stopping the file observer failed", exc_info=True)
 
     # --- publication ------------------------------------------------------------------------
 
@@ -509,5 +369,5 @@ class CertStore:
                 _logger.exception("on_reload callback %r failed", callback)
 
     def __repr__(self) -> str:
-        mode = "polling" if self._polling else "inotify"
+        mode = "polling" if self._dirwatch.polling else "inotify"
         return f"<CertStore {self.directory!r} {mode} {self._snapshot!r}>"

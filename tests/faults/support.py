@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 import zmq
 
+from curvecert import store
 from curvecert.certs.cert import Certificate
-from curvecert.store import snapshot as store
 
 __all__ = ["ROOT", "Unprivileged", "client_outcome", "leftover_temps", "one_error_line",
            "run_cli_as", "secret_mode_problems", "unprivileged", "wait_outcome"]

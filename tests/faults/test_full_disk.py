@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from curvecert import store
 from curvecert.auth import passwords
 from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
-from curvecert.store import snapshot as store
 from tests.faults.support import leftover_temps, one_error_line, run_cli_as
 
 Env = Callable[..., dict[str, str]]

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import pytest
 
+from curvecert import store
 from curvecert.auth import passwords
 from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.certs.verify import verify_file
-from curvecert.store import snapshot as store
 from tests.faults.support import leftover_temps, secret_mode_problems, temps_are_ignored
 
 pytestmark = pytest.mark.slow

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 import zmq
 
+from curvecert import store
 from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
-from curvecert.store import snapshot as store
 from tests.conftest import wait_until
 from tests.faults.support import Unprivileged, client_outcome, unprivileged, wait_outcome
 

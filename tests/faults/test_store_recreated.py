@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import zmq
 
+from curvecert import store
 from curvecert.certs.cert import Certificate
-from curvecert.store import snapshot as store
 from tests.faults.support import wait_outcome
 from tests.serveproc import ServeAuth
 

@@ -20,11 +20,11 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from curvecert import store
 from curvecert.certs import certfile, keys
 from curvecert.certs.cert import Certificate
 from curvecert.certs.verify import check_text
 from curvecert.errors import CertificateError, CurvecertError
-from curvecert.store import snapshot as store
 from tests.fuzz.conftest import FUZZ
 from tests.fuzz.strategies import mutated, mutations
 

@@ -28,6 +28,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from curvecert import store
 from curvecert.auth.authenticator import format_decision
 from curvecert.auth.passwords import StaticPasswords
 from curvecert.auth.policy import (
@@ -46,7 +47,6 @@ from curvecert.certs.cert import Certificate
 from curvecert.errors import ZapError
 from curvecert.formats import z85, zap, zmtp
 from curvecert.serve.daemon import _decision_record
-from curvecert.store import snapshot as store
 from tests.fuzz.conftest import FUZZ
 
 # --- a real policy --------------------------------------------------------------------------

@@ -87,7 +87,8 @@ def test_new_json(run_cli: Run, tmp_path: Path) -> None:
     r = run_cli("new", str(tmp_path / "s"), "--name", "server", "--meta", "site=eu", "--json")
     assert r.code == 0, r.err
     data = json.loads(r.out)
-    assert set(data) == {"public_key", "fingerprint", "metadata", "public_file", "secret_file"}
+    assert set(data) == {"public_key", "fingerprint", "metadata", "not_before", "not_after",
+                         "public_file", "secret_file"}
     cert = Certificate.load(tmp_path / "s_secret")
     assert data["public_key"] == cert.public_txt
     assert data["fingerprint"] == cert.fingerprint
@@ -189,7 +190,8 @@ def test_show_json_public_and_secret(run_cli: Run, pair: Path) -> None:
     expected = {"public_key": CLIENT_PUBLIC,
                 "public_key_hex": CLIENT_HEX,
                 "fingerprint": Certificate.from_public(CLIENT_PUBLIC).fingerprint,
-                "metadata": {"name": "Client [ops]", "note": 'say "hi"'}}
+                "metadata": {"name": "Client [ops]", "note": 'say "hi"'},
+                "not_before": None, "not_after": None}
     pub = json.loads(run_cli("show", str(pair), "--json").out)
     assert pub == {"path": str(pair), **expected, "has_secret": False}
     secret_path = str(pair.parent / "client_secret")

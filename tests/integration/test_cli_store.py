@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import zmq.auth
 
+from curvecert import store
 from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
-from curvecert.store import snapshot as store
 from tests.conftest import CliResult
 from tests.czmq import require_czmq
 

@@ -23,10 +23,10 @@ import pytest
 import zmq
 import zmq.auth
 
+from curvecert import store as store_mod
 from curvecert.auth.authenticator import Authenticator
 from curvecert.certs.cert import Certificate
 from curvecert.serve.forwarder import ZapForwarder
-from curvecert.store import snapshot as store_mod
 from curvecert.store.backend import StoreBackend, open_store
 from curvecert.store.etcd import EtcdStore
 from curvecert.store.etcdclient import EtcdClient

@@ -14,10 +14,10 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from curvecert import store
 from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys
 from curvecert.certs.cert import Certificate
 from curvecert.serve.gateway import Gateway
-from curvecert.store import snapshot as store
 from tests.conftest import wait_until
 from tests.serveproc import ServeAuth
 

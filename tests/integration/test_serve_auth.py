@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import zmq
 
+from curvecert import store
 from curvecert.certs.cert import Certificate
 from curvecert.serve.forwarder import ZapForwarder
-from curvecert.store import snapshot as store
 from tests.serveproc import Outcome, ServeAuth, Server, handshake, retry_until
 
 Env = Callable[[dict[str, str] | None], dict[str, str]]

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from curvecert import store
 from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.errors import StoreError
-from curvecert.store import snapshot as store
 from curvecert.store.snapshot import Snapshot
 from curvecert.store.watch import CertStore
 
@@ -73,7 +73,7 @@ def open_store() -> Iterator[Callable[..., CertStore]]:
         s.stop()
     for s in started:
         assert s._thread is None or not s._thread.is_alive()
-        assert s._observer is None
+        assert s._dirwatch.observer is None
 
 
 def trusted(s: CertStore, c: Certificate) -> Callable[[Snapshot], bool]:

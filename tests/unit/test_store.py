@@ -17,11 +17,12 @@ import zmq.auth
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from curvecert import store
 from curvecert.certs import certfile, keys
 from curvecert.certs.cert import Certificate
 from curvecert.errors import AmbiguousMatch, FileExists, InvalidKey, StoreError
 from curvecert.formats import z85, zmtp
-from curvecert.store import snapshot as store
+from curvecert.store import fastparse
 
 CORPUS = Path(__file__).resolve().parents[1] / "assets" / "zpl"
 
@@ -173,7 +174,7 @@ def test_missing_directory_trusts_nothing_and_says_why(tmp_path: Path,
     scanner = store.Scanner(d)
     assert scanner.scan().lookup(c.public_key) is not None
     shutil.rmtree(d)
-    with caplog.at_level("ERROR", logger="curvecert.store.snapshot"):
+    with caplog.at_level("ERROR", logger="curvecert.store.scan"):
         snap = scanner.scan()
     assert not snap.healthy and len(snap) == 0 and snap.lookup(c.public_key) is None
     assert snap.problem is not None and "No such file" in snap.problem
@@ -467,7 +468,7 @@ def _full(text: str | bytes) -> tuple[bytes, list[tuple[str, str]]] | None:
 
 
 def _check_fast(text: str) -> None:
-    fast = store._fast_parse(text)
+    fast = fastparse.fast_parse(text)
     if fast is not None:
         assert fast == _full(text), text
     # and what the store uses (fast path or fallback) always equals the full parser
@@ -522,7 +523,7 @@ def test_fast_parser_equals_full_parser_on_generated_documents(text: str) -> Non
 def test_fast_parser_handles_every_writable_certificate(items: list[tuple[str, str]]) -> None:
     c = Certificate.from_public(Certificate.new().public_key, items)
     text = certfile.dump(c, secret=False)
-    assert store._fast_parse(text) == (c.public_key, list(c.meta.items()))
+    assert fastparse.fast_parse(text) == (c.public_key, list(c.meta.items()))
     _check_fast(text)
 
 
@@ -530,7 +531,7 @@ def test_fast_parser_takes_the_real_writers_outputs(tmp_path: Path) -> None:
     # pyzmq's public *.key: empty metadata section
     pub, _sec = zmq.auth.create_certificates(str(tmp_path), "p", {"name": "ignored"})
     text = Path(pub).read_text()
-    assert store._fast_parse(text) is not None
+    assert fastparse.fast_parse(text) is not None
     _check_fast(text)
     # CZMQ's layout, verbatim from its docs
     czmq = ('#   ****  Generated on 2026-11-26 13:42:29 by CZMQ  ****\n'
@@ -541,7 +542,7 @@ def test_fast_parser_takes_the_real_writers_outputs(tmp_path: Path) -> None:
             'metadata\n    name = "Alice Example"\n    email = "alice@example.org"\n'
             '    organization = "ACME Widgets"\ncurve\n'
             '    public-key = ")#bT{=8RHi)XQ[hG[*:ML*dRb3d5XTVO+7t481]f"\n')
-    assert store._fast_parse(czmq) is not None
+    assert fastparse.fast_parse(czmq) is not None
     _check_fast(czmq)
 
 
@@ -557,34 +558,34 @@ def test_fast_parser_agrees_on_the_zpl_corpus(path: Path) -> None:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return
-    fast = store._fast_parse(text)
+    fast = fastparse.fast_parse(text)
     assert fast is None or fast == _full(data)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(min_size=32, max_size=32))
 def test_fast_key_decoder_equals_z85(key: bytes) -> None:
-    assert store._z85_key(z85.encode(key)) == key
+    assert fastparse._z85_key(z85.encode(key)) == key
 
 
 def test_fast_key_decoder_refuses_overflow() -> None:
-    assert store._z85_key("%nSc1" * 8) is None
-    assert store._z85_key("#" * 40) is None
+    assert fastparse._z85_key("%nSc1" * 8) is None
+    assert fastparse._z85_key("#" * 40) is None
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=30), max_size=6))
 def test_metadata_encoder_equals_encode_lenient(meta: dict[str, str]) -> None:
     items = list(meta.items())
-    assert store._encode_meta(items) == zmtp.encode_lenient(items)
-    assert store._encode_meta(items) == zmtp.encode_lenient(items)  # cached names too
+    assert fastparse.encode_meta(items) == zmtp.encode_lenient(items)
+    assert fastparse.encode_meta(items) == zmtp.encode_lenient(items)  # cached names too
 
 
 def test_metadata_encoder_limits_equal_encode_lenient() -> None:
     items = [("big", "x" * (zmtp.MAX_VALUE + 1)), ("ok", "y")]
-    assert store._encode_meta(items) == zmtp.encode_lenient(items)
+    assert fastparse.encode_meta(items) == zmtp.encode_lenient(items)
     many = [(f"n{i}", "v" * 4000) for i in range(20)]
-    assert store._encode_meta(many) == zmtp.encode_lenient(many)
+    assert fastparse.encode_meta(many) == zmtp.encode_lenient(many)
 
 
 def test_progress_callback_counts_files(tmp_path: Path) -> None:

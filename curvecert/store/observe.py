@@ -1,0 +1,182 @@
+"""Watching a store directory with watchdog: which events, which observer, when to poll.
+
+The native observer (inotify) is used when it can start; when the kernel is out of
+inotify resources (ENOSPC, EMFILE, ENFILE, ENOMEM: FIELD-NOTES B3) the watch falls back to
+watchdog's PollingObserver with a warning, and a directory on a network file system
+(NFS, CIFS, sshfs, 9p...), where inotify sees no remote changes, is polled from the start.
+Events go unfiltered by path to one callback (`CertStore._on_event`), which runs in
+watchdog's thread and only records what changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from watchdog.events import (
+    DirAttribEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+__all__ = ["REMOTE_FS", "DirectoryWatch", "filesystem_type"]
+
+_logger = logging.getLogger(__name__)
+
+#: Errors from watchdog's inotify observer that mean "out of watches or instances".
+_LIMIT_ERRORS = frozenset({errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+#: File systems on which inotify does not see changes made by other hosts.
+REMOTE_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph",
+                       "glusterfs", "lustre", "gpfs", "fuse.sshfs", "fuse.rclone",
+                       "fuse.s3fs", "fuse.gcsfuse", "fuse.glusterfs", "fuse.cephfs",
+                       "virtiofs"})
+# The events asked for. Leaving out opened / accessed / closed-without-writing keeps the
+# kernel from queueing three events per file the store itself reads during a scan (at 100k
+# files that flood made a scan five times slower); directory "modified" is noise too.
+_EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileMovedEvent,
+    DirMovedEvent, FileModifiedEvent, FileClosedEvent, FileAttribEvent, DirAttribEvent]
+
+
+def filesystem_type(path: str) -> str | None:
+    """The type of the file system holding `path`, from /proc/self/mountinfo (Linux)."""
+    try:
+        real = os.path.realpath(path)
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            lines = fh.readlines()
+    except OSError:
+        return None
+    best, fstype = -1, None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        mount = fields[4].replace("\\040", " ")
+        if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > best:
+            best, fstype = len(mount), right.split()[0]
+    return fstype
+
+
+class _Handler(FileSystemEventHandler):
+    """Hands every watchdog event to one callback; does nothing else (watchdog's thread)."""
+
+    def __init__(self, callback: Callable[[FileSystemEvent], None]):
+        self._callback = callback
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self._callback(event)
+
+
+class DirectoryWatch:
+    """One recursive watch on a directory, re-creatable when the directory is replaced.
+
+    `poll`: True forces polling, False forces inotify (no fallback), None picks inotify
+    and falls back to polling. `stopping()` is consulted before starting an observer, so a
+    watch is never started after its owner began to shut down.
+    """
+
+    def __init__(self, directory: str, callback: Callable[[FileSystemEvent], None], *,
+                 poll: bool | None, poll_interval: float, stopping: Callable[[], bool]):
+        """Configure the watch; nothing runs until `start()`."""
+        self.directory = directory
+        self.poll_interval = poll_interval
+        self.polling = bool(poll)
+        self.observer: Any = None
+        self.watched_id: tuple[int, int] | None = None
+        self._poll = poll
+        self._stopping = stopping
+        self._lock = threading.Lock()
+        self._handler = _Handler(callback)
+
+    def choose_mode(self) -> None:
+        """Poll from the start when the directory is on a network file system."""
+        if self._poll is None and not self.polling:
+            fstype = filesystem_type(self.directory)
+            if fstype in REMOTE_FS:
+                _logger.info("%s is on %s, where inotify misses remote changes; polling every "
+                             "%.1fs", self.directory, fstype, self.poll_interval)
+                self.polling = True
+
+    def start(self) -> None:
+        """Start an observer on the directory; `watched_id` says which directory it watches."""
+        with self._lock:
+            self.watched_id = None
+            if self._stopping():
+                return
+            try:
+                st = os.stat(self.directory)
+            except OSError:
+                return
+            if not stat.S_ISDIR(st.st_mode):
+                return
+            observer = None
+            if not self.polling:
+                try:
+                    observer = self._launch(Observer())
+                except OSError as exc:
+                    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                        return  # gone again; the next check retries
+                    if self._poll is False:
+                        _logger.error("cannot watch %s: %s; only the periodic rescan will "
+                                      "see changes", self.directory, exc)
+                        self.watched_id = (st.st_dev, st.st_ino)
+                        return
+                    hint = (" (raise fs.inotify.max_user_watches / max_user_instances)"
+                            if exc.errno in _LIMIT_ERRORS else "")
+                    _logger.warning("cannot watch %s with inotify: %s%s; falling back to "
+                                    "polling every %.1fs", self.directory,
+                                    exc.strerror or exc, hint, self.poll_interval)
+                    self.polling = True
+            if observer is None:
+                try:
+                    observer = self._launch(PollingObserver(timeout=self.poll_interval))
+                except OSError as exc:
+                    _logger.error("cannot watch %s: %s", self.directory, exc)
+                    return
+            self.observer = observer
+            self.watched_id = (st.st_dev, st.st_ino)
+
+    def _launch(self, observer: Any) -> Any:
+        try:
+            observer.schedule(self._handler, self.directory, recursive=True,
+                              event_filter=_EVENT_FILTER)
+            observer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                observer.stop()
+                if observer.is_alive():
+                    observer.join(5.0)
+            raise
+        return observer
+
+    def stop(self, timeout: float) -> None:
+        """Stop the observer (if any) and join its thread within `timeout` seconds."""
+        with self._lock:
+            observer, self.observer = self.observer, None
+            self.watched_id = None
+        if observer is None:
+            return
+        try:
+            observer.stop()
+            if observer.is_alive() and observer is not threading.current_thread():
+                observer.join(timeout)
+        except Exception:  # a dying observer must not stop us from shutting down
+            _logger.debug("stopping the file observer failed", exc_info=True)
