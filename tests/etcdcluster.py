@@ -13,11 +13,13 @@ fixture is session-scoped: one cluster serves the whole run; tests use distinct 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -28,7 +30,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-__all__ = ["REQUIRE_ENV", "EtcdCluster", "Member", "etcd_binary", "require_etcd"]
+__all__ = ["REQUIRE_ENV", "EtcdCluster", "Member", "TlsFiles", "etcd_binary", "make_tls",
+           "require_etcd"]
 
 #: Environment variable that turns "etcd missing" from a skip into a failure.
 REQUIRE_ENV = "CURVECERT_REQUIRE_ETCD"
@@ -65,6 +68,47 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS cluster: a CA, the members' certificate, a client certificate."""
+
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+
+def make_tls(directory: str) -> TlsFiles:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate, made
+    with the `openssl` command (skips the test when it is absent)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make test certificates")
+    d = directory
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem", "-days", "2",
+        "-subj", "/CN=curvecert-test-ca")
+    for name, usage in (("server", "serverAuth,clientAuth"), ("client", "clientAuth")):
+        ext = f"{d}/{name}.ext"
+        with open(ext, "w") as fh:
+            fh.write(f"subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n")
+        # the client's certificate has no Common Name: with client-cert-auth and RBAC on,
+        # etcd's gateway refuses (HTTP 400) any client certificate that carries one
+        subject = f"/CN=curvecert-test-{name}" if name == "server" else "/O=curvecert-test"
+        run("req", *ec, "-keyout", f"{d}/{name}.key", "-out", f"{d}/{name}.csr",
+            "-subj", subject)
+        run("x509", "-req", "-in", f"{d}/{name}.csr", "-CA", f"{d}/ca.pem", "-CAkey",
+            f"{d}/ca.key", "-CAcreateserial", "-out", f"{d}/{name}.pem", "-days", "2",
+            "-extfile", ext)
+    return TlsFiles(f"{d}/ca.pem", f"{d}/server.pem", f"{d}/server.key",
+                    f"{d}/client.pem", f"{d}/client.key")
+
+
 @dataclass
 class Member:
     """One etcd member: its name, ports, data directory and process."""
@@ -94,6 +138,10 @@ class EtcdCluster:
     size: int = 3
     root: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="curvecert-etcd-"))
     members: list[Member] = field(default_factory=list)
+    tls: TlsFiles | None = None
+    """Serve the client API over HTTPS and require client certificates."""
+    token: str | None = None
+    """An etcd auth token sent with the fixture's own requests (after `enable_auth`)."""
 
     def __post_init__(self) -> None:
         ports = _free_ports(2 * self.size)
@@ -111,22 +159,37 @@ class EtcdCluster:
         return ",".join(m.endpoint for m in self.members)
 
     def url(self, prefix: str) -> str:
-        """`etcd://ENDPOINTS/PREFIX`."""
-        return f"etcd://{self.endpoints}/{prefix.strip('/')}"
+        """`etcd://ENDPOINTS/PREFIX` (`etcds://` for a TLS cluster)."""
+        scheme = "etcds" if self.tls else "etcd"
+        return f"{scheme}://{self.endpoints}/{prefix.strip('/')}"
+
+    @property
+    def _scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def _ssl(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(cafile=self.tls.ca)
+        context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+        return context
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def _launch(self, m: Member, state: str) -> None:
         initial = ",".join(f"{x.name}=http://127.0.0.1:{x.peer_port}" for x in self.members)
         args = [self.binary, "--name", m.name, "--data-dir", m.data_dir,
-                "--listen-client-urls", f"http://127.0.0.1:{m.client_port}",
-                "--advertise-client-urls", f"http://127.0.0.1:{m.client_port}",
+                "--listen-client-urls", f"{self._scheme}://127.0.0.1:{m.client_port}",
+                "--advertise-client-urls", f"{self._scheme}://127.0.0.1:{m.client_port}",
                 "--listen-peer-urls", f"http://127.0.0.1:{m.peer_port}",
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{m.peer_port}",
                 "--initial-cluster", initial, "--initial-cluster-state", state,
                 "--initial-cluster-token", os.path.basename(self.root),
                 "--heartbeat-interval", "50", "--election-timeout", "500",
                 "--log-outputs", "stderr", "--logger", "zap"]
+        if self.tls is not None:
+            args += ["--cert-file", self.tls.server_cert, "--key-file", self.tls.server_key,
+                     "--trusted-ca-file", self.tls.ca, "--client-cert-auth"]
         with open(m.log, "ab") as log:
             m.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                       start_new_session=True)
@@ -141,7 +204,8 @@ class EtcdCluster:
     def health(self, m: Member) -> bool:
         """True when `m` answers `/health` with `"health": "true"` (it has a leader)."""
         try:
-            with urllib.request.urlopen(f"http://{m.endpoint}/health", timeout=1) as r:
+            with urllib.request.urlopen(f"{self._scheme}://{m.endpoint}/health", timeout=1,
+                                        context=self._ssl()) as r:
                 return str(json.loads(r.read()).get("health")) == "true"
         except (OSError, ValueError, urllib.error.URLError):
             return False
@@ -202,11 +266,13 @@ class EtcdCluster:
         for m in self.members:
             if not m.alive:
                 continue
-            req = urllib.request.Request(f"http://{m.endpoint}/v3/{path}",
-                                         data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+            headers = {"Content-Type": "application/json"}
+            if self.token:
+                headers["Authorization"] = self.token
+            req = urllib.request.Request(f"{self._scheme}://{m.endpoint}/v3/{path}",
+                                         data=json.dumps(body).encode(), headers=headers)
             try:
-                with urllib.request.urlopen(req, timeout=5) as r:
+                with urllib.request.urlopen(req, timeout=5, context=self._ssl()) as r:
                     out: dict[str, object] = json.loads(r.read())
                     return out
             except (OSError, urllib.error.URLError) as exc:
@@ -217,6 +283,24 @@ class EtcdCluster:
         """The cluster's current revision."""
         header = self._post("kv/range", {"key": "AA==", "count_only": True})["header"]
         return int(header["revision"])  # type: ignore[index]
+
+    def enable_auth(self, user: str, password: str, prefix: str) -> None:
+        """Turn on etcd authentication: `root` (password `password`) and `user`
+        (same password) with read-write access to `prefix/`; the fixture keeps a root token."""
+        key = base64.b64encode(prefix.strip("/").encode() + b"/").decode()
+        end = base64.b64encode(prefix.strip("/").encode() + b"0").decode()
+        for path, body in (
+                ("auth/user/add", {"name": "root", "password": password}),
+                ("auth/user/grant", {"user": "root", "role": "root"}),
+                ("auth/role/add", {"name": "curvecert-rw"}),
+                ("auth/role/grant", {"name": "curvecert-rw", "perm": {
+                    "permType": "READWRITE", "key": key, "range_end": end}}),
+                ("auth/user/add", {"name": user, "password": password}),
+                ("auth/user/grant", {"user": user, "role": "curvecert-rw"}),
+                ("auth/enable", {})):
+            self._post(path, body)
+        token = self._post("auth/authenticate", {"name": "root", "password": password})
+        self.token = str(token["token"])
 
     def compact(self, revision: int | None = None) -> int:
         """Compact the key space up to `revision` (default: the current one); return it."""

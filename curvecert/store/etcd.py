@@ -30,12 +30,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
 from curvecert.errors import StoreError
-from curvecert.store.etcdclient import EtcdClient, EtcdUnavailable, WatchCompacted
+from curvecert.store.etcdclient import EtcdClient, EtcdUnavailable, KeyValue, WatchCompacted
 from curvecert.store.etcdsnap import KeySpace
 from curvecert.store.etcdurl import EtcdOptions, EtcdUrl, parse_url
 from curvecert.store.snapshot import Entry, Snapshot, StoreFinding
@@ -231,8 +231,15 @@ class EtcdStore:
         self.confirmed_at = time.monotonic()
 
     def _full_read(self) -> None:
-        revision, kvs = self._client.range_prefix(self.url.key_prefix)
-        self._space.load(kvs)
+        revision = 0
+
+        def stream() -> Iterator[KeyValue]:  # page by page: never all values at once
+            nonlocal revision
+            for page_revision, kvs in self._client.range_pages(self.url.key_prefix):
+                revision = page_revision
+                yield from kvs
+
+        self._space.load(stream())
         self.revision = revision
         self.full_reads += 1
         self._need_full = False

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import queue
 import socket
 import threading
 from collections.abc import Iterator
@@ -126,6 +127,11 @@ class EtcdClient:
                            ca_cert=self.options.ca, cert_cert=self.options.cert,
                            cert_key=self.options.key, timeout=self.options.timeout)
             for host, port in url.endpoints]
+        if self.options.ca is not None:
+            # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's CA
+            # (psf/requests#3829): with a CA of our own, ignore the environment entirely
+            for member in self._members:
+                member.session.trust_env = False
         self._current = 0
         self._lock = threading.Lock()
         self._token: str | None = None
@@ -203,25 +209,67 @@ class EtcdClient:
 
     def range_prefix(self, key_prefix: bytes, *, page: int = PAGE
                      ) -> tuple[int, list[KeyValue]]:
-        """Every key under `key_prefix`, read page by page at ONE revision; `(rev, kvs)`.
-
-        The first page fixes the revision; later pages ask for that revision, so the
-        result is a consistent snapshot even while others write.
-        """
-        end = _b64(prefix_end(key_prefix))
-        body: dict[str, Any] = {"key": _b64(key_prefix), "range_end": end, "limit": page}
-        out: list[KeyValue] = []
-        revision = 0
-        while True:
-            result = self.call("kv/range", body)
-            if not revision:
-                revision = _revision(result)
-                body["revision"] = revision
-            kvs = [_kv(item) for item in result.get("kvs") or []]
+        """Every key under `key_prefix` at ONE revision: `(revision, kvs)` (`range_pages`)."""
+        revision, out = 0, []
+        for page_revision, kvs in self.range_pages(key_prefix, page=page):
+            revision = page_revision
             out.extend(kvs)
-            if not result.get("more") or not kvs:
-                return revision, out
-            body["key"] = _b64(kvs[-1].key + b"\0")
+        return revision, out
+
+    def range_pages(self, key_prefix: bytes, *, page: int = PAGE
+                    ) -> Iterator[tuple[int, list[KeyValue]]]:
+        """`(revision, page of kvs)` for every key under `key_prefix`, in key order.
+
+        The first page fixes the revision; later pages ask for that revision, so together
+        they are one consistent snapshot even while others write. A helper thread fetches
+        the next page while the caller works on the current one (etcd's gateway then
+        encodes while curvecert parses); errors are raised in the caller.
+        """
+        pages: queue.Queue[tuple[int, list[KeyValue]] | BaseException | None] = \
+            queue.Queue(maxsize=2)
+        done = threading.Event()
+
+        def put(item: tuple[int, list[KeyValue]] | BaseException | None) -> bool:
+            while not done.is_set():
+                try:
+                    pages.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def fetch() -> None:
+            body: dict[str, Any] = {"key": _b64(key_prefix),
+                                    "range_end": _b64(prefix_end(key_prefix)), "limit": page}
+            revision = 0
+            try:
+                while True:
+                    result = self.call("kv/range", body)
+                    if not revision:
+                        revision = _revision(result)
+                        body["revision"] = revision
+                    kvs = [_kv(item) for item in result.get("kvs") or []]
+                    if not put((revision, kvs)):
+                        return
+                    if not result.get("more") or not kvs:
+                        put(None)
+                        return
+                    body["key"] = _b64(kvs[-1].key + b"\0")
+            except BaseException as exc:  # handed to the caller's thread
+                put(exc)
+
+        thread = threading.Thread(target=fetch, name="curvecert-etcd-read", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = pages.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            done.set()
 
     def txn(self, compare: list[dict[str, Any]], success: list[dict[str, Any]],
             failure: list[dict[str, Any]] | None = None) -> tuple[bool, int]:
@@ -251,7 +299,7 @@ class EtcdClient:
             index = (self._current + i) % n
             member = self._members[index]
             try:
-                if self.options.user is not None and self._token is None:
+                if self.options.user is not None:  # a fresh token: a watch may outlive one
                     self._authenticate(member)
                 resp = member.session.post(member.get_url("watch"), json=body, stream=True,
                                            timeout=(self.options.timeout, None))

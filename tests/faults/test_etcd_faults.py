@@ -23,6 +23,7 @@ from curvecert.serve.forwarder import ZapForwarder
 from curvecert.store.etcd import EtcdStore
 from curvecert.store.etcdops import EtcdWriter
 from curvecert.store.etcdurl import EtcdOptions, parse_url
+from tests.conftest import wait_until
 from tests.etcdcluster import EtcdCluster
 from tests.serveproc import ServeAuth, Server, handshake, retry_until
 
@@ -69,6 +70,7 @@ def live(cluster: EtcdCluster, prefix: str) -> Iterator[Callable[..., tuple[Etcd
     def make(url: str | None = None, staleness: float = 30.0) -> tuple[EtcdStore, App]:
         store = EtcdStore(url or cluster.url(prefix), EtcdOptions(staleness=staleness),
                           probe_interval=0.1).start()
+        wait_until(lambda: store.connected, 20, message="the store's watch")
         app = App(store)
         made.append((store, app))
         return store, app
