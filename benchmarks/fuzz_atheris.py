@@ -5,7 +5,7 @@ coverage-guided engine on the same properties for long runs, when `pip install a
 works (it does on CPython 3.11 / Linux x86-64). Targets:
 
 - `zpl`: `zpl.parse` on any bytes: a tree or `ZplSyntaxError` with a line in range;
-- `certfile`: `certfile.parse`, the store's `parse_public` (they must agree) and
+- `certfile`: `Certificate.parse`, the store's `parse_public` (they must agree) and
   `verify.check_text`;
 - `passwords`: `passwords.parse`: a table or `PasswordFileError` naming `path:line`;
 - `zap`: `policy.respond` with a real policy on frames cut from the input: always six
@@ -41,7 +41,7 @@ def _target(name: str) -> Callable[[bytes], None]:
         from curvecert.auth import passwords
         from curvecert.auth.passwords import StaticPasswords
         from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys, respond
-        from curvecert.certs import certfile
+        from curvecert.certs.cert import Certificate
         from curvecert.certs.verify import check_text
         from curvecert.errors import (
             CertificateError,
@@ -64,7 +64,7 @@ def _target(name: str) -> Callable[[bytes], None]:
     if name == "certfile":
         def one(data: bytes) -> None:
             try:
-                cert = certfile.parse(data)
+                cert = Certificate.parse(data)
             except CurvecertError:
                 cert = None
             try:

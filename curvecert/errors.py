@@ -84,9 +84,9 @@ class AmbiguousMatch(CurvecertError):
     def __init__(self, selector: str, candidates: list[str]):
         self.selector = selector
         self.candidates = candidates
-        listing = "\n".join(f"  {c}" for c in candidates)
+        listing = "; ".join(candidates)
         super().__init__(f"{selector!r} matches {len(candidates)} certificates; "
-                         f"nothing was removed. Be more specific:\n{listing}")
+                         f"nothing was removed. Be more specific: {listing}")
 
 
 class PasswordFileError(CurvecertError, ValueError):

@@ -28,7 +28,7 @@ from curvecert.certs.cert import Certificate
 
 __all__ = ["Outcome", "ServeAuth", "Server", "handshake", "retry_until"]
 
-READY = re.compile(r"curvecert serve-auth: ready on (.+)")
+READY = re.compile(r"curvecert: INFO: ready on (.+)")
 
 
 class _Stream:

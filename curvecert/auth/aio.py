@@ -33,6 +33,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -291,6 +292,7 @@ class AsyncioAuthenticator(BaseAuthenticator):
         self._schedule_drain()
 
     def _handle(self, frames: list[bytes]) -> None:
+        self._t0 = time.monotonic()  # metrics: decision latency (hook, issue 15)
         if len(frames) > 2 and not frames[1]:
             envelope, body = frames[:2], frames[2:]
         else:
@@ -316,6 +318,7 @@ class AsyncioAuthenticator(BaseAuthenticator):
 
     async def _call(self, envelope: list[bytes], frames: list[bytes],
                     pending: Pending) -> None:
+        started = time.monotonic()
         try:
             decision = await run_pending(pending, self._get_pool)
         except asyncio.CancelledError:
@@ -328,6 +331,7 @@ class AsyncioAuthenticator(BaseAuthenticator):
             raise
         if self._sock is None:
             return
+        self._t0 = started
         self._reply(envelope, pending.request, decision, frames)
         self._schedule_drain()  # the send may have consumed the FD's readiness edge
 

@@ -287,6 +287,7 @@ class Authenticator(BaseAuthenticator):
                     if failures > 100:
                         return
                     continue
+                self._t0 = time.monotonic()  # metrics: decision latency (hook, issue 15)
                 # ROUTER: [routing id, b"", request...] from libzmq and REQ/DEALER clients
                 if len(frames) > 2 and not frames[1]:
                     envelope, body = frames[:2], frames[2:]
@@ -368,12 +369,14 @@ class Authenticator(BaseAuthenticator):
             # a restart (the future's identity tells them apart from a reused id)
             if call is not None and call.future is fut:
                 del calls[call_id]
+                self._t0 = call.deadline - call.pending.provider.timeout
                 self._reply(send, call.envelope, call.request, settle(call.pending, fut),
                             call.frames)
         now = time.monotonic()
         for call_id in [i for i, c in calls.items() if c.deadline <= now]:
             call = calls.pop(call_id)
             call.future.cancel()  # a queued call never starts; a running one is abandoned
+            self._t0 = call.deadline - call.pending.provider.timeout
             self._reply(send, call.envelope, call.request, settle(call.pending, None),
                         call.frames)
         self._in_flight = len(calls)

@@ -39,6 +39,9 @@ from curvecert.auth.policy import (
     encode,
 )
 from curvecert.auth.providers import DEFAULT_WORKERS
+from curvecert.auth.recheck import RecheckMixin
+from curvecert.auth.records import decision_fields, format_fields
+from curvecert.auth.stats import DecisionStats
 from curvecert.errors import ConfigError
 from curvecert.formats.zap import ZapRequest
 
@@ -57,38 +60,19 @@ DecisionAdjust = Callable[[ZapRequest, Decision], Decision]
 ProviderCallback = Callable[[ZapRequest], ProviderResult | Awaitable[ProviderResult]]
 
 _OUTCOME = {"200": "allowed", "300": "errors", "400": "denied", "500": "errors"}
-_LABEL = {"200": "ALLOWED", "400": "DENIED"}
-
-
-def _clean(text: str) -> str:
-    """Text from the wire made safe for a log line (no newlines, no spaces, no controls)."""
-    if text.isprintable() and " " not in text and text:
-        return text
-    return repr(text) if text else '""'
 
 
 def format_decision(decision: Decision) -> str:
-    """The log line for one decision, in the spirit of zauth's verbose mode.
+    """The audit log line for one decision (fields: `curvecert.auth.records`).
 
-    `ALLOWED (CURVE) domain=global address=127.0.0.1 user_id=<Z85 key> reason=known key`;
-    denials read `DENIED (PLAIN) ... user=alice status=400 reason=wrong password`. Only
+    `ALLOWED (CURVE) status=200 domain="" address=127.0.0.1 user_id=<Z85 key> cert_name=alice
+    fingerprint=SHA256:... reason=known key`; every outcome has the same fields. Only
     public values appear: user names, public keys, addresses, domains, reasons.
     """
-    label = _LABEL.get(decision.status, "ERROR")
-    parts = [f"{label} ({decision.mechanism})", f"domain={_clean(decision.domain)}",
-             f"address={_clean(decision.address)}"]
-    if decision.status == "200":
-        parts.append(f"user_id={_clean(decision.user_id.decode('utf-8', 'replace'))}")
-    elif decision.subject:
-        what = "key" if decision.mechanism == "CURVE" else "user"
-        parts.append(f"{what}={_clean(decision.subject)}")
-    if decision.status != "200":
-        parts.append(f"status={decision.status}")
-    parts.append(f"reason={decision.reason}")
-    return " ".join(parts)
+    return format_fields(decision_fields(decision))
 
 
-class BaseAuthenticator:
+class BaseAuthenticator(RecheckMixin):
     """Everything an authenticator has except its transport: the policy and the
     configuration methods that change it, counters, the decision log and the hook.
 
@@ -103,6 +87,10 @@ class BaseAuthenticator:
     #: is encoded (the pyzmq compatibility layer's `curve_user_id` uses it). An exception
     #: in it is a 500.
     adjust: DecisionAdjust | None = None
+    #: Decision counters for Prometheus (`curvecert.serve.metrics.register` sets it);
+    #: None: nothing is counted beyond `counters`.
+    metrics: DecisionStats | None = None
+    _t0 = 0.0  # time.monotonic() when the request being answered arrived (transports set it)
 
     def __init__(self, context: zmq.Context[Any] | None = None, policy: Policy | None = None,
                  *, log_decisions: bool = True, on_decision: DecisionHook | None = None,
@@ -162,6 +150,9 @@ class BaseAuthenticator:
         self.requests += 1
         status = decision.status
         self._counts[decision.mechanism, status] += 1
+        stats = self.metrics
+        if stats is not None:
+            stats.record(decision, time.monotonic() - self._t0)
         if self.log_decisions:
             level = logging.INFO if status in ("200", "400") else logging.WARNING
             if _audit.isEnabledFor(level):

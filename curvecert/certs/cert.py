@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from curvecert.certs import keys
+from curvecert.certs import certfile, keys
 from curvecert.errors import CertificateError
 from curvecert.formats import z85
 
@@ -83,11 +83,20 @@ class Certificate:
         return cls(keys.decode_key(public_key, what="public key"), None, meta)
 
     @classmethod
+    def parse(cls, data: str | bytes, *,
+              path: str | os.PathLike[str] | None = None) -> Certificate:
+        """A certificate from ZPL text (CZMQ or pyzmq layout); see `certfile.parse_values`.
+
+        Raises `ZplError` or `CertificateError`, naming `path` and the line.
+        """
+        public, secret, meta = certfile.parse_values(data, path=path)
+        return cls(public, secret, meta, check=False)  # parse_values checked the pair
+
+    @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Certificate:
         """Load exactly the file at `path` (CZMQ or pyzmq layout); never its `_secret` sibling."""
-        from curvecert.certs import certfile  # the file layer sits above this one
-
-        return certfile.load(path)
+        public, secret, meta = certfile.load_values(path)
+        return cls(public, secret, meta, check=False)
 
     # --- values -------------------------------------------------------------------------
 
@@ -138,20 +147,14 @@ class Certificate:
 
     def save(self, path: str | os.PathLike[str], *, force: bool = False) -> None:
         """Write `path` (public) and, with a secret, `path_secret` (mode 0600)."""
-        from curvecert.certs import certfile
-
         certfile.save(self, path, force=force)
 
     def save_public(self, path: str | os.PathLike[str], *, force: bool = False) -> None:
         """Write only the public file at `path`."""
-        from curvecert.certs import certfile
-
         certfile.save_public(self, path, force=force)
 
     def save_secret(self, path: str | os.PathLike[str], *, force: bool = False) -> None:
         """Write only the secret file at `path` (mode 0600 from the first byte)."""
-        from curvecert.certs import certfile
-
         certfile.save_secret(self, path, force=force)
 
     # --- sockets ------------------------------------------------------------------------

@@ -21,9 +21,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
+from typing import NamedTuple, Protocol
 
 from curvecert.certs import keys
-from curvecert.certs.cert import Certificate
 from curvecert.certs.fileio import (
     PRIVATE_MODE,
     PUBLIC_MODE,
@@ -39,9 +39,11 @@ from curvecert.formats import z85, zpl
 
 __all__ = [
     "SECRET_SUFFIX",
+    "CertValues",
+    "KeyPairLike",
     "dump",
-    "load",
-    "parse",
+    "load_values",
+    "parse_values",
     "save",
     "save_public",
     "save_secret",
@@ -63,12 +65,31 @@ _SECRET_BANNER = (
 )
 
 
+class KeyPairLike(Protocol):
+    """What the writers need of a certificate (`Certificate` has it): plain values only."""
+
+    @property
+    def public_key(self) -> bytes: ...  # 32 bytes
+    @property
+    def secret_key(self) -> bytes | None: ...  # 32 bytes, or None for public-only
+    @property
+    def meta(self) -> Mapping[str, str]: ...  # in file order
+
+
+class CertValues(NamedTuple):
+    """What a certificate file holds, checked: `Certificate.parse` builds on this."""
+
+    public_key: bytes  # 32 bytes
+    secret_key: bytes | None  # 32 bytes, derives to public_key; None when absent
+    meta: list[tuple[str, str]]  # in file order, duplicates kept (the first one wins later)
+
+
 def secret_path(path: str | os.PathLike[str]) -> str:
     """The secret file that goes with public file `path` (`alice` → `alice_secret`)."""
     return os.fspath(path) + SECRET_SUFFIX
 
 
-def dump(cert: Certificate, *, secret: bool, generated: float | None = None) -> str:
+def dump(cert: KeyPairLike, *, secret: bool, generated: float | None = None) -> str:
     """The ZPL text of the public (or, with `secret`, the secret) file of `cert`.
 
     Raises `CertificateError` if the metadata cannot be written so that CZMQ reads it back.
@@ -82,9 +103,9 @@ def dump(cert: Certificate, *, secret: bool, generated: float | None = None) -> 
     for name, value in cert.meta.items():
         metadata.add(name, value)
     curve = zpl.Node("curve")
-    curve.add("public-key", cert.public_txt)
-    if secret:
-        curve.add("secret-key", cert.secret_txt or "")
+    curve.add("public-key", z85.encode(cert.public_key))
+    if secret and cert.secret_key is not None:
+        curve.add("secret-key", z85.encode(cert.secret_key))
     try:
         return zpl.emit([metadata, curve], comments=comments)
     except ZplError as exc:
@@ -102,8 +123,13 @@ def _file_key(node: zpl.Node, what: str, path: str | os.PathLike[str] | None) ->
         raise CertificateError(str(exc), path=path, line=node.line) from None
 
 
-def parse(data: str | bytes, *, path: str | os.PathLike[str] | None = None) -> Certificate:
-    """Build a `Certificate` from ZPL text; errors carry `path` and the line number."""
+def parse_values(data: str | bytes, *,
+                 path: str | os.PathLike[str] | None = None) -> CertValues:
+    """The checked keys and metadata of ZPL text; errors carry `path` and the line number.
+
+    Raises `ZplError` (syntax) or `CertificateError` (a missing or invalid key, a secret
+    that does not derive to the public key).
+    """
     root = zpl.parse(data, path=path)
     curve = root.child("curve")
     pub_node = curve.child("public-key") if curve is not None else None
@@ -121,27 +147,27 @@ def parse(data: str | bytes, *, path: str | os.PathLike[str] | None = None) -> C
     meta: list[tuple[str, str]] = []
     if meta_node is not None:
         meta = [(c.name, c.value) for c in meta_node.children]
-    return Certificate(public, secret, meta, check=False)
+    return CertValues(public, secret, meta)
 
 
-def load(path: str | os.PathLike[str]) -> Certificate:
-    """Load exactly the file at `path`. It is never swapped for its `_secret` sibling."""
-    return parse(read_bytes(path), path=path)
+def load_values(path: str | os.PathLike[str]) -> CertValues:
+    """`parse_values` of exactly the file at `path`, never its `_secret` sibling."""
+    return parse_values(read_bytes(path), path=path)
 
 
-def save_public(cert: Certificate, path: str | os.PathLike[str], *, force: bool = False) -> None:
+def save_public(cert: KeyPairLike, path: str | os.PathLike[str], *, force: bool = False) -> None:
     """Write the public file (0644)."""
     atomic_write(path, dump(cert, secret=False).encode("utf-8"), mode=PUBLIC_MODE,
                  overwrite=force)
 
 
-def save_secret(cert: Certificate, path: str | os.PathLike[str], *, force: bool = False) -> None:
+def save_secret(cert: KeyPairLike, path: str | os.PathLike[str], *, force: bool = False) -> None:
     """Write the secret file (0600 from its first byte, also when replacing)."""
     atomic_write(path, dump(cert, secret=True).encode("utf-8"), mode=PRIVATE_MODE,
                  overwrite=force)
 
 
-def save(cert: Certificate, path: str | os.PathLike[str], *, force: bool = False) -> None:
+def save(cert: KeyPairLike, path: str | os.PathLike[str], *, force: bool = False) -> None:
     """Write `path` and, when `cert` has a secret, `path_secret`; all or nothing.
 
     Without `force`, neither file is written if either exists. Both texts are built, and
@@ -154,7 +180,8 @@ def save(cert: Certificate, path: str | os.PathLike[str], *, force: bool = False
     path = os.fspath(path)
     spath = secret_path(path)
     public_text = dump(cert, secret=False).encode("utf-8")
-    secret_text = dump(cert, secret=True).encode("utf-8") if cert.has_secret else None
+    secret_text = dump(cert, secret=True).encode("utf-8") if cert.secret_key is not None \
+        else None
     if not force:
         for p in (path, spath) if secret_text is not None else (path,):
             if os.path.lexists(p):
@@ -181,7 +208,3 @@ def save(cert: Certificate, path: str | os.PathLike[str], *, force: bool = False
         raise
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
-
-def metadata_of(cert: Certificate) -> Mapping[str, str]:
-    """The certificate's metadata (kept for symmetry with pyzmq-style callers)."""
-    return cert.meta

@@ -14,16 +14,55 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 
 from curvecert.errors import FileExists, OperationalError
 
-__all__ = ["PRIVATE_MODE", "PUBLIC_MODE", "abandon_write", "atomic_write", "commit_write",
+__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_MODE", "PUBLIC_DIR_MODE", "PUBLIC_MODE",
+           "abandon_write", "atomic_write", "commit_write", "ensure_directory", "file_kind",
            "fsync_dir", "prepare_write", "read_bytes"]
 
 #: Secret certificates and password files: owner read/write only.
 PRIVATE_MODE = 0o600
 #: Public certificates, as CZMQ writes them under the usual umask.
 PUBLIC_MODE = 0o644
+#: Directories curvecert creates for stores (readable by the daemon's user, written by owner).
+PUBLIC_DIR_MODE = 0o755
+#: Directories curvecert creates for secrets (certificate pairs, password files, runtime).
+PRIVATE_DIR_MODE = 0o700
+
+
+def ensure_directory(path: str | os.PathLike[str], *, mode: int) -> None:
+    """Create `path` and its missing parents with exactly `mode`, whatever the umask.
+
+    `os.mkdir(p, mode)` can only lose bits to the umask, never gain any, so no directory
+    is more open than `mode` even for a moment; a `chmod` then restores bits the umask
+    took. Existing directories are left as they are. Raises `OperationalError`.
+    """
+    path = os.path.abspath(os.fspath(path))
+    missing: list[str] = []
+    p = path
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode)
+        except FileExistsError:
+            if os.path.isdir(d):
+                continue  # created meanwhile by someone else: leave its mode alone
+            raise OperationalError(f"{d}: exists and is not a directory") from None
+        except OSError as exc:
+            raise OperationalError(f"{d}: cannot create directory: "
+                                   f"{exc.strerror or exc}") from exc
+        try:
+            os.chmod(d, mode)
+        except OSError as exc:
+            raise OperationalError(f"{d}: cannot set mode {mode:04o}: "
+                                   f"{exc.strerror or exc}") from exc
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
@@ -136,14 +175,54 @@ def _unlink_quietly(path: str) -> None:
         os.unlink(path)
 
 
-def read_bytes(path: str | os.PathLike[str], *, limit: int = 1 << 20) -> bytes:
-    """Read a small file whole, with a clear `OperationalError` (and a size cap)."""
+#: `st_mode` file types named in "not a regular file" errors.
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def file_kind(mode: int) -> str:
+    """What an `st_mode` is, in words: `a FIFO`, `a directory`, ... (`a regular file`)."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def read_bytes(path: str | os.PathLike[str], *, limit: int = 1 << 20,
+               what: str = "a certificate") -> bytes:
+    """Read a small regular file whole: never blocks on a FIFO or a device, size-capped.
+
+    The file is opened with `O_NONBLOCK` (opening a FIFO with no writer returns at once
+    instead of waiting for one) and checked with `fstat` on the open descriptor before a
+    byte is read, so what is checked is what is read. A symbolic link the caller named is
+    followed (Kubernetes mounts secrets through links); what it points at must be a
+    regular file. Raises `OperationalError` naming `path`: cannot open, not a regular file
+    (directory, FIFO, socket, device), or more than `limit` bytes (then "not `what`").
+    """
     path = os.fspath(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
+        fd = os.open(path, flags)
     except OSError as exc:
         raise OperationalError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OperationalError(f"{path}: is {file_kind(st.st_mode)}, not a regular file")
+        if st.st_size > limit:
+            raise OperationalError(f"{path}: larger than {limit} bytes; not {what}")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise OperationalError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if len(data) > limit:
-        raise OperationalError(f"{path}: larger than {limit} bytes; not a certificate")
+        raise OperationalError(f"{path}: larger than {limit} bytes; not {what}")
     return data

@@ -21,10 +21,22 @@ __all__ = [
     "fingerprint",
     "keypair",
     "keys_equal",
+    "weak_public_key",
 ]
 
 #: RFC 26: CURVE keys are 32 octets.
 KEY_LEN = 32
+
+# Curve25519 u-coordinates of small order (and their non-canonical encodings p-1, p, p+1),
+# as libsodium's X25519 refuses them: with any secret the shared point is zero, so a
+# handshake with such a "public key" proves nothing. Bit 255 is ignored by X25519, so
+# the top bit is masked before comparing. All zero is also CZMQ's "no key" value.
+_P = 2**255 - 19
+_SMALL_ORDER = frozenset(u.to_bytes(32, "little") for u in (
+    0, 1,
+    325606250916557431795983626356110631294008115727848805560023387167927233504,
+    39382357235489614581723060781553021112529911719440698176882885853963445705823,
+    _P - 1, _P, _P + 1))
 
 
 def decode_key(text: str | bytes, *, what: str = "key") -> bytes:
@@ -77,3 +89,21 @@ def fingerprint(public: bytes) -> str:
 def keys_equal(a: bytes, b: bytes) -> bool:
     """Compare two keys in constant time."""
     return hmac.compare_digest(a, b)
+
+
+def weak_public_key(key: bytes) -> str | None:
+    """Why the 32-byte `key` is no usable Curve25519 public key, or None when it is fine.
+
+    Refused: all zero (CZMQ's "no key" value, what it loads from an undecodable key) and
+    the other small-order points libsodium's X25519 rejects (a client "owning" one needs
+    no secret key at all).
+    """
+    if len(key) != KEY_LEN:
+        return f"a public key is {KEY_LEN} bytes, not {len(key)}"
+    if key[31] & 0x80:
+        key = key[:31] + bytes((key[31] & 0x7F,))
+    if key not in _SMALL_ORDER:
+        return None
+    if not any(key):
+        return "all zero bytes, CZMQ's \"no key\" value; no real keypair has it"
+    return "a Curve25519 point of small order; it proves nothing in a CURVE handshake"

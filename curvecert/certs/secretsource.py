@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 
-from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.certs.fileio import read_bytes
 from curvecert.errors import CertificateError, InvalidKey, OperationalError, ZplSyntaxError
@@ -136,7 +135,7 @@ def parse_secret(data: bytes, label: str) -> Certificate:
                                    "alphabet, or a group that overflows)", path=label) from None
     hint = f"; `curvecert verify {label}` says more" if os.path.exists(label) else ""
     try:
-        cert = certfile.parse(data, path=label)
+        cert = Certificate.parse(data, path=label)
     except ZplSyntaxError as exc:
         raise CertificateError(f"not a secret certificate (ZPL syntax error){hint}",
                                path=label, line=exc.line) from None

@@ -226,6 +226,10 @@ def check_text(data: bytes, path: str) -> tuple[list[Finding], FileFacts]:
                                "public-key is all zero bytes: what CZMQ produces when it "
                                "cannot decode a key; no real keypair has it, and two such "
                                "files in one CZMQ store abort the server"))
+        elif public is not None and keys.weak_public_key(public) is not None:
+            out.append(Finding(path, pub_node.line, ERROR, "key-weak",
+                               f"public-key is {keys.weak_public_key(public)}; stores "
+                               "never trust it"))
     holds_secret = named_secret
     if sec_node is not None:
         holds_secret = True

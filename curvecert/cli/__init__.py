@@ -64,6 +64,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "serve-auth": ("curvecert.cli.serve", "serve_auth"),
     "probe": ("curvecert.cli.probe", "probe"),
     "completion": ("curvecert.cli.completion", "completion"),
+    "status": ("curvecert.cli.ops", "status"),
+    "trusted": ("curvecert.cli.ops", "trusted"),
+    "decisions": ("curvecert.cli.ops", "decisions"),
+    "top": ("curvecert.cli.ops", "top"),
 }
 
 _SHORT_HELP = {
@@ -78,6 +82,10 @@ _SHORT_HELP = {
     "serve-auth": "Run the ZAP authenticator daemon or gateway.",
     "probe": "Diagnose a CURVE/PLAIN/NULL handshake with a server.",
     "completion": "Print the shell completion script (bash, zsh, fish).",
+    "status": "Ask a running serve-auth for its health and counters.",
+    "trusted": "List the keys a running serve-auth trusts right now.",
+    "decisions": "Show (or follow) a running serve-auth's recent decisions.",
+    "top": "Live view of a running serve-auth.",
 }
 
 
@@ -110,8 +118,10 @@ def _setup_logging(verbose: int, quiet: int) -> None:
     logger = logging.getLogger("curvecert")
     logger.setLevel(level)
     if not logger.handlers:
+        from curvecert.formats.sanitize import EscapingFormatter
+
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("curvecert: %(levelname)s: %(message)s"))
+        handler.setFormatter(EscapingFormatter("curvecert: %(levelname)s: %(message)s"))
         logger.addHandler(handler)
 
 
@@ -159,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        click.echo(f"curvecert: error: {exc}", err=True)
+        from curvecert.formats.sanitize import escape
+
+        click.echo(f"curvecert: error: {escape(str(exc))}", err=True)
         sys.exit(_exit_code_for(exc))
     except BrokenPipeError:
         sys.exit(EXIT_OK)

@@ -30,6 +30,7 @@ from curvecert.errors import (
     ZplSyntaxError,
 )
 from curvecert.formats import z85, zpl
+from curvecert.formats.sanitize import escape
 
 if TYPE_CHECKING:  # curvecert.certs.verify is imported by the commands that check something
     from curvecert.certs.verify import Finding
@@ -54,12 +55,12 @@ def _read_stdin() -> bytes:
 
 def _status(message: str) -> None:
     """A status line for people, on stderr (stdout carries only data)."""
-    click.echo(f"curvecert: {message}", err=True)
+    click.echo(f"curvecert: {escape(message)}", err=True)
 
 
 def _warn_findings(findings: list[Finding]) -> None:
     for f in findings:
-        click.echo(f"curvecert: warning: {f.message}", err=True)
+        click.echo(f"curvecert: warning: {escape(f.message)}", err=True)
 
 
 def _parse_meta(pairs: list[tuple[str, str]], raw: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -191,7 +192,7 @@ def validity_options(metadata: list[tuple[str, str]], *, expires: str | None,
 def _load_any(file: str) -> tuple[Certificate, str]:
     """A certificate from a path or from stdin (`-`), with the label to show for it."""
     if file == "-":
-        return certfile.parse(_read_stdin(), path=STDIN_LABEL), STDIN_LABEL
+        return Certificate.parse(_read_stdin(), path=STDIN_LABEL), STDIN_LABEL
     if os.path.isdir(file):
         raise OperationalError(f"{file}: is a directory, not a certificate file")
     return Certificate.load(file), file
@@ -226,7 +227,8 @@ def show(file: str, as_json: bool, reveal_secret: bool) -> None:
         except OSError:
             mode = 0
         for f in check_mode(file, mode, holds_secret=True):
-            click.echo(f"curvecert: warning: {f.location}: {f.message}", err=True)
+            click.echo(f"curvecert: warning: {escape(f.location)}: {escape(f.message)}",
+                       err=True)
     if as_json:
         render.print_json(render.cert_to_json(cert, path=label, reveal_secret=reveal_secret))
         return
@@ -370,7 +372,7 @@ def _cert_from_stdin() -> Certificate:
         data = _read_stdin()
     stripped = data.strip()
     if b"\n" in stripped or stripped.startswith(b"#"):
-        cert = certfile.parse(data, path=STDIN_LABEL)
+        cert = Certificate.parse(data, path=STDIN_LABEL)
     else:
         try:
             cert = Certificate.from_secret(stripped)

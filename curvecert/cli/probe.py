@@ -18,6 +18,7 @@ from curvecert.certs import keys
 from curvecert.certs.cert import Certificate
 from curvecert.cli import Verdict, render
 from curvecert.errors import InvalidKey
+from curvecert.formats.sanitize import escape
 from curvecert.probe.core import SERVER_TYPES, ProbeResult, ProbeVerdict
 from curvecert.probe.core import probe as run_probe
 
@@ -62,27 +63,27 @@ def _render(result: ProbeResult) -> None:
     mark = "ok" if result.ok else "NOT OK"
     head = Text()
     head.append(f"{title}", style=_STYLE[result.ok])
-    head.append(f"  {result.endpoint}  ({result.mechanism}"
+    head.append(f"  {escape(result.endpoint)}  ({result.mechanism}"
                 + (", stranger" if result.stranger else "") + f")  [{mark}]")
     out.print(head)
     if result.verdict is ProbeVerdict.FAILS_OPEN:
         out.print(Text("The server accepts ANY CURVE client.", style="bold red"))
-    out.print(Text.assemble(("Why: ", "bold"), result.cause))
-    out.print(Text.assemble(("Fix: ", "bold"), result.fix))
+    out.print(Text.assemble(("Why: ", "bold"), escape(result.cause)))
+    out.print(Text.assemble(("Fix: ", "bold"), escape(result.fix)))
     for note in result.notes:
-        out.print(Text.assemble(("Note: ", "bold"), note))
+        out.print(Text.assemble(("Note: ", "bold"), escape(note)))
     if result.client_fingerprint:
         what = "stranger key" if result.stranger else "client key"
         out.print(Text(f"{what}: {result.client_key} ({result.client_fingerprint})",
                        style="dim"))
     if result.greeting.mechanism:
-        out.print(Text(f"server greeting: ZMTP, mechanism {result.greeting.mechanism}",
+        out.print(Text(f"server greeting: ZMTP, mechanism {escape(result.greeting.mechanism)}",
                        style="dim"))
     out.print(Text("events:", style="dim"))
     if not result.events:
         out.print(Text("  (none)", style="dim"))
     for ev in result.events:
-        out.print(Text(f"  +{ev.time:7.3f}s  {ev.name:<28} {ev.detail}", style="dim"))
+        out.print(Text(f"  +{ev.time:7.3f}s  {ev.name:<28} {escape(ev.detail)}", style="dim"))
 
 
 @click.command(context_settings=_CONTEXT, epilog="""\b

@@ -6,6 +6,10 @@ test and to document; `print_json` writes them to stdout without colour. The ric
 never interprets text from files as markup (metadata may contain `[`), colours only when
 the stream is a terminal, and honours `NO_COLOR` and `TERM=dumb`.
 
+Text from files and peers (paths, metadata names and values, finding messages) goes
+through `curvecert.formats.sanitize` here, so no command can print a control character,
+a bidi override or a line separator it did not mean (docs/security.md, "Untrusted text").
+
 A secret key appears in output only when the caller passes `reveal_secret=True`, which
 commands do only when the user asked for exactly that.
 """
@@ -20,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from curvecert.certs import validity
+from curvecert.formats.sanitize import escape, json_text
 
 if TYPE_CHECKING:
     # rich (and json, verify) are imported where they are used, so a command that
@@ -74,11 +79,13 @@ def console(*, stderr: bool = False) -> Console:
 
 
 def print_json(obj: Any, *, file: IO[str] | None = None) -> None:
-    """Write `obj` as indented JSON plus a newline to stdout (never coloured)."""
-    import json
+    """Write `obj` as indented JSON plus a newline to stdout (never coloured).
 
+    Strings keep their content; controls, format characters and line separators inside
+    them are JSON escapes (`sanitize.json_text`), so a terminal shows them inert.
+    """
     out = file if file is not None else sys.stdout
-    out.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    out.write(json_text(obj) + "\n")
     out.flush()
 
 
@@ -116,7 +123,7 @@ def certificate_rows(cert: Certificate, *, path: str | None = None,
     """The `(label, text)` rows people see for a certificate; metadata rows are indented."""
     rows: list[tuple[str, str]] = []
     if path is not None:
-        rows.append(("file", path))
+        rows.append(("file", escape(path)))
     rows.append(("type", "secret certificate" if cert.has_secret else "public certificate"))
     rows.append(("public key", cert.public_txt))
     rows.append(("fingerprint", cert.fingerprint))
@@ -131,7 +138,7 @@ def certificate_rows(cert: Certificate, *, path: str | None = None,
     else:
         rows.append(("metadata", ""))
         for name, value in cert.meta.items():
-            rows.append((f"  {name}", repr(value) if _needs_repr(value) else value))
+            rows.append((f"  {escape(name)}", _shown_value(value)))
     return rows
 
 
@@ -172,10 +179,12 @@ def render_certificate(cert: Certificate, *, path: str | None = None,
     return Panel(grid, title=Text("CURVE certificate"), title_align="left", expand=False)
 
 
-def _needs_repr(value: str) -> bool:
-    """Values whose edges or characters a plain print would hide (spaces, empty, controls)."""
-    return (value == "" or value != value.strip() or
-            any(not c.isprintable() for c in value))
+def _shown_value(value: str) -> str:
+    """A metadata value as people see it: escaped, and quoted when its edges would hide."""
+    out = escape(value)
+    if out == "" or out != out.strip():
+        return '"' + out.replace('"', '\\"') + '"'
+    return out
 
 
 def render_keypair(public_txt: str, secret_txt: str) -> str:
@@ -200,9 +209,9 @@ def render_findings(findings: Sequence[Finding]) -> Text:
     for i, f in enumerate(findings):
         if i:
             out.append("\n")
-        out.append(f"{f.location}: ", style="bold")
+        out.append(f"{escape(f.location)}: ", style="bold")
         out.append(f.severity, style=_SEVERITY_STYLE.get(f.severity, ""))
-        out.append(f": {f.message} ")
+        out.append(f": {escape(f.message)} ")
         out.append(f"[{f.code}]", style="dim")
     return out
 

@@ -8,7 +8,8 @@ object per line with `--log-format json` (an audit stream). Everything else live
 
 from __future__ import annotations
 
-import json
+import logging
+import math
 import os
 import signal
 import sys
@@ -21,7 +22,9 @@ from typing import IO, Any
 
 import click
 
+from curvecert.auth.records import format_fields
 from curvecert.errors import ConfigError
+from curvecert.formats.sanitize import escape, field, json_line
 from curvecert.serve import config as cfgmod
 from curvecert.serve.config import DaemonConfig, DomainConfig, GatewayConfig, ServerConfig
 from curvecert.store.etcdurl import is_etcd_url, parse_url
@@ -90,7 +93,12 @@ def _options_config(*, stores: tuple[str, ...], zap_endpoint: str | None,
 
 
 class _DecisionLog:
-    """Renders decision and counter records as rich text or JSON lines."""
+    """Renders decision and counter records as text lines or JSON lines.
+
+    Both carry the fields of `curvecert.auth.records` under the same names whatever the
+    outcome; every value from the wire goes through `curvecert.formats.sanitize`, so one
+    record is always one line (docs/serve-auth.md, "Decision records").
+    """
 
     def __init__(self, fmt: str, stream_name: str):
         self.fmt = fmt
@@ -111,27 +119,21 @@ class _DecisionLog:
         stamp = time.strftime("%H:%M:%S", time.localtime(float(record["time"])))
         line = Text()
         line.append(f"{stamp} ")
-        line.append(f"{_MARK.get(status, '?')} {status}", style=_STATUS_STYLE.get(status, ""))
-        line.append(f" {record['mechanism']} from {record['address'] or '?'}")
-        line.append(f" domain={record['domain']!r}")
-        who = record.get("user_id") or record.get("subject")
-        if who:
-            line.append(f" {'user' if record.get('user_id') else 'subject'}={who}")
-        if record.get("reason"):
-            line.append(f" ({record['reason']})", style="dim")
+        line.append(_MARK.get(status, "?"), style=_STATUS_STYLE.get(status, ""))
+        line.append(f" {format_fields(record)}")
         self._console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def stats(self, record: Mapping[str, Any]) -> None:
         if self.fmt == "json":
             self._json({"event": "stats", "time": round(time.time(), 3), **record})
             return
-        parts = " ".join(f"{k}={v}" for k, v in record.items())
-        self._console.print(f"stats: {parts}", highlight=False, markup=False,
-                            style="dim", soft_wrap=True)
+        parts = " ".join(f"{k}={field(str(v))}" for k, v in record.items())
+        self._console.print(f"curvecert: INFO: stats: {parts}", highlight=False,
+                            markup=False, style="dim", soft_wrap=True)
 
     def _json(self, obj: Mapping[str, Any]) -> None:
         try:
-            self.stream.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+            self.stream.write(json_line(obj) + "\n")
             self.stream.flush()
         except BrokenPipeError:  # the reader went away; keep serving
             pass
@@ -184,23 +186,39 @@ Docs: docs/serve-auth.md""")
               help="Decision log: rich text (default) or one JSON object per decision.")
 @click.option("--log-stream", type=click.Choice(["stdout", "stderr"]),
               help="Where the decision log goes (default stderr).")
-@click.option("--stats-interval", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Log counters every SECONDS (0 = never).")
+@click.option("--stats-interval", type=click.FloatRange(min=0, max=86400), metavar="SECONDS",
+              help="Log counters every SECONDS (0 = never; at most 86400).")
+@click.option("--control", metavar="EP",
+              help="Control socket for status/trusted/decisions/top: ipc://PATH, or 'none'. "
+                   "Default: control.sock next to the ZAP socket (docs/operations.md).")
+@click.option("--metrics", "metrics_at", metavar="HOST:PORT",
+              help="Serve Prometheus /metrics on HOST:PORT (loopback only unless "
+                   "--metrics-allow-remote; docs/metrics.md).")
+@click.option("--metrics-allow-remote", is_flag=True,
+              help="Allow a non-loopback --metrics address (no authentication on /metrics).")
 def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: str | None,
                allow: tuple[str, ...], deny: tuple[str, ...], passwords: str | None,
                allow_any: bool, null: bool, domain: str, ipc_group: str | None,
                server_cert: str | None, forwarders: str | None, front: str | None,
                back: str | None, pattern: str | None, log_format: str | None,
-               log_stream: str | None, stats_interval: float | None) -> None:
+               log_stream: str | None, stats_interval: float | None,
+               control: str | None = None, metrics_at: str | None = None,
+               metrics_allow_remote: bool = False) -> None:
     """Answer ZAP requests for forwarders, and/or run a CURVE gateway, until stopped."""
     from curvecert.serve.daemon import Daemon
 
+    root_logger = logging.getLogger("curvecert")
+    if root_logger.level == logging.WARNING and not os.environ.get("CURVECERT_LOGLEVEL"):
+        root_logger.setLevel(logging.INFO)  # a daemon reports reloads and start-up (-q: less)
     overrides: dict[str, Any] = {}
     if log_format is not None:
         overrides["log_format"] = log_format
     if log_stream is not None:
         overrides["log_stream"] = log_stream
     if stats_interval is not None:
+        if not math.isfinite(stats_interval):
+            raise click.BadParameter("must be a number from 0 to 86400",
+                                     param_hint="--stats-interval")
         overrides["stats_interval"] = stats_interval
 
     loader: Callable[[], DaemonConfig]
@@ -232,17 +250,26 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
 
     first = loader()
     if any(d.curve == "unsafe-allow-any" for d in first.domains):
-        click.echo("curvecert serve-auth: WARNING: CURVE accepts ANY client key "
+        click.echo("curvecert: WARNING: CURVE accepts ANY client key "
                    "(unsafe-allow-any): traffic is encrypted but nobody is authenticated",
                    err=True)
     log = _DecisionLog(first.log_format, first.log_stream)
 
+    from curvecert.cli.ops import operations_for  # control channel and metrics (issue 15)
+
+    ops, metrics_server = operations_for(first.zap_endpoint, control, metrics_at,
+                                         metrics_allow_remote)
+
     def ready(where: str) -> None:
-        click.echo(f"curvecert serve-auth: ready on {where}", err=True)
+        extras = [f"control {ops.control_endpoint}" if ops.control_endpoint else "",
+                  f"metrics {ops.metrics_address}" if ops.metrics_address else ""]
+        if any(extras):
+            click.echo("curvecert: INFO: " + escape(", ".join(e for e in extras if e)), err=True)
+        click.echo(f"curvecert: INFO: ready on {escape(where)}", err=True)
         sys.stderr.flush()
 
     daemon = Daemon(lambda: first if daemon.config is None else loader(),
-                    on_decision=log.decision, on_stats=log.stats, on_ready=ready)
+                    on_decision=log.decision, on_stats=log.stats, on_ready=ready, ops=ops)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         daemon.request_stop()
@@ -260,6 +287,9 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
     finally:
         signal.set_wakeup_fd(previous_fd)
         daemon.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    click.echo(f"curvecert serve-auth: stopped (pid {os.getpid()})", err=True)
+    click.echo(f"curvecert: INFO: stopped (pid {os.getpid()})", err=True)

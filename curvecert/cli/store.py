@@ -21,12 +21,12 @@ from rich.table import Table
 from rich.text import Text
 
 from curvecert import store as store_mod
-from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.certs.fileio import read_bytes
 from curvecert.certs.verify import Finding
 from curvecert.cli import Verdict, render
 from curvecert.errors import FileExists, StoreError
+from curvecert.formats.sanitize import escape, field
 from curvecert.store.etcdurl import is_etcd_url
 
 __all__ = ["store"]
@@ -139,9 +139,9 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, store_dir: str 
         else:
             data = read_bytes(name, limit=store_mod.MAX_FILE_SIZE)
             label = name
-        cert = certfile.parse(data, path=label)
+        cert = Certificate.parse(data, path=label)
         if cert.has_secret:
-            err.print(Text.assemble(("warning: ", "yellow"), f"{label} holds a SECRET key; "
+            err.print(Text.assemble(("warning: ", "yellow"), f"{escape(label)} holds a SECRET key; "
                                     "only its public part is stored (keep the secret file "
                                     "out of the store)"))
         certs.append((label, cert.public_only()))
@@ -158,12 +158,12 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, store_dir: str 
         rel = os.path.basename(path)
         present = snap.lookup(cert.public_key)
         if present is not None and present.relpath != rel:
-            err.print(f"{label}: {cert.public_txt} is already trusted from "
-                      f"{present.file}; nothing written")
+            err.print(f"{escape(label)}: {cert.public_txt} is already trusted from "
+                      f"{escape(present.file)}; nothing written")
             continue
         if os.path.lexists(path) and not force:
             try:
-                existing = certfile.load(path)
+                existing = Certificate.load(path)
                 same = (existing.public_key == cert.public_key and not existing.has_secret
                         and list(existing.meta.items()) == list(cert.meta.items()))
             except Exception:
@@ -175,8 +175,8 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, store_dir: str 
         existed = os.path.lexists(path)
         store_mod.add_certificate(directory, cert, force=force)
         state = "replaced" if existed and force else ("unchanged" if existed else "added")
-        err.print(f"{label}: {state} {cert.public_txt} ({cert.fingerprint})")
-        click.echo(path)
+        err.print(f"{escape(label)}: {state} {cert.public_txt} ({cert.fingerprint})")
+        click.echo(escape(path))
 
 
 @store.command("remove", epilog="""\b
@@ -208,8 +208,8 @@ def remove(ctx: click.Context, selectors: tuple[str, ...], store_dir: str | None
     removed = store_mod.remove(directory, list(selectors), snapshot=snap)
     err = _err_console()
     for path in removed:
-        click.echo(path)
-    err.print(f"removed {len(removed)} file(s) from {directory}")
+        click.echo(escape(path))
+    err.print(f"removed {len(removed)} file(s) from {escape(directory)}")
 
 
 def _entry_json(entry: store_mod.Entry) -> dict[str, Any]:
@@ -237,14 +237,14 @@ def list_(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
         table = Table("public key (Z85)", "fingerprint", "name", "file", box=None)
         for e in snap:
             table.add_row(Text(e.public_txt, style="cyan"), Text(e.fingerprint),
-                          Text(e.meta.get("name", "")), Text(e.relpath))
+                          Text(escape(e.meta.get("name", ""))), Text(escape(e.relpath)))
         out.print(table)
     else:
         for e in snap:
             name = e.meta.get("name")
-            click.echo(f"{e.public_txt}  {e.fingerprint}  {e.relpath}"
-                       + (f"  name={name}" if name is not None else ""))
-    _err_console().print(f"{len(snap)} trusted certificate(s) in {directory}"
+            click.echo(f"{e.public_txt}  {e.fingerprint}  {escape(e.relpath)}"
+                       + (f"  name={field(name)}" if name is not None else ""))
+    _err_console().print(f"{len(snap)} trusted certificate(s) in {escape(directory)}"
                          + (f", {len(snap.findings)} finding(s): run `curvecert store check`"
                             if snap.findings else ""))
 
@@ -276,10 +276,10 @@ def check(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
         render.console().print(render.render_findings(findings))
     err = _err_console()
     if findings:
-        err.print(Text(f"{len(findings)} finding(s) in {directory}; {len(snap)} "
+        err.print(Text(f"{len(findings)} finding(s) in {escape(directory)}; {len(snap)} "
                        "certificate(s) trusted", style="bold red"))
         raise Verdict()
-    err.print(Text(f"ok: {len(snap)} certificate(s) trusted in {directory}, no findings",
+    err.print(Text(f"ok: {len(snap)} certificate(s) trusted in {escape(directory)}, no findings",
                    style="green"))
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import click
 
 from curvecert import store as store_mod
-from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.certs.fileio import PUBLIC_MODE, atomic_write, read_bytes
 from curvecert.cli import render
@@ -97,7 +96,7 @@ def _read(spec: str) -> tuple[str, _Certs]:
     out: _Certs = {}
     for e in snap:
         raw = read_bytes(e.file, limit=store_mod.MAX_FILE_SIZE)
-        out[e.public_key] = (certfile.parse(raw, path=e.file), raw, e.file)
+        out[e.public_key] = (Certificate.parse(raw, path=e.file), raw, e.file)
     return directory, out
 
 

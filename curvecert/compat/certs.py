@@ -69,7 +69,7 @@ def load_certificate(filename: str | os.PathLike[str]) -> tuple[bytes, bytes | N
     if not os.path.exists(filename):
         raise CertificateFileError(f"Invalid certificate file: {os.fspath(filename)}")
     try:
-        cert = certfile.load(filename)
+        cert = Certificate.load(filename)
     except OperationalError as exc:
         if isinstance(exc, OSError):
             raise

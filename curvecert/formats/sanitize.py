@@ -21,10 +21,12 @@ running Python's `unicodedata` categories (Cc, Cf, Zl, Zp, Cs).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
-__all__ = ["UNSAFE", "escape", "field", "is_safe", "json_line", "unsafe_characters"]
+__all__ = ["UNSAFE", "EscapingFormatter", "escape", "field", "is_safe", "json_line",
+           "json_text", "unsafe_characters"]
 
 #: Characters shown escaped: Cc (C0, DEL, C1), Cf (format: bidi, zero-width, tags, ...),
 #: Zl/Zp (U+2028/U+2029), Cs (lone surrogates from `surrogateescape`), and the backslash.
@@ -40,6 +42,10 @@ _QUOTE_NEEDED = re.compile(r'[\s"=]')
 #: In JSON text these may stand raw only inside strings; escaping them there keeps the
 #: record one line for every reader and hides nothing from a terminal.
 _JSON_UNSAFE = re.compile(f"[{_CLASS[2:]}]")
+#: For indented JSON: the same minus the newline between items (json.dumps escapes C0
+#: characters inside strings itself, so a raw newline is always structure).
+_JSON_TEXT_UNSAFE = re.compile("[" + _CLASS[2:].replace("\x00-\x1f", "\x00-\x09\x0b-\x1f", 1)
+                               + "]")
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -121,3 +127,26 @@ def json_line(obj: Any) -> str:
     """
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     return _JSON_UNSAFE.sub(_json_escape, text)
+
+
+def json_text(obj: Any, *, indent: int = 2) -> str:
+    """`obj` as indented JSON (the `--json` output of commands), escaped as `json_line` is.
+
+    The structure's own newlines stay; every string is free of controls and separators.
+    """
+    text = json.dumps(obj, indent=indent, ensure_ascii=False)
+    return _JSON_TEXT_UNSAFE.sub(_json_escape, text)
+
+
+class EscapingFormatter(logging.Formatter):
+    """A `logging.Formatter` that escapes the formatted message (arguments included).
+
+    Log calls pass paths, domains and addresses as `%s` arguments; this keeps each record
+    one line of safe text whatever they hold. A traceback (`exc_info`) is left as Python
+    wrote it: it is multi-line by nature and only shown with `-v`.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The record's message, escaped, through this formatter's format string."""
+        record.message = escape(record.message)
+        return super().formatMessage(record)

@@ -7,24 +7,18 @@ anything live is touched. Every unknown key, wrong type or bad value raises
 allow[2]: ...`); a typo never silently turns into "allow everything".
 
 This module only parses into frozen dataclasses. Turning them into a live policy
-(watched stores, password files) is `curvecert.serve.livepolicy.build_policy`. Relative paths in
-a file are resolved against the file's directory.
+(watched stores, password files) is `curvecert.serve.livepolicy.build_policy`. Relative
+paths in a file are resolved against the file's directory.
 
-Example (see docs/serve-auth.md for the reference):
-
-```toml
-zap-endpoint = "ipc:///run/curvecert/zap.sock"
-log-format = "json"
-
-[domains."*"]                 # every domain without a table of its own
-stores = ["/etc/curvecert/clients"]
-allow = ["10.0.0.0/8"]
-```
+The reference, with a sample, is docs/serve-auth.md ("Configuration file"). Validation is
+complete: every numeric option is finite and within `LIMITS`, text has no NUL and a bounded
+length, nesting that defeats the TOML reader is a `ConfigError` too.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -33,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from curvecert import store
-from curvecert.errors import ConfigError
+from curvecert.certs.fileio import read_bytes
+from curvecert.errors import ConfigError, CurvecertError
+from curvecert.serve.tomlreader import LIMITS, MAX_ITEMS, MAX_TEXT, TableReader
 from curvecert.store.etcdurl import EtcdOptions, is_etcd_url, parse_url
 
 if sys.version_info >= (3, 11):
@@ -51,8 +47,12 @@ __all__ = [
     "DomainConfig",
     "GatewayConfig",
     "ServerConfig",
+    "LIMITS",
+    "MAX_ITEMS",
+    "MAX_TEXT",
     "check_address",
     "check_endpoint",
+    "check_paths",
     "default_store_dir",
     "default_zap_endpoint",
     "load",
@@ -73,6 +73,10 @@ BACKLOG = 4096
 GATEWAY_PATTERNS = ("push-pull", "router-dealer", "pub-sub", "pub-sub-out")
 
 _TRANSPORTS = ("ipc", "tcp")
+#: A ZAP domain is at most 255 octets on the wire (RFC 27 strings).
+MAX_DOMAIN = 255
+#: Largest configuration file read.
+MAX_FILE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -200,73 +204,8 @@ def check_endpoint(text: str, *, where: str, bind: bool = True) -> str:
 
 # --- parsing -----------------------------------------------------------------------------
 
-class _Reader:
-    """Typed access to one TOML table with strict key checking and located errors."""
-
-    def __init__(self, table: Mapping[str, Any], where: str, base: Path | None):
-        self.table = table
-        self.where = where
-        self.base = base
-        self.used: set[str] = set()
-
-    def _key(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        self.used.add(key)
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise ConfigError(f"{self._key(key)}: expected {_kind_name(kind)}, "
-                              f"got {type(value).__name__}")
-        return value
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        """A string or a list of strings."""
-        value = self.get(key, (str, list), [])
-        items = [value] if isinstance(value, str) else value
-        for i, item in enumerate(items):
-            if not isinstance(item, str):
-                raise ConfigError(f"{self._key(key)}[{i}]: expected a string")
-        return tuple(items)
-
-    def path(self, key: str) -> Path | None:
-        value = self.get(key, str)
-        return None if value is None else self.resolve(value)
-
-    def resolve(self, value: str) -> Path:
-        p = Path(value).expanduser()
-        if not p.is_absolute() and self.base is not None:
-            p = self.base / p
-        return p
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
-        value: str = self.get(key, str, default)
-        if value not in choices:
-            raise ConfigError(f"{self._key(key)}: {value!r} is not one of {', '.join(choices)}")
-        return value
-
-    def table_of(self, key: str) -> Mapping[str, Any] | None:
-        return self.get(key, dict)  # type: ignore[no-any-return]
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.table) - self.used)
-        if unknown:
-            raise ConfigError(f"{self._key(unknown[0])}: unknown key")
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", list: "a list", dict: "a table", float: "a number",
-             int: "an integer", bool: "true or false"}
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
 def _domain(name: str, table: Mapping[str, Any], where: str, base: Path | None) -> DomainConfig:
-    r = _Reader(table, where, base)
+    r = TableReader(table, where, base)
     stores = tuple(str(parse_url(s)) if is_etcd_url(s) else r.resolve(s)
                    for s in r.strings("stores"))
     curve = r.choice("curve", CURVE_MODES, "store")
@@ -300,27 +239,34 @@ def parse(text: str, *, path: str | os.PathLike[str] | None = None) -> DaemonCon
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where_file}: not valid TOML: {exc}") from exc
+    except (RecursionError, MemoryError) as exc:  # a value nested thousands deep
+        raise ConfigError(f"{where_file}: not valid TOML: nested too deep") from exc
     try:
         return _parse(data, base, Path(where_file) if path is not None else None)
     except ConfigError as exc:
         raise ConfigError(f"{where_file}: {exc}") from exc
+    except (RecursionError, MemoryError, TypeError, ValueError, ArithmeticError) as exc:
+        # Defence in depth: any other failure on hostile input is a refusal, not a crash.
+        raise ConfigError(f"{where_file}: invalid configuration ({type(exc).__name__})") \
+            from exc
 
 
 def _parse(data: Mapping[str, Any], base: Path | None, path: Path | None) -> DaemonConfig:
-    r = _Reader(data, "", base)
+    r = TableReader(data, "", base)
     zap = r.get("zap-endpoint", str)
     if zap is not None:
         check_endpoint(zap, where="zap-endpoint")
     ipc_group = r.get("ipc-group", str)
     log_format = r.choice("log-format", LOG_FORMATS, "text")
     log_stream = r.choice("log-stream", ("stdout", "stderr"), "stderr")
-    stats = r.get("stats-interval", float, 0.0)
-    if stats < 0:
-        raise ConfigError("stats-interval: must be 0 (off) or a positive number of seconds")
+    stats = r.number("stats-interval", 0.0)
 
     domains: list[DomainConfig] = []
     table = r.table_of("domains") or {}
     for name, dom in table.items():
+        if len(name.encode("utf-8", "surrogatepass")) > MAX_DOMAIN or "\x00" in name:
+            raise ConfigError(f"domains.{_toml_key(name[:40])}: a ZAP domain is at most "
+                              f"{MAX_DOMAIN} octets, without NUL (RFC 27)")
         if not isinstance(dom, dict):
             raise ConfigError(f"domains.{name!r}: expected a table ([domains.{name!r}])")
         domains.append(_domain(name, dom, f"domains.{_toml_key(name)}", base))
@@ -328,7 +274,7 @@ def _parse(data: Mapping[str, Any], base: Path | None, path: Path | None) -> Dae
     server = None
     st = r.table_of("server")
     if st is not None:
-        sr = _Reader(st, "server", base)
+        sr = TableReader(st, "server", base)
         cert, forwarders = sr.path("cert"), sr.path("forwarders")
         sr.finish()
         if cert is None or forwarders is None:
@@ -339,12 +285,14 @@ def _parse(data: Mapping[str, Any], base: Path | None, path: Path | None) -> Dae
     gateway = None
     gt = r.table_of("gateway")
     if gt is not None:
-        gr = _Reader(gt, "gateway", base)
+        gr = TableReader(gt, "gateway", base)
         front = gr.get("front", str)
         back = gr.get("back", str)
         pattern = gr.choice("pattern", GATEWAY_PATTERNS, "push-pull")
         server_cert = gr.path("server-cert")
         domain = gr.get("domain", str, "")
+        if len(domain.encode("utf-8", "surrogatepass")) > MAX_DOMAIN:
+            raise ConfigError(f"gateway.domain: a ZAP domain is at most {MAX_DOMAIN} octets")
         gr.finish()
         if front is None or back is None or server_cert is None:
             raise ConfigError("gateway: needs `front`, `back` and `server-cert`")
@@ -365,7 +313,7 @@ def _etcd_options(table: Mapping[str, Any] | None, base: Path | None) -> EtcdOpt
     """The `[etcd]` table over the `CURVECERT_ETCD_*` environment (docs/etcd.md)."""
     if table is None:
         return None
-    er = _Reader(table, "etcd", base)
+    er = TableReader(table, "etcd", base)
     files = {name: er.path(name) for name in ("ca", "cert", "key")}
     user = er.get("user", str)
     password_file = er.path("password-file")
@@ -389,6 +337,13 @@ def validate(cfg: DaemonConfig) -> None:
                           "`forwarders`) so forwarders connect over CURVE")
     if cfg.ipc_group is not None and not (cfg.zap_endpoint or "").startswith("ipc://"):
         raise ConfigError("ipc-group: only applies to an ipc:// zap-endpoint")
+    if cfg.server is not None and not (cfg.zap_endpoint or "").startswith("tcp://"):
+        raise ConfigError("server: only applies to a tcp:// zap-endpoint (forwarders on ipc "
+                          "reach the daemon through the socket file)")
+    if not (math.isfinite(cfg.stats_interval)
+            and LIMITS["stats-interval"][0] <= cfg.stats_interval <= LIMITS["stats-interval"][1]):
+        raise ConfigError(f"stats-interval: {cfg.stats_interval!r} is out of range; expected "
+                          "a number from 0 to 86400")
 
 
 def _toml_key(name: str) -> str:
@@ -396,11 +351,38 @@ def _toml_key(name: str) -> str:
     return name if bare else '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def check_paths(cfg: DaemonConfig) -> None:
+    """Start-up checks on the disk: every store named by a domain is a directory.
+
+    A store missing from a configuration file is an error at start (and a refused reload
+    on SIGHUP, which keeps the running policy), as `--store DIR` is on the command line.
+    Raises `ConfigError` naming the file and the key.
+    """
+    where_file = f"{cfg.path}: " if cfg.path is not None else ""
+    for dom in cfg.domains:
+        for i, directory in enumerate(dom.stores):
+            if isinstance(directory, str):  # an etcd:// URL: followed live, fails closed
+                continue
+            if not directory.is_dir():
+                raise ConfigError(f"{where_file}domains.{_toml_key(dom.name)}.stores[{i}]: "
+                                  f"{directory}: the certificate store does not exist or is "
+                                  "not a directory")
+
+
 def load(path: str | os.PathLike[str]) -> DaemonConfig:
-    """Read and parse a configuration file."""
+    """Read, parse and check a configuration file (`parse`, then `check_paths`).
+
+    The file must be a regular file of at most `MAX_FILE` bytes (a FIFO or a device is
+    refused at once, never waited on). Raises `ConfigError` naming the file and the key.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"{os.fspath(path)}: cannot read: {reason}") from exc
-    return parse(text, path=path)
+        data = read_bytes(path, limit=MAX_FILE, what="a configuration file")
+    except CurvecertError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{os.fspath(path)}: cannot read: not UTF-8 text") from exc
+    cfg = parse(text, path=path)
+    check_paths(cfg)
+    return cfg

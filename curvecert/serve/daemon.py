@@ -29,7 +29,8 @@ from typing import Any
 import zmq
 
 from curvecert.auth.authenticator import Authenticator
-from curvecert.auth.policy import Decision, respond
+from curvecert.auth.policy import Decision, Policy, respond
+from curvecert.auth.records import decision_fields
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, CurvecertError
 from curvecert.serve.config import BACKLOG, DaemonConfig, DomainConfig
@@ -72,8 +73,13 @@ class Daemon:
 
     def __init__(self, loader: Callable[[], DaemonConfig], *,
                  on_decision: Sink | None = None, on_stats: Sink | None = None,
-                 on_ready: Callable[[str], None] | None = None):
-        """Prepare; nothing is opened until `start()`."""
+                 on_ready: Callable[[str], None] | None = None, ops: Any = None):
+        """Prepare; nothing is opened until `start()`.
+
+        `ops` is an optional `curvecert.serve.live.Operations` (control channel, decision
+        ring, metrics counters), called through a few hooks.
+        """
+        self.ops = ops
         self._loader = loader
         self._on_decision = on_decision
         self._on_stats = on_stats
@@ -132,6 +138,7 @@ class Daemon:
         cfg = self._loader()
         self.config = cfg
         self._live = build_policy(cfg.domains, etcd=cfg.etcd)
+        ops = self.ops
         if cfg.zap_endpoint is not None:
             server_cert = None
             if cfg.zap_endpoint.startswith("tcp://"):
@@ -153,6 +160,10 @@ class Daemon:
             self._gateway = Gateway.from_config(cfg.gateway, self._live.policy,
                                                 on_decision=self._record)
             self._gateway.start()
+            if ops is not None:
+                self._gateway.authenticator.metrics = ops.gateway_stats
+        if ops is not None:
+            ops.attach(self, self._service.socket if self._service is not None else None)
         self.started_at = time.monotonic()
         where = ", ".join(self.describe())
         if self._on_ready is not None:
@@ -174,6 +185,9 @@ class Daemon:
         if self._service is not None and self._service.socket is not None:
             poller.register(self._service.socket, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        ops = self.ops
+        for extra in ops.sockets() if ops is not None else ():
+            poller.register(extra, zmq.POLLIN)
         cfg = self.config
         assert cfg is not None
         interval = cfg.stats_interval
@@ -192,6 +206,8 @@ class Daemon:
                 self.reload()
             if self._service is not None and self._service.socket in events:
                 self._service.serve_ready(self._respond)
+            if ops is not None:
+                ops.serve(events)
             if next_stats is not None and time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + interval
                 if self._on_stats is not None:
@@ -209,10 +225,13 @@ class Daemon:
         """Re-read the configuration and swap in a new policy; keep the old one on error."""
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
+        began = time.monotonic()
         try:
             cfg = self._loader()
             live = build_policy(cfg.domains, etcd=cfg.etcd)
         except CurvecertError as exc:
+            if self.ops is not None:
+                self.ops.reloaded(False, time.monotonic() - began, str(exc))
             self.counters["reload_errors"] += 1
             _logger.error("reload failed, keeping the previous policy: %s", exc)
             sd_notify("READY=1\nSTATUS=reload failed; previous policy kept")
@@ -235,12 +254,16 @@ class Daemon:
             previous.close()
         self.counters["reloads"] += 1
         self.generation += 1
-        _logger.warning("configuration reloaded: %d domain(s)", len(cfg.domains))
+        if self.ops is not None:
+            self.ops.reloaded(True, time.monotonic() - began)
+        _logger.info("configuration reloaded: %d domain(s)", len(cfg.domains))
         sd_notify("READY=1\nSTATUS=configuration reloaded")
         return True
 
     def close(self) -> None:
         """Stop everything, remove the ipc socket file, and free the context."""
+        if self.ops is not None:
+            self.ops.close()
         if self._gateway is not None:
             self._gateway.stop()
             self._gateway = None
@@ -263,13 +286,21 @@ class Daemon:
     def _respond(self, body: list[bytes]) -> list[bytes]:
         live = self._live
         assert live is not None
+        began = time.monotonic()
         _request, decision, reply = respond(live.policy, body)
-        self._record(decision)
+        self._record(decision, time.monotonic() - began)
         return reply
 
-    def _record(self, decision: Decision) -> None:
+    def live_policy(self) -> Policy | None:
+        """The policy answering ZAP requests right now (None before `start()`)."""
+        live = self._live
+        return live.policy if live is not None else None
+
+    def _record(self, decision: Decision, seconds: float | None = None) -> None:
         # Called from the main loop and from the gateway's authenticator thread.
         record = _decision_record(decision)
+        if self.ops is not None:
+            self.ops.record(decision, record, seconds)
         with self._counter_lock:
             self.counters["requests"] += 1
             if decision.status in self.counters:
@@ -301,17 +332,8 @@ class Daemon:
 
 
 def _decision_record(decision: Decision) -> dict[str, Any]:
-    """The audit fields of a decision; never a password or a secret key."""
-    return {
-        "time": round(time.time(), 6),
-        "domain": decision.domain,
-        "address": decision.address,
-        "mechanism": decision.mechanism,
-        "status": decision.status,
-        "user_id": decision.user_id.decode("utf-8", "replace"),
-        "subject": decision.subject,
-        "reason": decision.reason,
-    }
+    """`time` plus the audit fields of `curvecert.auth.records`; never a secret."""
+    return {"time": round(time.time(), 6), **decision_fields(decision)}
 
 
 def _load_secret_cert(path: str, what: str) -> Certificate:

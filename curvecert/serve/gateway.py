@@ -15,10 +15,12 @@ Shapes (`pattern`), the front always bound with CURVE, the back connecting to th
 | `pub-sub` | PUB (publishers) | XSUB | XPUB | SUB |
 | `pub-sub-out` | SUB (subscribers) | XPUB | XSUB | PUB |
 
-Messages are relayed by `zmq.proxy_steerable` on a thread of its own; `stop()` sends it
-`TERMINATE` over a control socket, so it ends promptly. ZAP metadata (`User-Id`) belongs
-to the front connection and does not travel through a proxy: an application behind a
-gateway sees the gateway, not the client (put identity in the payload if it needs it).
+Messages are relayed by `curvecert.serve.gatewayrelay.GatewayRelay` on a thread of its own,
+which drops front messages from peers the live policy no longer admits (revocation that
+reaches open connections); `stop()` sends it `TERMINATE` over a control socket, so it
+ends promptly. ZAP metadata (`User-Id`) belongs to the front connection and does not
+travel through a relay: an application behind a gateway sees the gateway, not the client
+(put identity in the payload if it needs it).
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ import zmq
 
 from curvecert.auth.authenticator import Authenticator
 from curvecert.auth.policy import Decision, Policy
+from curvecert.auth.recheck import Rechecker
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
 from curvecert.formats.zap import ZapRequest
 from curvecert.serve.config import BACKLOG, GATEWAY_PATTERNS, GatewayConfig
+from curvecert.serve.gatewayrelay import GatewayRelay
 
 __all__ = ["PATTERNS", "Gateway"]
 
@@ -51,10 +55,6 @@ PATTERNS: dict[str, tuple[int, int]] = {
     "pub-sub-out": (zmq.XPUB, zmq.XSUB),
 }
 assert set(PATTERNS) == set(GATEWAY_PATTERNS)
-
-# zmq_proxy_steerable STATISTICS: 8 uint64 counters, front then back.
-_STAT_NAMES = ("front_in_msgs", "front_in_bytes", "front_out_msgs", "front_out_bytes",
-               "back_in_msgs", "back_in_bytes", "back_out_msgs", "back_out_bytes")
 
 
 class Gateway:
@@ -80,11 +80,14 @@ class Gateway:
         self.domain = domain
         self._cert = server_cert
         self.context: zmq.Context[Any] = zmq.Context()
-        hook = None
-        if on_decision is not None:
-            sink = on_decision
+        # revocation (issue 15): admitted User-Ids arm the relay's per-message check
+        self.rechecker = Rechecker(policy, domain)
+        admit, sink = self.rechecker.admit, on_decision
 
-            def hook(request: ZapRequest | None, decision: Decision) -> None:
+        def hook(request: ZapRequest | None, decision: Decision) -> None:
+            if decision.status == "200":
+                admit(decision.user_id.decode("utf-8", "replace"))
+            if sink is not None:
                 sink(decision)
         self.authenticator = Authenticator(self.context, policy, log_decisions=False,
                                            on_decision=hook)
@@ -93,6 +96,7 @@ class Gateway:
         self._error: BaseException | None = None
         self._control: zmq.Socket[Any] | None = None
         self._control_addr = f"inproc://curvecert-gateway-{os.getpid()}-{id(self):x}"
+        self._relay: GatewayRelay | None = None
         self.front_endpoint: str | None = None
         """The front's bound endpoint (a wildcard port resolved), after `start()`."""
 
@@ -111,6 +115,7 @@ class Gateway:
     def set_policy(self, policy: Policy) -> None:
         """Use `policy` for every later handshake on the front socket."""
         self.authenticator.set_policy(policy)
+        self.rechecker.set_policy(policy)
 
     def start(self) -> Gateway:
         """Start the authenticator, bind the front, connect the back, start relaying."""
@@ -156,7 +161,8 @@ class Gateway:
             return
         self._ready.set()
         try:
-            zmq.proxy_steerable(front, back, None, pipe)
+            self._relay = GatewayRelay(front, back, pipe, self.rechecker, gated=True)
+            self._relay.run()
         except zmq.ZMQError as exc:  # pragma: no cover - context torn down under us
             if exc.errno != zmq.ETERM:
                 _logger.exception("gateway relay failed")
@@ -165,19 +171,9 @@ class Gateway:
                 s.close(linger=0)
 
     def stats(self) -> dict[str, int]:
-        """Message and byte counters of the relay (zmq_proxy_steerable STATISTICS)."""
-        control = self._control
-        if control is None or self._thread is None or not self._thread.is_alive():
-            return {}
-        try:
-            control.send(b"STATISTICS")
-            if not control.poll(1000):
-                return {}
-            frames = control.recv_multipart()
-        except zmq.ZMQError:
-            return {}
-        return {name: int.from_bytes(f, "little")
-                for name, f in zip(_STAT_NAMES, frames, strict=False) if len(f) == 8}
+        """Message counters of the relay (`GatewayRelay.stats`), dropped ones included."""
+        relay = self._relay
+        return relay.stats() if relay is not None else {}
 
     def stop(self) -> None:
         """Stop relaying and authenticating; safe to call twice; never hangs."""

@@ -14,7 +14,12 @@ from collections.abc import Iterable, Mapping
 
 from curvecert.certs import certfile, keys
 from curvecert.certs.cert import Certificate
-from curvecert.certs.fileio import PUBLIC_MODE, atomic_write
+from curvecert.certs.fileio import (
+    PUBLIC_DIR_MODE,
+    PUBLIC_MODE,
+    atomic_write,
+    ensure_directory,
+)
 from curvecert.errors import (
     AmbiguousMatch,
     CurvecertError,
@@ -27,7 +32,8 @@ from curvecert.formats import z85
 from curvecert.store.scan import scan
 from curvecert.store.snapshot import Snapshot
 
-__all__ = ["add_certificate", "default_directory", "remove", "resolve", "store_filename"]
+__all__ = ["add_certificate", "default_directory", "refuse_weak_key", "remove", "resolve",
+           "store_filename"]
 
 _logger = logging.getLogger(__name__)
 
@@ -55,22 +61,35 @@ def default_directory(env: Mapping[str, str] | None = None) -> str:
     return os.path.join(base, "curvecert", "store")
 
 
+def refuse_weak_key(public_key: bytes, label: str) -> None:
+    """Raise `InvalidKey` naming `label` when no store may trust `public_key`.
+
+    All zero (CZMQ's "no key") and the other Curve25519 points of small order
+    (`curvecert.certs.keys.weak_public_key`): the scanner never trusts them either.
+    """
+    why = keys.weak_public_key(public_key)
+    if why is not None:
+        raise InvalidKey(f"{label}: the public key is {why}; not stored")
+
+
 def add_certificate(store_dir: str | os.PathLike[str], cert: Certificate, *,
                     force: bool = False) -> str:
     """Write the PUBLIC part of `cert` into the store as `<hex key>.key`; return its path.
 
-    The secret key is never written. The directory is created if needed. If the file
-    exists with the same key and metadata nothing is written; if it differs it is replaced
-    only with `force` (else `FileExists`). Raises `CertificateError` for metadata that
-    cannot be written so that CZMQ reads it back.
+    The secret key is never written. The directory is created if needed, mode 0755
+    whatever the umask. If the file exists with the same key and metadata nothing is
+    written; if it differs it is replaced only with `force` (else `FileExists`). Raises
+    `InvalidKey` for a key no store trusts (all zero, small order: `refuse_weak_key`) and
+    `CertificateError` for metadata that cannot be written so that CZMQ reads it back.
     """
+    refuse_weak_key(cert.public_key, cert.public_txt)
     directory = os.fspath(store_dir)
     path = os.path.join(directory, store_filename(cert.public_key))
     public = cert.public_only()
     data = certfile.dump(public, secret=False).encode("utf-8")
     if os.path.lexists(path):
         try:
-            existing = certfile.load(path)
+            existing = Certificate.load(path)
         except CurvecertError:
             existing = None
         if (existing is not None and not existing.has_secret
@@ -80,11 +99,7 @@ def add_certificate(store_dir: str | os.PathLike[str], cert: Certificate, *,
             return path
         if not force:
             raise FileExists(path)
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        raise OperationalError(f"{directory}: cannot create the store directory: "
-                               f"{exc.strerror or exc}") from exc
+    ensure_directory(directory, mode=PUBLIC_DIR_MODE)
     atomic_write(path, data, mode=PUBLIC_MODE, overwrite=force)
     _logger.info("%s: stored public certificate %s", path, public.public_txt)
     return path
@@ -161,7 +176,7 @@ def resolve(snapshot: Snapshot, selector: str, *,
         if not os.path.isfile(full):
             continue
         try:
-            cert = certfile.load(full)
+            cert = Certificate.load(full)
         except CurvecertError as exc:
             notes.append(f"{full} is not a certificate file ({exc})")
             continue

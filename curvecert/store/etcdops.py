@@ -64,7 +64,7 @@ class EtcdWriter:
     def certificates(self) -> dict[bytes, tuple[Certificate, bytes]]:
         """Every trusted certificate under the prefix: `{key: (certificate, value)}`."""
         _rev, _snap, trusted = self.read()
-        return {key: (certfile.parse(kv.value, path=f"{self.url}/{key.hex()}"), kv.value)
+        return {key: (Certificate.parse(kv.value, path=f"{self.url}/{key.hex()}"), kv.value)
                 for key, kv in trusted.items()}
 
     def would_replace(self, cert: Certificate) -> bool:
@@ -139,7 +139,7 @@ def same_certificate(a: Certificate, b: Certificate) -> bool:
 
 def _same(value: bytes, cert: Certificate) -> bool:
     try:
-        stored = certfile.parse(value)
+        stored = Certificate.parse(value)
     except CurvecertError:
         return False
     return not stored.has_secret and same_certificate(stored, cert)

@@ -22,8 +22,9 @@ from collections.abc import Iterable
 
 from curvecert.formats import z85
 from curvecert.store.etcdclient import KeyValue
-from curvecert.store.files import MAX_FILE_SIZE, make_finding, parse_data
-from curvecert.store.snapshot import Scanned, Snapshot, State, StoreFinding
+from curvecert.store.files import MAX_FILE_SIZE, parse_data
+from curvecert.store.snapshot import Snapshot
+from curvecert.store.state import Scanned, State, make_finding
 
 __all__ = ["KeySpace"]
 
@@ -49,7 +50,7 @@ class KeySpace:
         self.where = where
         self._where_b = where.encode("utf-8")
         self.key_prefix = key_prefix
-        self.state = State({}, [], {}, {})
+        self.state = State()
         self.generation = 0
 
     def _read(self, kv: KeyValue) -> Scanned:
@@ -75,17 +76,18 @@ class KeySpace:
 
     def load(self, kvs: Iterable[KeyValue]) -> None:
         """Replace everything with `kvs` (a full read of the prefix, sorted by key)."""
-        state = State({}, [], {}, {})
+        state = State()
         for kv in kvs:
             rel, sig, key, record, problems = self._read(kv)
             if key is None or record is None:
-                state.others[rel] = (sig, None, None, problems)
+                state.put_other(rel, (sig, None, None, problems))
                 continue
             state.by_key[key] = record
             state.order.append(key)
             if problems:
                 state.notes[rel] = problems
         state.order.sort(key=state.relkey)  # etcd sorts keys; hex order = path order
+        state.rebuild_bloom()
         self.state = state
 
     def apply(self, changes: Iterable[tuple[bool, KeyValue]]) -> bool:
@@ -95,7 +97,7 @@ class KeySpace:
             if state is None:
                 state = self.state.copy()
             rel = kv.key[len(self.key_prefix):]
-            state.others.pop(rel, None)
+            state.pop_other(rel)
             if _NAME.match(rel):
                 old_key = bytes.fromhex(rel.decode("ascii"))
                 if old_key in state.by_key:
@@ -104,7 +106,7 @@ class KeySpace:
                 continue
             rel, sig, key, record, problems = self._read(kv)
             if key is None or record is None:
-                state.others[rel] = (sig, None, None, problems)
+                state.put_other(rel, (sig, None, None, problems))
                 continue
             state.add_winner(key, record)
             if problems:
@@ -117,15 +119,7 @@ class KeySpace:
     def snapshot(self) -> Snapshot:
         """A new immutable snapshot of the current state (the generation goes up by one)."""
         self.generation += 1
-        state = self.state
-        findings: list[StoreFinding] = []
-        for other in state.others.values():
-            findings.extend(other[3])
-        for problems in state.notes.values():
-            findings.extend(problems)
-        findings.sort(key=lambda f: (f.path, f.line or 0, f.code))
-        return Snapshot(self.where, state, generation=self.generation,
-                        findings=tuple(findings))
+        return Snapshot(self.where, self.state, generation=self.generation)
 
     def unhealthy(self, problem: str) -> Snapshot:
         """An empty snapshot that trusts nothing (fail closed); the state is kept."""

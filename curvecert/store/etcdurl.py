@@ -19,6 +19,7 @@ comes from `CURVECERT_ETCD_PASSWORD` or a file (`CURVECERT_ETCD_PASSWORD_FILE`,
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -154,8 +155,9 @@ class EtcdOptions:
     timeout: float = 5.0
 
     def __post_init__(self) -> None:
-        if not self.staleness > 0 or not self.timeout > 0:
-            raise ConfigError("etcd staleness and timeout must be positive numbers of seconds")
+        if not (0 < self.staleness < math.inf and 0 < self.timeout < math.inf):
+            raise ConfigError("etcd staleness and timeout must be positive, finite numbers "
+                              "of seconds")
         if (self.cert is None) != (self.key is None):
             raise ConfigError("etcd: a client certificate needs both `cert` and `key`")
         if self.password is not None and self.user is None:

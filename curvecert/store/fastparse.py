@@ -3,7 +3,7 @@
 The files curvecert, CZMQ (`zcert_save`) and pyzmq (`create_certificates`) write all have
 one exact layout. `fast_parse` recognises that layout with a single regular expression and
 decodes the key without the general Z85 codec; whatever it does not match exactly goes to
-the full ZPL parser (`curvecert.certs.certfile.parse`), and both give the same result
+the full ZPL parser (`curvecert.certs.cert.Certificate.parse`), and both give the same result
 (proved by tests). `encode_meta` turns metadata items into the ZMTP property blob a ZAP
 200 reply carries, agreeing with `curvecert.formats.zmtp.encode_lenient` byte for byte.
 """
@@ -14,7 +14,7 @@ import os
 import re
 import struct
 
-from curvecert.certs import certfile
+from curvecert.certs.cert import Certificate
 from curvecert.errors import CertificateError
 from curvecert.formats import z85, zmtp
 
@@ -78,7 +78,7 @@ def parse_public(data: bytes, *, path: str | os.PathLike[str] | None = None
 
     Raises `CertificateError` or `ZplSyntaxError` for a file that does not parse, and
     `CertificateError` with reason "holds a secret key" for a secret certificate. The
-    result equals `certfile.parse`'s `(public_key, list(meta.items()))`.
+    result equals `Certificate.parse`'s `(public_key, list(meta.items()))`.
     """
     try:
         text = data.decode("utf-8")
@@ -88,7 +88,7 @@ def parse_public(data: bytes, *, path: str | os.PathLike[str] | None = None
         fast = fast_parse(text)
         if fast is not None:
             return fast
-    cert = certfile.parse(data, path=path)
+    cert = Certificate.parse(data, path=path)
     if cert.has_secret:
         raise CertificateError(SECRET_REASON, path=path)
     return cert.public_key, list(cert.meta.items())

@@ -10,13 +10,19 @@ What is read (CZMQ's and pyzmq's stores, both):
   `..data` and `..<timestamp>` are never read twice), `*_secret` (CZMQ and pyzmq secret
   files), and editor or tool temporaries `*~`, `*.swp`, `*.swo`, `*.swx`, `*.tmp`, `#*#`.
 
-What is trusted: a file that parses as a certificate (the full ZPL grammar,
-`curvecert.formats.zpl`) with a valid public key and no secret key. Anything else becomes a
+What is trusted: a regular file that parses as a certificate (the full ZPL grammar,
+`curvecert.formats.zpl`) with a usable public key (not all zero, not a small-order point:
+`curvecert.certs.keys.weak_public_key`) and no secret key. Anything else becomes a
 `StoreFinding` and is never trusted: a file that does not parse, a file holding a secret
-key, a file that cannot be read, a file over `MAX_FILE_SIZE`.
+key or a weak key, a file that cannot be read, a file over `MAX_FILE_SIZE`, a FIFO,
+socket or device (never opened).
+
+Modes (sshd's StrictModes): a file group or others can write is a `writable-file`
+finding, a warning by default; with `strict` it is an error and the file is not trusted.
 
 A file is opened with `O_NONBLOCK` (a FIFO swapped in between listing and opening must
-not hang the reader) and `fstat`-ed before anything is read from it.
+not hang the reader) and `fstat`-ed before anything is read from it. Symbolic links to
+files are followed on purpose (Kubernetes volumes), so `O_NOFOLLOW` does not apply here.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ import os
 import stat
 import struct
 
+from curvecert.certs.fileio import file_kind
+from curvecert.certs.keys import weak_public_key
 from curvecert.errors import CertificateError, CurvecertError, ZplSyntaxError
 from curvecert.store.fastparse import SECRET_REASON, encode_meta, fast_parse, parse_public
-from curvecert.store.snapshot import Scanned, Severity, StoreFinding, make_record
+from curvecert.store.state import Scanned, StoreFinding, make_finding, make_record
 
 __all__ = ["CZMQ_METADATA_LIMIT", "MAX_FILE_SIZE", "FileReader", "is_ignored_name",
-           "make_finding", "parse_data", "sig_of"]
+           "parse_data", "sig_of", "writable_message"]
 
 _logger = logging.getLogger(__name__)
 
@@ -42,7 +50,8 @@ MAX_FILE_SIZE = 1 << 20
 CZMQ_METADATA_LIMIT = 512
 
 # O_NONBLOCK: a FIFO swapped in between readdir and open must not hang the scan.
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+               | getattr(os, "O_CLOEXEC", 0))
 SKIP_SUFFIXES = (b"_secret", b"~", b".swp", b".swo", b".swx", b".tmp")
 _M64 = (1 << 64) - 1
 _SIG = struct.Struct("<QQQQ").pack
@@ -64,20 +73,48 @@ def sig_of(st: os.stat_result) -> bytes:
                     st.st_ctime_ns & _M64)
 
 
-def make_finding(dir_b: bytes, rel: bytes, code: str, message: str, *,
-                 line: int | None = None, severity: Severity = "error") -> StoreFinding:
-    """A finding about `rel` (relative to the store directory `dir_b`)."""
-    return StoreFinding(os.fsdecode(os.path.join(dir_b, rel)), line or None, code, message,
-                        severity)
+def writable_message(what: str, path: str, mode: int, *, strict: bool) -> str:
+    """The text of a `writable-*` finding: who can write, what it means, how to fix it."""
+    perm = stat.S_IMODE(mode)
+    who = " and ".join(w for bit, w in ((0o020, "group"), (0o002, "others")) if perm & bit)
+    verdict = ("not trusted (strict modes)" if strict
+               else "whoever can write it can make the store trust their key")
+    return f"{what} has mode {perm:04o}: {who} can write it; {verdict}. Run: chmod go-w {path}"
 
 
 class FileReader:
-    """Reads files of one store directory into scan results; counts the files it parsed."""
+    """Reads files of one store directory into scan results; counts the files it parsed.
 
-    def __init__(self, dir_b: bytes):
+    With `strict` (sshd's StrictModes) a file that group or others can write is an error
+    and is not trusted; without it, such a file is trusted with a warning.
+    """
+
+    def __init__(self, dir_b: bytes, *, strict: bool = False):
         """`dir_b`: the store directory (absolute, as bytes)."""
         self._dir_b = dir_b
+        self.strict = strict
         self.parsed = 0  #: files parsed so far (tests use it to prove the stat cache works)
+
+    def special(self, path: bytes, rel: bytes) -> Scanned | None:
+        """A directory entry that is not a plain regular file: classify it before opening.
+
+        A symbolic link to a regular file is read; to a directory, or dangling: None. A
+        FIFO, socket or device is never opened: it is an error finding (issue 12).
+        """
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                return None
+            return (rel, None, None, None, (make_finding(
+                self._dir_b, rel, "unreadable", f"cannot stat: {exc.strerror or exc}"),))
+        if stat.S_ISREG(st.st_mode):
+            return self.read(path, rel)
+        if stat.S_ISDIR(st.st_mode):
+            return None
+        return (rel, sig_of(st), None, None, (make_finding(
+            self._dir_b, rel, "not-regular-file",
+            f"{file_kind(st.st_mode)}, not a regular file; never read or trusted"),))
 
     def read(self, path: bytes, rel: bytes) -> Scanned | None:
         """Open, stat, read and parse one file; None if it is not a regular file (any more)."""
@@ -95,8 +132,16 @@ class FileReader:
                 if stat.S_ISDIR(st.st_mode):
                     _logger.debug("%s: symbolic link to a directory; not followed",
                                   os.fsdecode(path))
-                return None
+                    return None
+                return (rel, sig_of(st), None, None, (make_finding(
+                    dir_b, rel, "not-regular-file",
+                    f"{file_kind(st.st_mode)}, not a regular file; never trusted"),))
             sig = sig_of(st)
+            writable = st.st_mode & 0o022
+            if writable and self.strict:
+                return (rel, sig, None, None, (make_finding(
+                    dir_b, rel, "writable-file", writable_message(
+                        "file", os.fsdecode(path), st.st_mode, strict=True)),))
             if st.st_size > MAX_FILE_SIZE:
                 return (rel, sig, None, None, (make_finding(
                     dir_b, rel, "too-large",
@@ -124,15 +169,20 @@ class FileReader:
         finally:
             os.close(fd)
         self.parsed += 1
-        return parse_data(dir_b, rel, sig, data)
+        notes: tuple[StoreFinding, ...] = ()
+        if writable:
+            notes = (make_finding(dir_b, rel, "writable-file", writable_message(
+                "file", os.fsdecode(path), st.st_mode, strict=False), severity="warning"),)
+        return parse_data(dir_b, rel, sig, data, notes)
 
 
-def parse_data(dir_b: bytes, rel: bytes, sig: bytes, data: bytes) -> Scanned:
+def parse_data(dir_b: bytes, rel: bytes, sig: bytes, data: bytes,
+               notes: tuple[StoreFinding, ...] = ()) -> Scanned:
     """Parse the bytes of one store file (or etcd value) named `rel` into a scan result.
 
     `sig` is the 32-byte change signature the record keeps (a file's stat signature; for
-    etcd, the value's revisions). Bad content is never raised: it becomes an error finding
-    about `dir_b/rel`.
+    etcd, the value's revisions); `notes` are warnings already known about it. Bad content
+    is never raised: it becomes an error finding about `dir_b/rel`.
     """
     fast = None
     try:
@@ -152,11 +202,15 @@ def parse_data(dir_b: bytes, rel: bytes, sig: bytes, data: bytes) -> Scanned:
             dir_b, rel, code, exc.reason, line=exc.line),))
     except CurvecertError as exc:  # any other parser complaint: still only a finding
         return (rel, sig, None, None, (make_finding(dir_b, rel, "invalid-certificate",
-                                                    str(exc)),))
+                                                str(exc)),))
+    weak = weak_public_key(key)
+    if weak is not None:
+        return (rel, sig, None, None, (make_finding(
+            dir_b, rel, "weak-key", f"public-key is {weak}; never trusted"),))
     blob, dropped = encode_meta(items) if items else (b"", [])
-    problems: tuple[StoreFinding, ...] = ()
+    problems = notes
     if dropped:
-        problems = (make_finding(
+        problems += (make_finding(
             dir_b, rel, "metadata-dropped",
             "metadata not sent in ZAP replies (reserved, duplicate after mapping to a "
             f"ZMTP name, or too large): {', '.join(dropped)}", severity="warning"),)
@@ -168,3 +222,43 @@ def parse_data(dir_b: bytes, rel: bytes, sig: bytes, data: bytes) -> Scanned:
     record = make_record(sig, rel, blob)
     # sig None: it is the record's first bytes (no second object kept during a scan)
     return (rel, None, key, record, problems)
+
+
+def directory_finding(dir_b: bytes, rel: bytes, mode: int, *,
+                      strict: bool) -> StoreFinding | None:
+    """A `writable-directory` finding when group/others can write the store (sub-)directory.
+
+    Whoever can write a directory can add a file to it, so every key below it is theirs
+    to choose (sshd's StrictModes refuses such directories). The sticky bit does not
+    help: it stops deleting others' files, not adding new ones.
+    """
+    if not mode & 0o022:
+        return None
+    path = os.fsdecode(os.path.join(dir_b, rel) if rel else dir_b)
+    what = "sub-directory" if rel else "store directory"
+    return make_finding(dir_b, rel, "writable-directory",
+                        writable_message(what, path, mode, strict=strict),
+                        severity="error" if strict else "warning")
+
+
+def parent_findings(directory: str, *, strict: bool) -> list[StoreFinding]:
+    """`writable-parent` findings for the directories above the store.
+
+    A parent others can write (without the sticky bit) lets them rename the store away and
+    put their own in its place.
+    """
+    out: list[StoreFinding] = []
+    path = os.path.realpath(directory)
+    while True:
+        parent = os.path.dirname(path)
+        if parent == path:
+            return out
+        path = parent
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if mode & 0o022 and not mode & stat.S_ISVTX:
+            out.append(StoreFinding(path, None, "writable-parent", writable_message(
+                "a directory above the store", path, mode, strict=strict),
+                "error" if strict else "warning"))

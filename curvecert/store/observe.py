@@ -75,6 +75,31 @@ def filesystem_type(path: str) -> str | None:
     return fstype
 
 
+class _OverflowSpy(logging.Filter):
+    """Sees watchdog's "Inotify queue overflowed" warning and tells the watches concerned.
+
+    When the kernel's inotify queue overflows (`fs.inotify.max_queued_events`, 16,384 by
+    default: a burst of a few thousand files is enough), events are lost and watchdog
+    only logs it. A lost event may be a revocation, so every watch below the named path
+    asks its owner for a full rescan. A logging filter is the one hook watchdog offers.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watches: set[DirectoryWatch] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Inotify queue overflowed"):
+            for watch in list(self.watches):
+                watch.on_overflow()
+        return True
+
+
+_SPY = _OverflowSpy()
+for _name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
+    logging.getLogger(_name).addFilter(_SPY)
+
+
 class _Handler(FileSystemEventHandler):
     """Hands every watchdog event to one callback; does nothing else (watchdog's thread)."""
 
@@ -94,8 +119,13 @@ class DirectoryWatch:
     """
 
     def __init__(self, directory: str, callback: Callable[[FileSystemEvent], None], *,
-                 poll: bool | None, poll_interval: float, stopping: Callable[[], bool]):
-        """Configure the watch; nothing runs until `start()`."""
+                 poll: bool | None, poll_interval: float, stopping: Callable[[], bool],
+                 overflow: Callable[[], None] | None = None):
+        """Configure the watch; nothing runs until `start()`.
+
+        `overflow()` is called (in watchdog's thread) when the kernel dropped events.
+        """
+        self.on_overflow = overflow or (lambda: None)
         self.directory = directory
         self.poll_interval = poll_interval
         self.polling = bool(poll)
@@ -152,6 +182,7 @@ class DirectoryWatch:
                     _logger.error("cannot watch %s: %s", self.directory, exc)
                     return
             self.observer = observer
+            _SPY.watches.add(self)
             self.watched_id = (st.st_dev, st.st_ino)
 
     def _launch(self, observer: Any) -> Any:
@@ -171,6 +202,7 @@ class DirectoryWatch:
         """Stop the observer (if any) and join its thread within `timeout` seconds."""
         with self._lock:
             observer, self.observer = self.observer, None
+            _SPY.watches.discard(self)
             self.watched_id = None
         if observer is None:
             return

@@ -6,16 +6,25 @@
 signature lets a rescan parse again only files that changed, and `apply(paths)` re-reads
 only the paths a watcher named.
 
-Findings are logged once each (WARNING for errors, INFO for warnings) and never stop the
-scan. When the store directory itself cannot be listed (missing, not a directory, no
-permission, I/O error), the snapshot trusts nothing and the problem is logged at ERROR
-once; a later successful scan restores it. An unreadable sub-directory costs only the
-keys below it (a finding).
+Findings are logged once each, when they appear (WARNING for errors and for anything
+others can write, INFO for other warnings), and never stop the scan. When the store
+directory itself cannot be listed (missing, not a directory, no permission, I/O error),
+the snapshot trusts nothing and the problem is logged at ERROR once; a later successful
+scan restores it. An unreadable sub-directory costs only the keys below it (a finding).
+
+Modes (sshd's StrictModes, issue 11 §5): a store directory, sub-directory or file that
+group or others can write, or a parent directory of the store they can write (without the
+sticky bit), is a finding. By default it is a warning and everything is trusted as
+before; with `strict=True` it is an error: a writable file or anything below a writable
+sub-directory is not trusted, and a writable store directory or parent makes the whole
+snapshot unhealthy (nothing trusted).
+
+Cost: a change to k paths costs O(k log n) to apply and publish, whatever the number of
+findings (they are listed only when someone asks for `Snapshot.findings`).
 """
 
 from __future__ import annotations
 
-import bisect
 import errno
 import logging
 import os
@@ -27,16 +36,19 @@ from curvecert.errors import StoreError
 from curvecert.store.files import (
     SKIP_SUFFIXES,
     FileReader,
+    directory_finding,
     is_ignored_name,
-    make_finding,
+    parent_findings,
     sig_of,
 )
-from curvecert.store.snapshot import (
-    SIG_LEN,
+from curvecert.store.snapshot import Snapshot
+from curvecert.store.state import (
+    Builder,
     Scanned,
-    Snapshot,
     State,
     StoreFinding,
+    duplicate_finding,
+    make_finding,
     rel_of,
 )
 
@@ -51,43 +63,11 @@ class ScanCancelled(StoreError):
     """A scan was stopped by its `cancel` callback (the watcher is shutting down)."""
 
 
-class _Builder:
-    """Builds a state from files arriving in any order (the first by sorted path wins).
-
-    Streaming, rather than collecting and sorting the scanned files, keeps a full scan from
-    leaving a list of per-file tuples behind (fewer transient objects: a lower RSS).
-    """
-
-    __slots__ = ("state",)
-
-    def __init__(self) -> None:
-        self.state = State({}, [], {}, {})
-
-    def append(self, item: Scanned) -> None:
-        rel, sig, key, record, problems = item
-        st = self.state
-        if key is None or record is None:
-            st.others[rel] = (sig, None, None, problems)
-            return
-        current = st.by_key.get(key)
-        if current is None:
-            st.by_key[key] = record
-            st.order.append(key)
-            if problems:
-                st.notes[rel] = problems
-            return
-        current_rel = rel_of(current)
-        if rel < current_rel:  # the newcomer sorts first: it wins, the old one is a duplicate
-            st.others[current_rel] = (None, key, current, st.notes.pop(current_rel, ()))
-            st.by_key[key] = record
-            if problems:
-                st.notes[rel] = problems
-        else:
-            st.others[rel] = (None, key, record, problems)
-
-    def finish(self) -> State:
-        self.state.order.sort(key=self.state.relkey)
-        return self.state
+#: Findings logged at WARNING even as warnings: others can change what is trusted.
+_ALERT_CODES = frozenset({"writable-file", "writable-directory", "writable-parent"})
+#: New findings logged one by one per snapshot; more are counted in one line (a burst of
+#: 20,000 bad files must not cost 20,000 log lines before a revocation is applied).
+_LOG_LIMIT = 50
 
 
 class Scanner:
@@ -98,20 +78,23 @@ class Scanner:
     Not thread-safe: one thread at a time (the watcher's reload thread, or the caller).
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, log_findings: bool = True):
+    def __init__(self, directory: str | os.PathLike[str], *, log_findings: bool = True,
+                 strict: bool = False):
         """Prepare to scan `directory` (nothing is read until `scan`).
 
-        With `log_findings` (the default) each new finding is logged once (WARNING for
-        errors, INFO for warnings) and an unreadable directory at ERROR; a caller that
-        reports findings itself (the CLI) turns this off.
+        With `log_findings` (the default) each new finding is logged once and an
+        unreadable directory at ERROR; a caller that reports findings itself (the CLI)
+        turns this off. `strict`: refuse what group/others can write (module docstring).
         """
         self.directory = os.path.abspath(os.fspath(directory))
+        self.strict = strict
         self._log = log_findings
         self._dir_b = os.fsencode(self.directory)
         self._generation = 0
         self._snapshot = Snapshot.empty(self.directory, problem="not scanned yet")
-        self._logged: set[StoreFinding] = set()
-        self._reader = FileReader(self._dir_b)
+        self._reader = FileReader(self._dir_b, strict=strict)
+        self._new: list[StoreFinding] = []  # findings to log at the next publication
+        self._dirs: set[bytes] = set()      # where `_walk` records the directories it saw
 
     @property
     def parsed(self) -> int:
@@ -129,20 +112,30 @@ class Scanner:
              cancel: Callable[[], bool] | None = None) -> Snapshot:
         """Rescan the whole directory (re-parsing only changed files); return the snapshot."""
         old = self._snapshot
-        cache = self._index(old._state, b"") if old.healthy else {}
+        cache = old._state.index(b"") if old.healthy else {}
+        self._new = []
         try:
             top = os.stat(self._dir_b)
             if not stat.S_ISDIR(top.st_mode):
                 raise NotADirectoryError(errno.ENOTDIR, "not a directory")
-            builder = _Builder()
-            self._walk(b"", cache, builder, progress, cancel, root=True)
+            found = directory_finding(self._dir_b, b"", top.st_mode, strict=self.strict)
+            root = ([found] if found else []) + parent_findings(self.directory,
+                                                                strict=self.strict)
+            if self.strict and root:
+                return self._publish_unhealthy(f"{root[0].path}: {root[0].message}")
+            builder = Builder()
+            self._dirs = builder.state.dirs
+            if root:
+                self._fresh((b"", None, None, None, tuple(root)), cache)
+                builder.state.put_other(b"", (None, None, None, tuple(root)))
+            self._walk(b"", False, cache, builder, progress, cancel, root=True)
         except ScanCancelled:
             raise
         except OSError as exc:
             return self._publish_unhealthy(f"{self.directory}: cannot read the store "
                                            f"directory: {exc.strerror or exc}")
         del cache
-        return self._publish(builder.finish())
+        return self._publish(builder.finish(), old._state)
 
     def apply(self, paths: Iterable[str | os.PathLike[str]], *,
               cancel: Callable[[], bool] | None = None) -> Snapshot:
@@ -163,12 +156,7 @@ class Scanner:
         if not self._snapshot.healthy:
             return self.scan(cancel=cancel)
         # drop paths inside another named path: walking the parent covers them
-        tops = sorted(rels)
-        pruned: list[bytes] = []
-        for rel in tops:
-            if pruned and rel.startswith(pruned[-1] + b"/"):
-                continue
-            pruned.append(rel)
+        pruned = [rel for rel in sorted(rels) if not self._below_any(rel, rels)]
         if not pruned:
             return self._snapshot
         try:
@@ -178,6 +166,15 @@ class Scanner:
             return self.scan(cancel=cancel)
 
     # -- internals
+
+    @staticmethod
+    def _below_any(rel: bytes, rels: set[bytes]) -> bool:
+        parent = os.path.dirname(rel)
+        while parent:
+            if parent in rels:
+                return True
+            parent = os.path.dirname(parent)
+        return False
 
     def _relative(self, p: str | os.PathLike[str]) -> bytes | None:
         b = os.fsencode(p)
@@ -191,50 +188,38 @@ class Scanner:
             return None
         return b[len(prefix):]
 
-    def _index(self, state: State, prefix: bytes) -> dict[bytes, Scanned]:
-        """What the last snapshot knew about files at or below `prefix`, by relative path."""
-        out: dict[bytes, Scanned] = {}
-        sub = prefix + b"/"
-        if prefix == b"":
-            for key, record in state.by_key.items():
-                rel = rel_of(record)
-                out[rel] = (rel, record[:SIG_LEN], key, record, state.notes.get(rel, ()))
-        else:
-            for key in self._range(state, prefix):
-                record = state.by_key[key]
-                rel = rel_of(record)
-                out[rel] = (rel, record[:SIG_LEN], key, record, state.notes.get(rel, ()))
-        for rel, (sig, okey, orecord, problems) in state.others.items():
-            if prefix == b"" or rel == prefix or rel.startswith(sub):
-                if orecord is not None:
-                    sig = orecord[:SIG_LEN]
-                out[rel] = (rel, sig, okey, orecord, problems)
-        return out
+    def _fresh(self, item: Scanned, cache: dict[bytes, Scanned]) -> None:
+        """Note the findings of a freshly read path that the last snapshot did not have."""
+        if self._log and item[4]:
+            prev = cache.get(item[0])
+            before = prev[4] if prev is not None else ()
+            self._new.extend(f for f in item[4] if f not in before)
 
-    @staticmethod
-    def _range(state: State, prefix: bytes) -> list[bytes]:
-        """Winner keys whose path is `prefix` or below it (a contiguous run of `order`)."""
-        order, rk = state.order, state.relkey
-        lo = bisect.bisect_left(order, prefix, key=rk)
-        hi = lo
-        if hi < len(order) and rk(order[hi]) == prefix:
-            hi += 1
-        a = bisect.bisect_left(order, prefix + b"/", lo=hi, key=rk)
-        b = bisect.bisect_left(order, prefix + b"0", lo=a, key=rk)  # '0' follows '/'
-        return order[lo:hi] + order[a:b]
+    def _demote(self, item: Scanned) -> Scanned:
+        """Strict modes: a certificate below a writable directory is not trusted."""
+        if item[2] is None:
+            return item
+        return (item[0], None, None, None, (make_finding(
+            self._dir_b, item[0], "in-writable-directory",
+            "below a directory group/others can write; not trusted (strict modes)"),))
 
-    def _walk(self, top: bytes, cache: dict[bytes, Scanned], out: list[Scanned] | _Builder,
-              progress: Callable[[int], None] | None, cancel: Callable[[], bool] | None,
-              *, root: bool = False) -> None:
-        """Scan `top` (relative; b"" = the store) into `out`, using `cache` by signature."""
-        dir_b = self._dir_b
-        stack = [top]
+    def _walk(self, top: bytes, exposed: bool, cache: dict[bytes, Scanned],
+              out: list[Scanned] | Builder, progress: Callable[[int], None] | None,
+              cancel: Callable[[], bool] | None, *, root: bool = False) -> None:
+        """Scan `top` (relative; b"" = the store) into `out`, using `cache` by signature.
+
+        `exposed`: `top` is or lies below a directory group/others can write.
+        """
+        dir_b, strict, dirs = self._dir_b, self.strict, self._dirs
+        stack = [(top, exposed)]
         count = 0
-        read = self._reader.read
+        read, special = self._reader.read, self._reader.special
         while stack:
-            rel_dir = stack.pop()
+            rel_dir, exposed = stack.pop()
             path_dir = os.path.join(dir_b, rel_dir) if rel_dir else dir_b
             prefix = rel_dir + b"/" if rel_dir else b""
+            if rel_dir:
+                dirs.add(rel_dir)
             try:
                 it = os.scandir(path_dir)
             except OSError as exc:
@@ -242,10 +227,12 @@ class Scanner:
                     raise
                 if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                     continue  # vanished between listing and reading: nothing to trust
-                out.append((rel_dir, None, None, None, (make_finding(
+                item: Scanned = (rel_dir, None, None, None, (make_finding(
                     dir_b, rel_dir, "unreadable-directory",
                     f"cannot list this directory: {exc.strerror or exc}; no key below "
-                    "it is trusted"),)))
+                    "it is trusted"),))
+                self._fresh(item, cache)
+                out.append(item)
                 continue
             with it:
                 for entry in it:
@@ -253,19 +240,27 @@ class Scanner:
                     if (name[0] == 0x2E or name.endswith(SKIP_SUFFIXES)
                             or (name[0] == 0x23 and name[-1] == 0x23 and len(name) > 1)):
                         continue
+                    rel = prefix + name
                     try:
                         if entry.is_dir(follow_symlinks=False):
-                            stack.append(prefix + name)
+                            mode = entry.stat(follow_symlinks=False).st_mode
+                            found = directory_finding(dir_b, rel, mode, strict=strict)
+                            if found is not None:
+                                item = (rel, None, None, None, (found,))
+                                self._fresh(item, cache)
+                                out.append(item)
+                            stack.append((rel, exposed or found is not None))
                             continue
+                        regular = entry.is_file()
                     except OSError:
                         continue
-                    rel = prefix + name
                     count += 1
                     if count % _PROGRESS_EVERY == 0:
                         if cancel is not None and cancel():
                             raise ScanCancelled("scan cancelled")
                         if progress is not None:
                             progress(count)
+                    result: Scanned | None = None
                     if cache:
                         prev = cache.get(rel)
                         if prev is not None and prev[1] is not None:
@@ -274,11 +269,13 @@ class Scanner:
                             except OSError:
                                 st = None
                             if st is not None and sig_of(st) == prev[1]:
-                                out.append(prev)
-                                continue
-                    result = read(entry.path, rel)
-                    if result is not None:
-                        out.append(result)
+                                result = prev
+                    if result is None:
+                        result = read(entry.path, rel) if regular else special(entry.path, rel)
+                        if result is None:
+                            continue
+                        self._fresh(result, cache)
+                    out.append(self._demote(result) if exposed and strict else result)
         if progress is not None:
             progress(count)
 
@@ -286,13 +283,17 @@ class Scanner:
                  cancel: Callable[[], bool] | None) -> None:
         """Scan one named path: a file, a whole sub-directory, or nothing if it is gone."""
         dir_b = self._dir_b
+        exposed = False
         parent = os.path.dirname(rel)
         while parent:  # below a symlinked directory or a file: a full scan would not look
             try:
-                if not stat.S_ISDIR(os.lstat(os.path.join(dir_b, parent)).st_mode):
-                    return
+                mode = os.lstat(os.path.join(dir_b, parent)).st_mode
             except OSError:
                 return
+            if not stat.S_ISDIR(mode):
+                return
+            exposed = exposed or bool(mode & 0o022)
+            self._dirs.add(parent)
             parent = os.path.dirname(parent)
         path = os.path.join(dir_b, rel)
         try:
@@ -300,59 +301,75 @@ class Scanner:
         except (FileNotFoundError, NotADirectoryError):
             return
         if stat.S_ISDIR(st.st_mode):
-            self._walk(rel, cache, out, None, cancel)
+            found = directory_finding(dir_b, rel, st.st_mode, strict=self.strict)
+            if found is not None:
+                item: Scanned = (rel, None, None, None, (found,))
+                self._fresh(item, cache)
+                out.append(item)
+            self._walk(rel, exposed or found is not None, cache, out, None, cancel)
             return
+        result: Scanned | None = None
         prev = cache.get(rel)
         if prev is not None and prev[1] is not None:
             try:
                 if sig_of(os.stat(path)) == prev[1]:
-                    out.append(prev)
-                    return
+                    result = prev
             except OSError:
                 pass
-        result = self._reader.read(path, rel)
-        if result is not None:
-            out.append(result)
+        if result is None:
+            regular = stat.S_ISREG(st.st_mode)
+            result = self._reader.read(path, rel) if regular else self._reader.special(path, rel)
+            if result is None:
+                return
+            self._fresh(result, cache)
+        out.append(self._demote(result) if exposed and self.strict else result)
 
     def _apply(self, prefixes: list[bytes], cancel: Callable[[], bool] | None) -> Snapshot:
         base = self._snapshot._state
         state = base.copy()
+        self._new = []
         old: dict[bytes, Scanned] = {}
         touched: set[bytes] = set()
         # 1. detach everything known at or below each prefix
         for p in prefixes:
-            known = self._index(state, p)
+            known = state.index(p)
             old.update(known)
             for rel, (_r, _sig, key, record, _pr) in known.items():
                 if key is not None:
                     touched.add(key)
                     if state.by_key.get(key) is record:
                         state.remove_winner(key)
-                state.others.pop(rel, None)
+                state.pop_other(rel)
                 state.notes.pop(rel, None)
+            if p in state.dirs:
+                sub = p + b"/"
+                state.dirs = {d for d in state.dirs if d != p and not d.startswith(sub)}
         # 2. read what is there now
         fresh: list[Scanned] = []
+        self._dirs = state.dirs
         for p in prefixes:
             self._examine(p, old, fresh, cancel)
         # 3. re-decide every touched key: fresh files, surviving duplicates, current winner
         cands: dict[bytes, list[tuple[bytes, bytes, tuple[StoreFinding, ...]]]] = {}
         for rel, sig, key, record, problems in fresh:
             if key is None or record is None:
-                state.others[rel] = (sig, None, None, problems)
+                state.put_other(rel, (sig, None, None, problems))
                 continue
             touched.add(key)
             cands.setdefault(key, []).append((rel, record, problems))
-        if touched:
-            for rel, (_sig, key, record, problems) in list(state.others.items()):
-                if key is not None and record is not None and key in touched:
-                    cands.setdefault(key, []).append((rel, record, problems))
-                    del state.others[rel]
-            for key in touched:
-                record = state.by_key.get(key)
-                if record is not None:
-                    rel = rel_of(record)
-                    cands.setdefault(key, []).append((rel, record, state.notes.get(rel, ())))
-                    state.remove_winner(key)
+        for key in touched:
+            dups = state.dupkeys.get(key, ())
+            for rel in dups:
+                _sig, _k, dup, problems = state.others[rel]
+                if dup is not None:
+                    cands.setdefault(key, []).append((rel, dup, problems))
+            for rel in dups:
+                state.pop_other(rel)
+            record = state.by_key.get(key)
+            if record is not None:
+                rel = rel_of(record)
+                cands.setdefault(key, []).append((rel, record, state.notes.get(rel, ())))
+                state.remove_winner(key)
         many = len(cands) > 64
         for key, items in cands.items():
             items.sort(key=itemgetter(0))
@@ -361,40 +378,34 @@ class Scanner:
             if problems:
                 state.notes[rel] = problems
             for rel, record, problems in items[1:]:
-                state.others[rel] = (None, key, record, problems)
+                state.put_other(rel, (None, key, record, problems))
         if many:
             state.order.sort(key=state.relkey)
-        return self._publish(state)
+        return self._publish(state, base)
 
-    def _findings(self, state: State) -> tuple[StoreFinding, ...]:
-        out: list[StoreFinding] = []
-        d = self._dir_b
-        for rel, (_sig, key, record, problems) in state.others.items():
-            if key is not None and record is not None:
-                winner = state.by_key.get(key)
-                first = os.fsdecode(rel_of(winner)) if winner is not None else "?"
-                out.append(make_finding(d, rel, "duplicate-key",
-                                    f"same public key as {first}, which is the file trusted "
-                                    "(the first by sorted path); this one is ignored"))
-            out.extend(problems)
-        for problems in state.notes.values():
-            out.extend(problems)
-        out.sort(key=lambda f: (f.path, f.line or 0, f.code))
-        return tuple(out)
-
-    def _publish(self, state: State) -> Snapshot:
-        findings = self._findings(state)
+    def _publish(self, state: State, before: State) -> Snapshot:
         self._generation += 1
         was = self._snapshot
-        snap = Snapshot(self.directory, state, generation=self._generation, findings=findings)
-        if not was.healthy and was.generation and self._log:
-            _logger.warning("certificate store %s is readable again: %d keys trusted",
-                            self.directory, len(snap))
+        snap = Snapshot(self.directory, state, generation=self._generation)
         if self._log:
-            for f in findings:
-                if f not in self._logged:
-                    (_logger.warning if f.severity == "error" else _logger.info)("%s", f)
-            self._logged = set(findings)
+            if not was.healthy and was.generation:
+                _logger.warning("certificate store %s is readable again: %d keys trusted",
+                                self.directory, len(snap))
+            old_dups = {r for rels in before.dupkeys.values() for r in rels}
+            for key, rels in state.dupkeys.items():
+                for rel in rels:
+                    if rel not in old_dups:
+                        winner = state.by_key.get(key)
+                        self._new.append(duplicate_finding(
+                            self._dir_b, rel, rel_of(winner) if winner else None))
+            for f in self._new[:_LOG_LIMIT]:
+                alert = f.severity == "error" or f.code in _ALERT_CODES
+                (_logger.warning if alert else _logger.info)("%s", f)
+            if len(self._new) > _LOG_LIMIT:
+                _logger.warning("%s: %d more new findings not logged one by one; run "
+                                "`curvecert store check` to list them", self.directory,
+                                len(self._new) - _LOG_LIMIT)
+        self._new = []
         self._snapshot = snap
         return snap
 
@@ -403,7 +414,7 @@ class Scanner:
         if was.problem != problem and self._log:
             _logger.error("%s; trusting NO key from it until it can be read", problem)
         self._generation += 1
-        self._logged = set()
+        self._new = []
         self._snapshot = Snapshot.empty(self.directory, problem=problem,
                                         generation=self._generation)
         return self._snapshot
@@ -411,9 +422,11 @@ class Scanner:
 
 def scan(directory: str | os.PathLike[str], *,
          progress: Callable[[int], None] | None = None,
-         log_findings: bool = True) -> Snapshot:
+         log_findings: bool = True, strict: bool = False) -> Snapshot:
     """Read a store directory once into a snapshot (see the module docstring for the rules).
 
     `progress(n)` is called with the number of files seen so far, every few hundred files.
+    `strict`: refuse files and directories group/others can write (sshd's StrictModes).
     """
-    return Scanner(directory, log_findings=log_findings).scan(progress=progress)
+    return Scanner(directory, log_findings=log_findings, strict=strict).scan(
+        progress=progress)

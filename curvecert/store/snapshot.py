@@ -21,79 +21,29 @@ a list of keys sorted by path (used to find a file's key when an event names its
 `Entry` objects are built on demand by `lookup` and iteration. The stat signature
 `(inode, size, mtime_ns, ctime_ns)` lets a rescan parse again only files that changed.
 
-`State`, `Other`, `Scanned`, `rel_of`, `meta_of` and `make_record` are shared with the
-scanner (same package); they are not part of the public API.
+The structures behind a snapshot (records, `State`) are in `curvecert.store.state`.
 """
 
 from __future__ import annotations
 
 import bisect
 import os
-import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal
 
 from curvecert.certs import keys
 from curvecert.errors import InvalidKey
 from curvecert.formats import z85, zmtp
+from curvecert.store.state import (
+    DIRECTORY_CODES,
+    Severity,
+    State,
+    StoreFinding,
+    duplicate_finding,
+    meta_of,
+    rel_of,
+)
 
 __all__ = ["Entry", "Severity", "Snapshot", "StoreFinding"]
-
-Severity = Literal["error", "warning"]
-
-# record = ino, size, mtime_ns, ctime_ns (the stat signature), len(rel) | rel | metadata blob
-_HDR = struct.Struct("<QQQQH")
-SIG_LEN = 32
-HDR_LEN = _HDR.size
-_U16 = struct.Struct("<H").pack
-
-
-@dataclass(frozen=True, slots=True)
-class StoreFinding:
-    """A problem with one file (or directory) of the store; `line` is None when not known.
-
-    `severity` is "error" when the file is not trusted because of it, "warning" when the
-    file is trusted but something about it deserves attention (dropped metadata). The
-    fields match `curvecert.certs.verify.Finding` (which lives a layer above this module).
-    """
-
-    path: str
-    line: int | None
-    code: str
-    message: str
-    severity: Severity = "error"
-
-    @property
-    def location(self) -> str:
-        """`path:line`, or just `path`."""
-        return f"{self.path}:{self.line}" if self.line else self.path
-
-    def to_dict(self) -> dict[str, object]:
-        """The finding as a plain dict (for JSON)."""
-        return {"path": self.path, "line": self.line, "severity": self.severity,
-                "code": self.code, "message": self.message}
-
-    def __str__(self) -> str:
-        return f"{self.location}: {self.severity}: {self.message} [{self.code}]"
-
-
-
-# --- records, entries and snapshots -------------------------------------------------------
-
-def make_record(sig: bytes, rel: bytes, blob: bytes) -> bytes:
-    """One trusted file as a record: stat signature, relative path, ZMTP metadata blob."""
-    return b"".join((sig, _U16(len(rel)), rel, blob))
-
-
-def rel_of(record: bytes) -> bytes:
-    n = record[SIG_LEN] | (record[SIG_LEN + 1] << 8)
-    return record[HDR_LEN:HDR_LEN + n]
-
-
-def meta_of(record: bytes) -> bytes:
-    n = record[SIG_LEN] | (record[SIG_LEN + 1] << 8)
-    return record[HDR_LEN + n:]
 
 
 class Entry:
@@ -152,55 +102,6 @@ class Entry:
         return f"<Entry {self.public_txt} {self.relpath!r}>"
 
 
-# others[rel] = (sig, key, record, problems): a file that is not the trusted one for a key.
-# key/record are None for a bad file (problems then holds its error finding), set for a
-# duplicate (problems holds its warnings, if any).
-Other = tuple[bytes | None, bytes | None, bytes | None, tuple[StoreFinding, ...]]
-# A freshly scanned file: (rel, sig, key, record, problems), same conventions; sig may be
-# None for a readable certificate (its record starts with it).
-Scanned = tuple[bytes, bytes | None, bytes | None, bytes | None, tuple[StoreFinding, ...]]
-
-
-class State:
-    """The mutable structures behind a snapshot (frozen once a Snapshot owns them)."""
-
-    __slots__ = ("by_key", "notes", "order", "others")
-
-    def __init__(self, by_key: dict[bytes, bytes], order: list[bytes],
-                 others: dict[bytes, Other], notes: dict[bytes, tuple[StoreFinding, ...]]):
-        self.by_key = by_key        # winner key -> record
-        self.order = order          # winner keys, sorted by relative path
-        self.others = others        # rel -> Other (bad files, duplicates, bad directories)
-        self.notes = notes          # rel -> warnings of a winner
-
-    def copy(self) -> State:
-        return State(self.by_key.copy(), self.order.copy(), self.others.copy(),
-                      self.notes.copy())
-
-    def relkey(self, key: bytes) -> bytes:
-        return rel_of(self.by_key[key])
-
-    def remove_winner(self, key: bytes) -> bytes:
-        record = self.by_key[key]
-        rel = rel_of(record)
-        i = bisect.bisect_left(self.order, rel, key=self.relkey)
-        if i < len(self.order) and self.order[i] == key:
-            del self.order[i]
-        else:  # cannot happen while the invariants hold; stay correct anyway
-            self.order.remove(key)
-        del self.by_key[key]
-        self.notes.pop(rel, None)
-        return record
-
-    def add_winner(self, key: bytes, record: bytes, *, sort_later: bool = False) -> None:
-        self.by_key[key] = record
-        if sort_later:
-            self.order.append(key)
-        else:
-            i = bisect.bisect_left(self.order, rel_of(record), key=self.relkey)
-            self.order.insert(i, key)
-
-
 class Snapshot:
     """An immutable view of the store: {public key -> Entry}, findings, and health.
 
@@ -209,32 +110,53 @@ class Snapshot:
     snapshot is empty and `problem` says why (fail closed).
     """
 
-    __slots__ = ("_by_key", "_dir_b", "_state", "directory", "findings", "generation",
+    __slots__ = ("_by_key", "_dir_b", "_findings", "_state", "directory", "generation",
                  "healthy", "problem")
 
     directory: str
     generation: int
-    findings: tuple[StoreFinding, ...]
     healthy: bool
     problem: str | None
 
     def __init__(self, directory: str, state: State, *, generation: int,
-                 findings: tuple[StoreFinding, ...] = (), problem: str | None = None):
+                 problem: str | None = None):
         """Built by `Scanner`; callers get snapshots from `scan` or a `CertStore`."""
         self.directory = directory
         self._dir_b = os.fsencode(directory)
         self._state = state
         self._by_key = state.by_key
+        self._findings: tuple[StoreFinding, ...] | None = None
         self.generation = generation
-        self.findings = findings
         self.problem = problem
         self.healthy = problem is None
+
+    @property
+    def findings(self) -> tuple[StoreFinding, ...]:
+        """Every problem found, sorted by path, line and code.
+
+        Built on first use (O(findings)), so that publishing a snapshot after a change
+        costs O(changed paths) however many bad files the store holds (issue 11 §6).
+        """
+        found = self._findings
+        if found is None:
+            out: list[StoreFinding] = []
+            d, st = self._dir_b, self._state
+            for rel, (_sig, key, record, problems) in st.others.items():
+                if key is not None and record is not None:
+                    winner = st.by_key.get(key)
+                    out.append(duplicate_finding(d, rel, rel_of(winner) if winner else None))
+                out.extend(problems)
+            for problems in st.notes.values():
+                out.extend(problems)
+            out.sort(key=lambda f: (f.path, f.line or 0, f.code))
+            found = self._findings = tuple(out)
+        return found
 
     @classmethod
     def empty(cls, directory: str = "", *, problem: str | None = None,
               generation: int = 0) -> Snapshot:
         """A snapshot that trusts nothing (before the first scan, or when unreadable)."""
-        return cls(directory, State({}, [], {}, {}), generation=generation, problem=problem)
+        return cls(directory, State(), generation=generation, problem=problem)
 
     def lookup(self, key: bytes | str) -> Entry | None:
         """The entry for a 32-byte public key (or its Z85 text), or None. No disk access."""
@@ -282,6 +204,12 @@ class Snapshot:
             return Entry(key, st.by_key[key], self._dir_b)
         return None
 
+    def trusts_at(self, relpath: str) -> bool:
+        """True when a trusted key is read from `relpath` (relative to the store) or from
+        a file below it: a change there may be a revocation. O(log n), no disk."""
+        rel = os.fsencode(relpath)
+        return self._state.may_trust(rel) and bool(self._state.range(rel))
+
     def files(self) -> Iterator[tuple[str, bytes | None, Entry | None]]:
         """Every file the scan saw: `(relpath, key or None, entry if trusted else None)`."""
         for entry in self:
@@ -289,7 +217,7 @@ class Snapshot:
         for rel, (_sig, key, record, problems) in self._state.others.items():
             if record is not None:
                 yield os.fsdecode(rel), key, None
-            elif not (problems and problems[0].code == "unreadable-directory"):
+            elif not (problems and problems[0].code in DIRECTORY_CODES):
                 yield os.fsdecode(rel), None, None
 
     def candidates(self) -> Iterator[tuple[str, bytes, dict[str, str], bool]]:

@@ -30,6 +30,7 @@ watchdog (`curvecert.store.observe`) and applied by one reload thread:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import stat
@@ -41,7 +42,7 @@ from types import TracebackType
 from watchdog.events import FileSystemEvent
 
 from curvecert.errors import StoreError
-from curvecert.store.files import is_ignored_name
+from curvecert.store.files import SKIP_SUFFIXES
 from curvecert.store.observe import DirectoryWatch
 from curvecert.store.scan import ScanCancelled, Scanner
 from curvecert.store.snapshot import Entry, Snapshot, StoreFinding
@@ -58,8 +59,23 @@ _ROOT_CHECK = 1.0
 _REAPPEAR_CHECK = 0.2
 #: A burst is applied at the latest this long after its first event (x debounce, >= 0.25 s).
 _MAX_DELAY_FACTOR = 10
+#: Paths applied per step of a big burst (a revocation waits for one step at most).
+_SLICE = 1024
 # watchdog event types that cannot change what the store trusts
 _NOISE = frozenset({"opened", "closed_no_write"})
+_SKIP_SUFFIXES = tuple(os.fsdecode(s) for s in SKIP_SUFFIXES)
+_READ, _IGNORED, _K8S = 0, 1, 2
+
+
+def _classify(rel: str) -> int:
+    """Whether an event's path (relative to the store) is read, ignored, or a Kubernetes
+    `..`-name (which calls for a full rescan); the rules of `files.is_ignored_name`."""
+    for part in rel.split(os.sep):
+        if (not part or part[0] == "." or part.endswith(_SKIP_SUFFIXES)
+                or (len(part) > 1 and part[0] == "#" and part[-1] == "#")):
+            return _K8S if part.startswith("..") else _IGNORED
+    return _READ
+
 
 
 class CertStore:
@@ -79,12 +95,20 @@ class CertStore:
     system. `debounce` is the quiet period that ends a burst of events;
     `rescan_interval` (None: never) the period of the safety-net full rescan.
     `on_reload` callbacks run after every new snapshot, in the reloading thread.
+    `strict_modes` (sshd's StrictModes): do not trust files, sub-directories or a store
+    directory that group/others can write (`curvecert.store.scan`); without it they are
+    trusted and reported as findings, logged at WARNING.
+
+    Revocation: an event on a path a trusted key is read from skips the quiet period and
+    the queue; big bursts are applied in slices, so removing a key takes effect within
+    one slice even while thousands of other files change (issue 11 §6).
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, watch: bool = True,
                  poll: bool | None = None, debounce: float = 0.05,
                  rescan_interval: float | None = 300.0, poll_interval: float = 1.0,
-                 on_reload: ReloadCallback | Iterable[ReloadCallback] | None = None):
+                 on_reload: ReloadCallback | Iterable[ReloadCallback] | None = None,
+                 strict_modes: bool = False):
         """Configure the store; nothing is read until `start()`."""
         if debounce < 0 or poll_interval <= 0 or (rescan_interval is not None
                                                   and rescan_interval <= 0):
@@ -101,11 +125,14 @@ class CertStore:
         else:
             self.on_reload = list(on_reload)
 
-        self._scanner = Scanner(self.directory)
+        self._scanner = Scanner(self.directory, strict=strict_modes)
         self._snapshot: Snapshot = self._scanner.snapshot
         self._scan_lock = threading.Lock()      # one scanner user at a time
-        self._cond = threading.Condition()      # pending work + snapshot publication
+        self._cond = threading.Condition(threading.Lock())  # pending work + publication
+        self._prefix = self.directory.rstrip(os.sep) + os.sep
         self._pending: set[str] = set()
+        self._urgent: set[str] = set()          # pending paths that trusted keys came from
+        self._overflowed = False                # events were lost: rescan without delay
         self._full = False
         self._root_event = False
         self._dirty = False
@@ -116,7 +143,8 @@ class CertStore:
         self._thread: threading.Thread | None = None
         self._dirwatch = DirectoryWatch(self.directory, self._on_event, poll=poll,
                                         poll_interval=poll_interval,
-                                        stopping=self._cancelled)
+                                        stopping=self._cancelled,
+                                        overflow=self._on_overflow)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -225,48 +253,63 @@ class CertStore:
     # --- events (watchdog's thread) ---------------------------------------------------------
 
     def _on_event(self, event: FileSystemEvent) -> None:
+        # Hot path: a burst of 20,000 files brings 40,000-100,000 events (issue 11 §6).
         etype = event.event_type
         if etype in _NOISE or (etype == "modified" and event.is_directory):
             return  # directory "modified" = a child changed, and the child's event names it
-        paths = [event.src_path]
-        dest = getattr(event, "dest_path", "")
-        if dest:
-            paths.append(dest)
-        root = self.directory
         pending: list[str] = []
+        urgent: list[str] = []
         full = root_event = False
-        for raw in paths:
+        for raw in (event.src_path, event.dest_path):
             if not raw:
                 continue
-            path = os.path.normpath(os.fsdecode(raw))
-            if path == root:
+            path = raw if isinstance(raw, str) else os.fsdecode(raw)
+            if "//" in path or "/." in path or path.endswith("/"):
+                path = os.path.normpath(path)
+            if path == self.directory:
                 if etype in ("deleted", "moved"):
                     root_event = True
                 else:
                     full = True  # e.g. its permissions changed
                 continue
-            if not path.startswith(root.rstrip(os.sep) + os.sep):
+            if not path.startswith(self._prefix):
                 full = True
                 continue
-            rel = path[len(root.rstrip(os.sep)) + 1:]
-            for part in rel.split(os.sep):
-                if is_ignored_name(part):
-                    if part.startswith(".."):
-                        full = True  # Kubernetes atomic writer: ..data, ..data_tmp, ..<ts>
-                    break
+            rel = path[len(self._prefix):]
+            kind = _classify(rel)
+            if kind == _IGNORED:
+                continue
+            if kind == _K8S:
+                full = True  # Kubernetes atomic writer: ..data, ..data_tmp, ..<ts>
+            # a path a trusted key is read from (or a directory above one) may be a
+            # revocation: it skips the quiet period and the queue
+            elif etype != "created" and self._snapshot.trusts_at(rel):
+                urgent.append(path)
             else:
                 pending.append(path)
-        if not (pending or full or root_event):
+        if not (pending or urgent or full or root_event):
             return
         now = time.monotonic()
         with self._cond:
             self._pending.update(pending)
+            if urgent:
+                self._urgent.update(urgent)
             self._full |= full
             self._root_event |= root_event
+            wake = urgent or not self._dirty
             if not self._dirty:
                 self._first_event = now
             self._dirty = True
             self._last_event = now
+            if wake:  # later events of a burst only move the quiet period: no wake-up each
+                self._cond.notify_all()
+
+    def _on_overflow(self) -> None:
+        """The kernel dropped events (one may be a revocation): rescan now, no quiet period."""
+        _logger.warning("%s: inotify dropped events; rescanning the whole store",
+                        self.directory)
+        with self._cond:
+            self._full = self._dirty = self._overflowed = True
             self._cond.notify_all()
 
     # --- reload thread ----------------------------------------------------------------------
@@ -283,7 +326,8 @@ class CertStore:
                     if now >= deadline:
                         break
                     self._cond.wait(deadline - now)
-                while self._dirty and not self._stopping:
+                while (self._dirty and not self._stopping and not self._urgent
+                       and not self._overflowed):
                     now = time.monotonic()
                     due = min(self._last_event + self._debounce,
                               self._first_event + self._max_delay)
@@ -292,9 +336,7 @@ class CertStore:
                     self._cond.wait(due - now)
                 if self._stopping:
                     return
-                paths, self._pending = self._pending, set()
-                full, root_event = self._full, self._root_event
-                self._full = self._root_event = self._dirty = False
+                paths, full, root_event = self._take()
             # -- outside the lock: the handler keeps queueing while we read the disk
             now = time.monotonic()
             if now >= next_rescan:
@@ -316,6 +358,28 @@ class CertStore:
             except Exception:  # never let the reload thread die: the store would go stale
                 _logger.exception("reloading the certificate store %s failed", self.directory)
             next_check = min(next_check, time.monotonic() + self._check_period())
+
+    def _take(self) -> tuple[set[str], bool, bool]:
+        """The next piece of work (called with `_cond` held).
+
+        Urgent paths (possible revocations) go first and alone, without waiting for the
+        burst to end; other paths go in slices of `_SLICE`, so that a revocation arriving
+        during a burst of many thousand events waits for one slice at most.
+        """
+        if self._urgent:
+            paths, self._urgent = self._urgent, set()
+            self._pending -= paths
+            self._dirty = bool(self._pending or self._full or self._root_event)
+            return paths, False, False
+        if len(self._pending) > _SLICE:
+            paths = set(itertools.islice(self._pending, _SLICE))
+            self._pending -= paths
+        else:
+            paths, self._pending = self._pending, set()
+        full, root_event = self._full, self._root_event
+        self._full = self._root_event = self._overflowed = False
+        self._dirty = bool(self._pending)  # the rest is already due: no new quiet period
+        return paths, full, root_event
 
     def _check_period(self) -> float:
         return _ROOT_CHECK if self._dirwatch.watched_id is not None else _REAPPEAR_CHECK

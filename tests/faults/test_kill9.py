@@ -147,7 +147,7 @@ def test_kill_new_force(tmp_path: Path, cli_env: Callable[..., dict[str, str]]) 
 
     def check(i: int) -> str:
         pub_bytes, sec_bytes = pub.read_bytes(), sec.read_bytes()
-        p, s = certfile.parse(pub_bytes), certfile.parse(sec_bytes)  # complete files only
+        p, s = Certificate.parse(pub_bytes), Certificate.parse(sec_bytes)  # complete files only
         assert not p.has_secret and s.has_secret
         pub_new = pub_bytes != state["pub"]
         sec_new = sec_bytes != state["sec"]
@@ -201,7 +201,7 @@ def test_kill_store_add(tmp_path: Path, cli_env: Callable[..., dict[str, str]]) 
 
     def check(i: int) -> str:
         data = target.read_bytes()
-        cert = certfile.parse(data)
+        cert = Certificate.parse(data)
         snap = store.scan(sd, log_findings=False)
         assert snap.healthy and not snap.findings, snap.findings
         assert set(snap.keys()) == {key.public_key, other.public_key}

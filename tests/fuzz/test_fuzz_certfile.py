@@ -62,7 +62,7 @@ any_cert_bytes = st.one_of(st.binary(max_size=400), mutated(SEEDS))
 
 def _parse(data: bytes) -> Certificate | CurvecertError:
     try:
-        return certfile.parse(data, path="fuzz.cert")
+        return Certificate.parse(data, path="fuzz.cert")
     except CurvecertError as exc:
         return exc
 
@@ -87,7 +87,7 @@ def test_parse_any_bytes(data: bytes) -> None:
         text = certfile.dump(got, secret=got.has_secret)
     except CertificateError:
         return  # metadata CZMQ could not read back (e.g. both quote kinds): refused
-    again = certfile.parse(text)
+    again = Certificate.parse(text)
     assert (again.public_key, again.secret_key) == (got.public_key, got.secret_key)
     assert list(again.meta.items()) == list(got.meta.items())
 
@@ -121,8 +121,8 @@ def test_verify_never_raises(data: bytes, name: str) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS, ids=range(len(SEEDS)))
 def test_crlf_copy_is_the_same_certificate(seed: bytes) -> None:
-    plain = certfile.parse(seed)
-    crlf = certfile.parse(seed.replace(b"\n", b"\r\n"))
+    plain = Certificate.parse(seed)
+    crlf = Certificate.parse(seed.replace(b"\n", b"\r\n"))
     assert (crlf.public_key, crlf.secret_key, dict(crlf.meta)) == \
         (plain.public_key, plain.secret_key, dict(plain.meta))
 
@@ -132,7 +132,7 @@ def test_crlf_copy_is_the_same_certificate(seed: bytes) -> None:
     lambda seed: st.tuples(st.just(seed), st.integers(0, len(seed)))))
 def test_truncated_file_never_names_another_key(case: tuple[bytes, int]) -> None:
     seed, cut = case
-    whole = certfile.parse(seed)
+    whole = Certificate.parse(seed)
     part = _parse(seed[:cut])
     if isinstance(part, CurvecertError):
         return

@@ -16,6 +16,7 @@ from zmq.utils.monitor import recv_monitor_message
 from curvecert.auth.authenticator import Authenticator, format_decision
 from curvecert.auth.passwords import PasswordFile
 from curvecert.auth.policy import Decision, DomainPolicy, Grant, Policy, StaticKeys, UnsafeAllowAny
+from curvecert.certs import keys
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
 from curvecert.formats import z85
@@ -211,10 +212,12 @@ def test_decision_log_lines(auth: Authenticator, zap_req: Callable[[list[bytes]]
         zap_req([b"1.0", b"1"])
         wait_until(lambda: len(caplog.records) == 3)
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[0] == (f"ALLOWED (CURVE) domain=\"\" address=127.0.0.1 "
-                        f"user_id={z85.encode(KEY)} reason=known key")
-    assert lines[1] == ("DENIED (PLAIN) domain=d address=::1 user=admin status=400 "
-                        "reason=wrong password")
+    fingerprint = keys.fingerprint(KEY)
+    assert lines[0] == (f"ALLOWED (CURVE) status=200 domain=\"\" address=127.0.0.1 "
+                        f"user_id={z85.encode(KEY)} cert_name=\"\" fingerprint={fingerprint} "
+                        "reason=known key")
+    assert lines[1] == ("DENIED (PLAIN) status=400 domain=d address=::1 user_id=admin "
+                        'cert_name="" fingerprint="" reason=wrong password')
     assert lines[2].startswith("ERROR (?) ") and "status=500" in lines[2]
     assert [r.levelno for r in caplog.records] == [logging.INFO, logging.INFO, logging.WARNING]
     assert "hunter" not in caplog.text
@@ -224,7 +227,7 @@ def test_log_lines_escape_wire_text() -> None:
     decision = Decision("400", "x", reason="address denied", mechanism="NULL",
                         domain="a b\nALLOWED (CURVE)", address="1.2.3.4")
     line = format_decision(decision)
-    assert "\n" not in line and "domain='a b\\nALLOWED (CURVE)'" in line
+    assert "\n" not in line and 'domain="a b\\x0aALLOWED (CURVE)"' in line
 
 
 def test_no_decision_logs_when_disabled(ctx: Ctx, zap_req: Callable[[list[bytes]], list[bytes]],

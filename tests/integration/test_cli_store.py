@@ -58,7 +58,7 @@ def test_add_stores_only_the_public_part(run_cli: Run, tmp_path: Path,
     for name in names:
         text = (d / name).read_text()
         assert "secret-key" not in text
-        assert not certfile.load(d / name).has_secret
+        assert not Certificate.load(d / name).has_secret
     assert certs["bob1"].secret_txt not in (d / store.store_filename(
         certs["bob1"].public_key)).read_text()
     # stdin, via the sub-command's own --store
@@ -89,13 +89,13 @@ def test_add_refuses_to_replace_a_different_file_without_force(
     r = run_cli("store", "--store", str(d), "add", str(renamed))
     assert r.code == 3 and "--force" in r.err
     target = d / store.store_filename(alice.public_key)
-    assert dict(certfile.load(target).meta)["name"] == "alice"
+    assert dict(Certificate.load(target).meta)["name"] == "alice"
     # the same file again is fine (idempotent)
     again = run_cli("store", "--store", str(d), "add", str(tmp_path / "certs" / "alice"))
     assert again.code == 0 and "unchanged" in again.err
     r = run_cli("store", "--store", str(d), "add", "--force", str(renamed))
     assert r.code == 0 and "replaced" in r.err
-    assert dict(certfile.load(target).meta)["name"] == "alice-renamed"
+    assert dict(Certificate.load(target).meta)["name"] == "alice-renamed"
 
 
 def test_list_json_shape(run_cli: Run, tmp_path: Path, certs: dict[str, Certificate]) -> None:

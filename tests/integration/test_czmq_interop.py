@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.errors import CurvecertError, ZplSyntaxError
 from curvecert.formats import z85, zpl
@@ -217,7 +216,7 @@ def test_curvecert_refuses_what_czmq_mangles(czmq: Czmq, tmp_path: Path, text: s
     assert loaded is not None
     assert (loaded.public_txt, loaded.secret_txt) == (czmq_public, czmq_secret)
     with pytest.raises(CurvecertError):
-        certfile.load(path)
+        Certificate.load(path)
 
 
 @pytest.mark.parametrize("text", [_cert_text(f" {SERVER_PUBLIC}"), _cert_text("short"),
@@ -227,7 +226,7 @@ def test_both_refuse(czmq: Czmq, tmp_path: Path, text: str) -> None:
     path.write_text(text)
     assert czmq.load_cert(path) is None
     with pytest.raises(CurvecertError):
-        certfile.load(path)
+        Certificate.load(path)
 
 
 # --- the skip rule itself -----------------------------------------------------------------

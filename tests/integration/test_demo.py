@@ -14,7 +14,7 @@ def test_demo_runs(cli_env: Callable[[dict[str, str] | None], dict[str, str]]) -
                           capture_output=True, text=True, env=cli_env(None), timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "✗" not in out.replace("✗ 400", "")  # only the daemon's own refusal line
+    assert "✗" not in out.replace("✗ DENIED", "")  # only the daemon's own refusal line
     for n in range(1, 8):
         assert f"✓ {n}." in out
     assert "alice admitted" in out and "User-Id" in out

@@ -91,9 +91,9 @@ def test_push_pull(ctx: zmq.Context[Any], certs: dict[str, Any], cli_env: Env) -
                 s.close(linger=0)
         finally:
             cctx.destroy(linger=0)
-        daemon.wait_stdout(r'"status":"400"')
+        daemon.wait_stdout(r'"status":400')
         statuses = [r["status"] for r in daemon.json_lines() if r["event"] == "decision"]
-        assert sorted(statuses) == ["200", "400"]
+        assert sorted(statuses) == [200, 400]
     app.close(linger=0)
 
 

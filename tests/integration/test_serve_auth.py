@@ -22,6 +22,7 @@ import zmq
 
 from curvecert import store
 from curvecert.certs.cert import Certificate
+from curvecert.formats.sanitize import field
 from curvecert.serve.forwarder import ZapForwarder
 from tests.serveproc import Outcome, ServeAuth, Server, handshake, retry_until
 
@@ -80,16 +81,20 @@ def test_ipc_admits_and_refuses(setup: Setup, app: Callable[..., Server], cli_en
         assert handshake(srv, setup.alice) == Outcome(200, setup.alice.public_txt)
         assert handshake(srv, setup.bob).status == 400
         # the audit stream: one JSON object per decision, no secrets
-        daemon.wait_stdout(r'"status":"400"')
+        daemon.wait_stdout(r'"status":400')
         records = [r for r in daemon.json_lines() if r["event"] == "decision"]
-        assert [r["status"] for r in records] == ["200", "400"]
+        assert [r["status"] for r in records] == [200, 400]
         ok, no = records
         assert ok["user_id"] == setup.alice.public_txt and ok["mechanism"] == "CURVE"
         assert ok["address"] == "127.0.0.1" and ok["domain"] == ""
-        assert no["user_id"] == "" and no["subject"] == setup.bob.public_txt
-        assert no["reason"] == "unknown key"
-        assert set(ok) == {"event", "time", "domain", "address", "mechanism", "status",
-                           "user_id", "subject", "reason"}
+        # the same fields whatever the outcome; user_id is always the key field
+        assert no["user_id"] == setup.bob.public_txt and no["cert_name"] is None
+        assert no["reason"] == "unknown key" and no["outcome"] == "denied"
+        assert ok["cert_name"] == "alice" and ok["fingerprint"] == setup.alice.fingerprint
+        assert no["fingerprint"] == setup.bob.fingerprint
+        assert set(ok) == set(no) == {"event", "time", "outcome", "domain", "address",
+                                      "mechanism", "status", "user_id", "cert_name",
+                                      "fingerprint", "reason"}
         text = "\n".join(daemon.out.lines + daemon.err.lines)
         for cert in (setup.server, setup.alice, setup.bob):
             secret = cert.secret_txt
@@ -262,8 +267,9 @@ def test_stats_and_text_log(setup: Setup, app: Callable[..., Server], cli_env: E
                     "--stats-interval", "0.2"], cli_env(None)) as daemon:
         srv = app(setup.ipc)
         assert handshake(srv, setup.bob).status == 400
-        line = daemon.wait_stderr(r"✗ 400 CURVE from 127\.0\.0\.1")
-        assert "unknown key" in line and setup.bob.public_txt in line
+        line = daemon.wait_stderr(r"✗ DENIED \(CURVE\) status=400 .*address=127\.0\.0\.1")
+        assert "reason=unknown key" in line and f"user_id={field(setup.bob.public_txt)}" in line
+        assert f"fingerprint={setup.bob.fingerprint}" in line and 'cert_name=""' in line
         daemon.wait_stderr(r"stats: requests=1 .*400=1")
 
 
@@ -306,7 +312,7 @@ def test_json_lines_parse_for_many_decisions(setup: Setup, app: Callable[..., Se
         srv = app(setup.ipc)
         for _ in range(3):
             assert handshake(srv, setup.alice).status == 200
-        daemon.wait_stdout(r'"status":"200"', start=2)
+        daemon.wait_stdout(r'"status":200', start=2)
         assert daemon.stop() == 0
         lines = [json.loads(line) for line in daemon.out.lines if line]
         assert len([r for r in lines if r["event"] == "decision"]) == 3

@@ -94,7 +94,7 @@ def test_quote_kinds() -> None:
     text = certfile.dump(cert, secret=False)
     assert "    say = 'say \"hi\"'\n" in text
     assert '    its = "it\'s"\n' in text
-    assert certfile.parse(text).meta == cert.meta
+    assert Certificate.parse(text).meta == cert.meta
 
 
 @pytest.mark.parametrize("meta", [{"both": "it's \"x\""}, {"nl": "a\nb"}, {"bad name": "x"},
@@ -195,14 +195,14 @@ curve
 
 
 def test_reads_pyzmq_layout() -> None:
-    cert = certfile.parse(PYZMQ_SECRET)
+    cert = Certificate.parse(PYZMQ_SECRET)
     assert cert.secret_txt == SERVER_SECRET
     assert cert.meta == {"name": "Alice Example", "note": "unquoted"}
 
 
 def test_czmq_no_secret_sentinel_and_empty_secret_mean_public_only() -> None:
     for value in ("0" * 40, ""):
-        cert = certfile.parse(f'curve\n    public-key = "{SERVER_PUBLIC}"\n'
+        cert = Certificate.parse(f'curve\n    public-key = "{SERVER_PUBLIC}"\n'
                               f'    secret-key = "{value}"\n')
         assert not cert.has_secret
 
@@ -221,7 +221,7 @@ def test_czmq_no_secret_sentinel_and_empty_secret_mean_public_only() -> None:
 ])
 def test_bad_certificates_name_path_and_line(text: str, line: int | None, reason: str) -> None:
     with pytest.raises(CertificateError, match=reason) as info:
-        certfile.parse(text, path="f")
+        Certificate.parse(text, path="f")
     assert info.value.line == line
     assert str(info.value).startswith(f"f:{line}: " if line else "f: ")
 
@@ -229,13 +229,13 @@ def test_bad_certificates_name_path_and_line(text: str, line: int | None, reason
 def test_first_duplicate_wins_like_czmq() -> None:
     text = (f'metadata\n    n = "1"\n    n = "2"\ncurve\n    public-key = "{SERVER_PUBLIC}"\n'
             f'    public-key = "{CLIENT_PUBLIC}"\ncurve\n    public-key = "{CLIENT_PUBLIC}"\n')
-    cert = certfile.parse(text)
+    cert = Certificate.parse(text)
     assert cert.public_txt == SERVER_PUBLIC
     assert cert.meta == {"n": "1"}
 
 
 def test_nested_metadata_is_ignored() -> None:
-    cert = certfile.parse(f'metadata\n    a = "1"\n        deep = "x"\n'
+    cert = Certificate.parse(f'metadata\n    a = "1"\n        deep = "x"\n'
                           f'curve\n    public-key = "{SERVER_PUBLIC}"\n')
     assert cert.meta == {"a": "1"}
 
@@ -294,7 +294,7 @@ def mutated(draw: st.DrawFn) -> bytes:
 @given(st.one_of(st.binary(max_size=300), mutated()))
 def test_any_bytes_load_or_raise_our_error(data: bytes) -> None:
     try:
-        cert = certfile.parse(data, path="fuzz")
+        cert = Certificate.parse(data, path="fuzz")
     except CurvecertError:
         return
     assert len(cert.public_key) == 32

@@ -16,7 +16,8 @@ import pytest
 import zmq
 import zmq.auth
 
-from curvecert.certs import certfile, keys
+from curvecert.certs import keys
+from curvecert.certs.cert import Certificate
 from curvecert.compat import create_certificates, load_certificate, load_certificates
 from curvecert.compat.certs import CertificateFileError
 from curvecert.errors import CurvecertError
@@ -50,8 +51,8 @@ def test_metadata_is_written_to_both_files(tmp_path: Path) -> None:
     public, secret = create_certificates(tmp_path, "alice",
                                          {"name": "Alice", b"email": b"a@example.org"})
     want = {"name": "Alice", "email": "a@example.org"}
-    assert dict(certfile.load(public).meta) == want  # pyzmq: empty in the public file
-    assert dict(certfile.load(secret).meta) == want
+    assert dict(Certificate.load(public).meta) == want  # pyzmq: empty in the public file
+    assert dict(Certificate.load(secret).meta) == want
     assert '    name = "Alice"\n' in Path(public).read_text()  # quoted, as CZMQ writes
 
 

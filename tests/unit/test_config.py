@@ -44,7 +44,7 @@ domain = "eu.example"
 def test_full_example(tmp_path: Path) -> None:
     path = tmp_path / "serve-auth.toml"
     path.write_text(FULL)
-    cfg = config.load(path)
+    cfg = config.parse(FULL, path=path)  # the stores need not exist for parse (load checks)
     assert cfg.zap_endpoint == "tcp://127.0.0.1:7001"
     assert (cfg.log_format, cfg.log_stream, cfg.stats_interval) == ("json", "stdout", 30.0)
     assert cfg.server == config.ServerConfig(cert=tmp_path / "daemon_secret",

@@ -66,9 +66,9 @@ def test_reads_czmq_and_pyzmq_layouts_recursively_and_skips_the_rest(tmp_path: P
     assert snap.healthy and snap.problem is None
     assert sorted(trusted(snap)) == ["alice", "bob.key", "team/ops/carol.cert"]
     assert snap.findings == ()
-    assert snap.lookup(certfile.load(czmq_named).public_key) is not None
-    assert snap.lookup(certfile.load(pyzmq_named).public_key).file == str(pyzmq_named)
-    assert snap.lookup(certfile.load(nested).public_key).relpath == "team/ops/carol.cert"
+    assert snap.lookup(Certificate.load(czmq_named).public_key) is not None
+    assert snap.lookup(Certificate.load(pyzmq_named).public_key).file == str(pyzmq_named)
+    assert snap.lookup(Certificate.load(nested).public_key).relpath == "team/ops/carol.cert"
 
 
 def test_symlinked_files_are_followed_but_not_symlinked_directories(tmp_path: Path) -> None:
@@ -248,7 +248,7 @@ def test_add_certificate_writes_only_the_public_part(tmp_path: Path) -> None:
     text = Path(path).read_text()
     assert "secret-key" not in text and c.secret_txt not in text
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
-    loaded = certfile.load(path)
+    loaded = Certificate.load(path)
     assert not loaded.has_secret and dict(loaded.meta) == {"name": "alice",
                                                            "email": "a@example.org"}
     # pyzmq reads the store too (it loads *.key only)
@@ -261,9 +261,9 @@ def test_add_certificate_writes_only_the_public_part(tmp_path: Path) -> None:
     changed = c.with_meta({"name": "alice2"})
     with pytest.raises(FileExists):
         store.add_certificate(d, changed)
-    assert dict(certfile.load(path).meta)["name"] == "alice"
+    assert dict(Certificate.load(path).meta)["name"] == "alice"
     store.add_certificate(d, changed, force=True)
-    assert dict(certfile.load(path).meta) == {"name": "alice2"}
+    assert dict(Certificate.load(path).meta) == {"name": "alice2"}
 
 
 def test_default_directory() -> None:
@@ -461,7 +461,7 @@ def test_incremental_apply_equals_full_rescan(tmp_path_factory: pytest.TempPathF
 
 def _full(text: str | bytes) -> tuple[bytes, list[tuple[str, str]]] | None:
     try:
-        c = certfile.parse(text)
+        c = Certificate.parse(text)
     except Exception:
         return None
     return (c.public_key, list(c.meta.items())) if not c.has_secret else None

@@ -87,7 +87,7 @@ def test_metadata_round_trip_through_a_file(tmp_path: object) -> None:
     meta = validity.with_validity([("name", "a")], not_before=1_800_000_000,
                                   not_after=1_900_000_000)
     cert = Certificate.new(meta)
-    again = certfile.parse(certfile.dump(cert, secret=False))
+    again = Certificate.parse(certfile.dump(cert, secret=False))
     period = validity.from_meta(again.meta)
     assert period == validity.Validity(1_800_000_000, 1_900_000_000)
     blob, _ = zmtp.encode_lenient(again.meta)

@@ -1,0 +1,134 @@
+"""The view behind `curvecert top`: polls `status` and recent denials, renders with rich.
+
+On a terminal a `rich.live.Live` view redraws in place; otherwise (or with `--once`) one
+plain block of text per refresh, so `curvecert top | tee` makes a readable log. Every
+value that came from the daemon is escaped (`curvecert.formats.sanitize`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from curvecert.formats.sanitize import escape
+from curvecert.serve.control import ControlClient
+
+__all__ = ["Rates", "run"]
+
+_STATUSES = ("200", "300", "400", "500")
+_STYLE = {"200": "green", "300": "yellow", "400": "red", "500": "bold red"}
+
+
+class Rates:
+    """Decisions per second by status, from the difference between two `status` replies."""
+
+    def __init__(self) -> None:
+        """No previous sample yet."""
+        self._last: tuple[float, dict[str, int]] | None = None
+
+    @staticmethod
+    def totals(st: dict[str, Any]) -> dict[str, int]:
+        """Decisions since start by status, summed over mechanisms."""
+        out = dict.fromkeys(_STATUSES, 0)
+        for by_status in st.get("decisions", {}).values():
+            for status, n in by_status.items():
+                out[status] = out.get(status, 0) + int(n)
+        return out
+
+    def update(self, st: dict[str, Any], now: float) -> dict[str, float]:
+        """Per-second rates since the previous call (zeros on the first)."""
+        totals = self.totals(st)
+        rates = dict.fromkeys(totals, 0.0)
+        if self._last is not None:
+            then, before = self._last
+            dt = max(now - then, 1e-6)
+            rates = {s: max(0, n - before.get(s, 0)) / dt for s, n in totals.items()}
+        self._last = (now, totals)
+        return rates
+
+
+def _plain(st: dict[str, Any], totals: dict[str, int], rates: dict[str, float],
+           denials: list[dict[str, Any]]) -> str:
+    head = "healthy" if st.get("healthy") else "UNHEALTHY"
+    lines = [f"serve-auth pid {st.get('pid')} {head} up {st.get('uptime', 0):.0f}s "
+             f"generation {st.get('generation')}",
+             "decisions " + " ".join(f"{s}={totals.get(s, 0)} ({rates.get(s, 0.0):.1f}/s)"
+                                     for s in _STATUSES)]
+    for dom in st.get("domains", []):
+        for store in dom.get("stores", []):
+            ok = "healthy" if store.get("healthy") else "UNHEALTHY"
+            lines.append(f"store {escape(str(store.get('path')))} "
+                         f"{store.get('certificates')} certs {ok}")
+    for d in denials:
+        lines.append(f"denied {d.get('status')} {escape(str(d.get('mechanism')))} "
+                     f"{escape(str(d.get('address') or '?'))} "
+                     f"{escape(str(d.get('reason') or ''))}")
+    return "\n".join(lines)
+
+
+def _rich(st: dict[str, Any], totals: dict[str, int], rates: dict[str, float],
+          denials: list[dict[str, Any]]) -> Group:
+    head = Text()
+    head.append("serve-auth ", style="bold")
+    head.append(f"pid {st.get('pid')}  ")
+    head.append("healthy" if st.get("healthy") else "UNHEALTHY",
+                style="green" if st.get("healthy") else "bold red")
+    head.append(f"  up {st.get('uptime', 0):.0f}s  generation {st.get('generation')}")
+    counts = Table(title="decisions", title_justify="left", expand=False)
+    counts.add_column("status")
+    counts.add_column("total", justify="right")
+    counts.add_column("per s", justify="right")
+    for s in _STATUSES:
+        counts.add_row(Text(s, style=_STYLE[s]), str(totals.get(s, 0)),
+                       f"{rates.get(s, 0.0):.1f}")
+    stores = Table(title="stores", title_justify="left")
+    for col in ("domain", "path", "certs", "health"):
+        stores.add_column(col)
+    for dom in st.get("domains", []):
+        for store in dom.get("stores", []):
+            ok = bool(store.get("healthy"))
+            stores.add_row(escape(str(dom.get("name"))), escape(str(store.get("path"))),
+                           str(store.get("certificates")),
+                           Text("healthy" if ok else "UNHEALTHY",
+                                style="green" if ok else "bold red"))
+    last = Table(title="last denials", title_justify="left")
+    for col in ("time", "status", "mech", "address", "reason"):
+        last.add_column(col)
+    for d in denials:
+        last.add_row(escape(str(d.get("time", "?")))[11:23],
+                     Text(str(d.get("status")), style=_STYLE.get(str(d.get("status")), "")),
+                     escape(str(d.get("mechanism"))), escape(str(d.get("address") or "?")),
+                     escape(str(d.get("reason") or "")))
+    return Group(head, counts, stores, last)
+
+
+def _sample(client: ControlClient, rates: Rates) -> tuple[Any, ...]:
+    st = client.request({"command": "status"})
+    denials = client.request({"command": "decisions", "denied": True, "last": 8})
+    return st, Rates.totals(st), rates.update(st, time.monotonic()), denials.get("items", [])
+
+
+def run(client: ControlClient, *, interval: float, once: bool, live: bool) -> None:
+    """Refresh every `interval` seconds until KeyboardInterrupt (or once)."""
+    rates = Rates()
+    if not live:
+        while True:
+            print(_plain(*_sample(client, rates)), flush=True)
+            if once:
+                return
+            time.sleep(interval)
+            print(flush=True)
+    from rich.live import Live
+
+    from curvecert.cli import render
+
+    console = render.console()
+    with Live(_rich(*_sample(client, rates)), console=console, auto_refresh=False,
+              screen=False, transient=False) as view:
+        while True:
+            time.sleep(interval)
+            view.update(_rich(*_sample(client, rates)), refresh=True)
