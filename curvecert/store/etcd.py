@@ -13,7 +13,8 @@ immutable `Snapshot`, never a network call. Two daemon threads keep the snapshot
   everything again before trusting anything.
 - the **probe thread** confirms, every `probe_interval` seconds, that etcd has a quorum (a
   linearizable count-only read of the prefix) while the watch is established. Each
-  confirmation is recorded (`confirmed_at`, `cluster_revision`).
+  confirmation is recorded (`confirmed_at`, `cluster_revision`); a third small thread
+  enforces the staleness bound (checked four times a second).
 
 Staleness bound (`EtcdOptions.staleness`, default 30 s): while etcd cannot be reached the
 store keeps answering from its last snapshot; once nothing has been confirmed for longer
@@ -38,7 +39,8 @@ from curvecert.errors import StoreError
 from curvecert.store.etcdclient import EtcdClient, EtcdUnavailable, KeyValue, WatchCompacted
 from curvecert.store.etcdsnap import KeySpace
 from curvecert.store.etcdurl import EtcdOptions, EtcdUrl, parse_url
-from curvecert.store.snapshot import Entry, Snapshot, StoreFinding
+from curvecert.store.snapshot import Snapshot
+from curvecert.store.view import SnapshotView
 
 __all__ = ["EtcdStore", "load_snapshot"]
 
@@ -60,7 +62,7 @@ def load_snapshot(url: str | EtcdUrl, options: EtcdOptions | None = None) -> Sna
     return space.snapshot()
 
 
-class EtcdStore:
+class EtcdStore(SnapshotView):
     """Trusted public certificates under one etcd prefix, kept current by a watch.
 
     ```python
@@ -123,7 +125,8 @@ class EtcdStore:
             self._publish(self._space.unhealthy(f"{self.directory}: cannot read the store "
                                                 f"from etcd: {exc}"))
             _logger.error("%s; trusting NO key from it until etcd answers", exc)
-        for target, name in ((self._watch_loop, "watch"), (self._probe_loop, "probe")):
+        for target, name in ((self._watch_loop, "watch"), (self._probe_loop, "probe"),
+                             (self._bound_loop, "bound")):
             thread = threading.Thread(target=target, name=f"curvecert-etcd-{name}",
                                       daemon=True)
             self._threads.append(thread)
@@ -151,41 +154,6 @@ class EtcdStore:
     # --- reading (the StoreBackend contract) ----------------------------------------------
 
     @property
-    def snapshot(self) -> Snapshot:
-        """The current snapshot (immutable)."""
-        return self._snapshot
-
-    def lookup(self, key: bytes | str) -> Entry | None:
-        """The trusted entry for a public key (32 bytes or Z85), or None. No network call."""
-        return self._snapshot.lookup(key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._snapshot
-
-    def __len__(self) -> int:
-        return len(self._snapshot)
-
-    @property
-    def generation(self) -> int:
-        """Number of snapshots published so far."""
-        return self._snapshot.generation
-
-    @property
-    def findings(self) -> tuple[StoreFinding, ...]:
-        """Problems with keys under the prefix (not trusted, or trusted with a warning)."""
-        return self._snapshot.findings
-
-    @property
-    def healthy(self) -> bool:
-        """False before the first read and after the staleness bound: nothing is trusted."""
-        return self._snapshot.healthy
-
-    @property
-    def problem(self) -> str | None:
-        """Why the store is unhealthy, or None."""
-        return self._snapshot.problem
-
-    @property
     def staleness(self) -> float:
         """The staleness bound in seconds."""
         return self.options.staleness
@@ -195,18 +163,6 @@ class EtcdStore:
         """Seconds since the snapshot was last confirmed current (None: never)."""
         confirmed = self.confirmed_at
         return None if confirmed is None else max(0.0, time.monotonic() - confirmed)
-
-    def wait_for_generation(self, generation: int, timeout: float | None = None) -> bool:
-        """Block until `generation` reaches `generation`; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._snapshot.generation >= generation,
-                                       timeout)
-
-    def wait_for(self, predicate: Callable[[Snapshot], object],
-                 timeout: float | None = None) -> bool:
-        """Block until `predicate(snapshot)` is true, re-checked on each new snapshot."""
-        with self._cond:
-            return self._cond.wait_for(lambda: bool(predicate(self._snapshot)), timeout)
 
     def reload(self) -> Snapshot:
         """Ask for a complete re-read of the prefix (done by the watch thread)."""
@@ -303,6 +259,12 @@ class EtcdStore:
             else:
                 if self.connected:
                     self._confirm(revision)
+
+    def _bound_loop(self) -> None:
+        """Enforce the staleness bound on its own clock: a probe can block for the whole
+        request timeout (a member without quorum), the bound must not wait for it."""
+        period = min(0.25, self.options.staleness / 8)
+        while not self._stop.wait(period):
             self._check_staleness()
 
     def _check_staleness(self) -> None:

@@ -45,7 +45,8 @@ from curvecert.errors import StoreError
 from curvecert.store.files import SKIP_SUFFIXES
 from curvecert.store.observe import DirectoryWatch
 from curvecert.store.scan import ScanCancelled, Scanner
-from curvecert.store.snapshot import Entry, Snapshot, StoreFinding
+from curvecert.store.snapshot import Snapshot
+from curvecert.store.view import SnapshotView
 
 __all__ = ["CertStore", "ReloadCallback"]
 
@@ -78,7 +79,7 @@ def _classify(rel: str) -> int:
 
 
 
-class CertStore:
+class CertStore(SnapshotView):
     """A directory of trusted public certificates, kept current by watching it.
 
     ```python
@@ -192,56 +193,9 @@ class CertStore:
     # --- reading ----------------------------------------------------------------------------
 
     @property
-    def snapshot(self) -> Snapshot:
-        """The current snapshot (immutable; keep it to get a consistent view)."""
-        return self._snapshot
-
-    def lookup(self, key: bytes | str) -> Entry | None:
-        """The trusted entry for a public key (32 bytes or Z85), or None. No disk access."""
-        return self._snapshot.lookup(key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._snapshot
-
-    def __len__(self) -> int:
-        return len(self._snapshot)
-
-    @property
-    def generation(self) -> int:
-        """Number of snapshots built so far; goes up by one on every reload."""
-        return self._snapshot.generation
-
-    @property
-    def findings(self) -> tuple[StoreFinding, ...]:
-        """Problems found by the last scan (files not trusted, dropped metadata...)."""
-        return self._snapshot.findings
-
-    @property
-    def healthy(self) -> bool:
-        """False when the directory could not be read: then nothing is trusted."""
-        return self._snapshot.healthy
-
-    @property
-    def problem(self) -> str | None:
-        """Why the store is unhealthy, or None."""
-        return self._snapshot.problem
-
-    @property
     def polling(self) -> bool:
         """True when changes are detected by polling rather than by inotify."""
         return self._dirwatch.polling
-
-    def wait_for_generation(self, generation: int, timeout: float | None = None) -> bool:
-        """Block until `generation` reaches `generation`; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._snapshot.generation >= generation,
-                                       timeout)
-
-    def wait_for(self, predicate: Callable[[Snapshot], object],
-                 timeout: float | None = None) -> bool:
-        """Block until `predicate(snapshot)` is true, re-checked on each new snapshot."""
-        with self._cond:
-            return self._cond.wait_for(lambda: bool(predicate(self._snapshot)), timeout)
 
     def reload(self) -> Snapshot:
         """Rescan the whole directory now (stat cache: only changed files are parsed)."""

@@ -126,12 +126,14 @@ def test_quorum_lost_snapshot_then_deny_then_recover(cluster: EtcdCluster, prefi
                 assert store.wait_for(lambda s: not s.healthy, 30)
                 assert "staleness bound" in (store.problem or "")
                 assert app.status(alice) == 400
-                retry_until(lambda: handshake(srv, alice), lambda o: o.status == 400, 30)
+                retry_until(lambda: (daemon.drain(), handshake(srv, alice))[1],
+                            lambda o: o.status == 400, 30)
                 # quorum back: both recover by themselves, no restart
                 cluster.restore()
                 assert store.wait_for(lambda s: s.healthy, 30)
                 assert app.status(alice) == 200
-                retry_until(lambda: handshake(srv, alice), lambda o: o.status == 200, 30)
+                retry_until(lambda: (daemon.drain(), handshake(srv, alice))[1],
+                            lambda o: o.status == 200, 30)
                 assert daemon.proc.poll() is None
             finally:
                 srv.close()
