@@ -41,6 +41,7 @@ from curvecert.auth.authenticator import Authenticator  # noqa: E402
 from curvecert.auth.policy import DomainPolicy, Policy  # noqa: E402
 from curvecert.certs.cert import Certificate  # noqa: E402
 from curvecert.serve.forwarder import ZapForwarder  # noqa: E402
+from curvecert.serve.runtime import read_key  # noqa: E402
 from curvecert.store.watch import CertStore  # noqa: E402
 
 ZAP = "inproc://zeromq.zap.01"
@@ -139,6 +140,9 @@ def main() -> None:
             dealer = ctx.socket(zmq.DEALER)
             for s in (req, dealer):
                 s.linger = 0
+                if ep.startswith("ipc://"):  # the daemon's ipc socket is CURVE (pinned key)
+                    Certificate.new().apply_client(
+                        s, read_key(ep[len("ipc://"):], {os.geteuid()}))
                 s.connect(ep)
             return req, dealer
 

@@ -16,7 +16,9 @@ plain socket on loopback TCP.
     while a revoked peer may be connected), with every message checked (`check-every`:
     the cost while armed), without the check (`nocheck`), and through
     `zmq.proxy_steerable` (libzmq's C proxy, the gateway before revocation); interleaved
-    in one run, for a PULL front (push-pull) and a ROUTER front (router-dealer).
+    in one run, for a PULL front (push-pull) and a ROUTER front (router-dealer). Ratios
+    use the best round of each (interference on a shared machine only slows a round
+    down); medians are reported too.
 
 Usage: python benchmarks/gateway_bench.py [--quick] [--json PATH]
 """
@@ -222,11 +224,15 @@ def throughput(rounds: int, n: int) -> dict[str, Any]:
         for _ in range(rounds):
             for mode in rates:
                 rates[mode].append(throughput_once(mode, front_type, n))
+        # best of the rounds: on a shared machine interference only ever slows a round
+        best = {m: max(v) for m, v in rates.items()}
         med = {m: statistics.median(v) for m, v in rates.items()}
-        out[label] = {"msgs_per_s": {m: round(v) for m, v in med.items()},
-                      "check_vs_nocheck": round(med["check"] / med["nocheck"], 3),
-                      "check_every_vs_nocheck": round(med["check-every"] / med["nocheck"], 3),
-                      "check_vs_c_proxy": round(med["check"] / med["proxy"], 3)}
+        out[label] = {"msgs_per_s_best": {m: round(v) for m, v in best.items()},
+                      "msgs_per_s_median": {m: round(v) for m, v in med.items()},
+                      "check_vs_nocheck": round(best["check"] / best["nocheck"], 3),
+                      "check_every_vs_nocheck": round(best["check-every"] / best["nocheck"], 3),
+                      "check_vs_c_proxy": round(best["check"] / best["proxy"], 3),
+                      "median_check_vs_nocheck": round(med["check"] / med["nocheck"], 3)}
     return out
 
 
@@ -235,7 +241,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    trials, rounds, n = (10, 3, 50_000) if args.quick else (40, 7, 200_000)
+    trials, rounds, n = (10, 3, 50_000) if args.quick else (40, 11, 100_000)
     result = {"python": platform.python_version(), "zmq": zmq.zmq_version(),
               "pyzmq": zmq.pyzmq_version(), "revocation": revocation(trials),
               "throughput": throughput(rounds, n)}

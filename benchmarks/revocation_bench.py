@@ -64,7 +64,7 @@ def _certs(directory: Path, n: int) -> list[tuple[Path, Certificate]]:
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _measure(directory: Path, trusted: list[tuple[Path, Certificate]], trials: int,

@@ -42,6 +42,8 @@ def run(workdir: Path, negative: bool = False) -> _demo.Outcome:
             client = ctx.socket(zmq.PUSH)
             client.linger = 0
             (stranger if negative else client_cert).apply_client(client, server_cert)
+            # exchange() closes server and client: servers close before the authenticator
+            # stops, so no handshake ever meets a stopped authenticator (docs/security.md)
             return _demo.exchange(server, client, port, properties=("name", "email"))
     finally:
         ctx.destroy(linger=0)

@@ -37,6 +37,8 @@ def run(workdir: Path, negative: bool = False) -> _demo.Outcome:
             client.linger = 0
             expected = Certificate.new() if negative else server_cert.public_only()
             client_cert.apply_client(client, expected)
+            # exchange() closes server and client: servers close before the authenticator
+            # stops, so no handshake ever meets a stopped authenticator (docs/security.md)
             return _demo.exchange(server, client, port)
     finally:
         ctx.destroy(linger=0)

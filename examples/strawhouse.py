@@ -33,6 +33,8 @@ def run(workdir: Path, negative: bool = False) -> _demo.Outcome:
             port = server.bind_to_random_port("tcp://127.0.0.1")
             client = ctx.socket(zmq.PUSH)
             client.linger = 0
+            # exchange() closes server and client: servers close before the authenticator
+            # stops, so no handshake ever meets a stopped authenticator (docs/security.md)
             return _demo.exchange(server, client, port)
     finally:
         ctx.destroy(linger=0)

@@ -39,6 +39,8 @@ def run(workdir: Path, negative: bool = False) -> _demo.Outcome:
             client.linger = 0
             client.plain_username = USER.encode()
             client.plain_password = (WRONG_PASSWORD if negative else PASSWORD).encode()
+            # exchange() closes server and client: servers close before the authenticator
+            # stops, so no handshake ever meets a stopped authenticator (docs/security.md)
             return _demo.exchange(server, client, port)
     finally:
         ctx.destroy(linger=0)

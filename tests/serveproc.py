@@ -56,11 +56,12 @@ class _Stream:
 class ServeAuth:
     """One `curvecert serve-auth` process; use as a context manager."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], *, ready_timeout: float = 20):
+    def __init__(self, args: list[str], env: Mapping[str, str], *, ready_timeout: float = 20,
+                 pass_fds: tuple[int, ...] = ()):
         self.args = args
         self.proc = subprocess.Popen([sys.executable, "-m", "curvecert", "serve-auth", *args],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=dict(env))
+                                     stderr=subprocess.PIPE, env=dict(env), pass_fds=pass_fds)
         self.out = _Stream(self.proc.stdout)
         self.err = _Stream(self.proc.stderr)
         self.sel = selectors.DefaultSelector()
@@ -74,6 +75,15 @@ class ServeAuth:
                 self.close()
                 raise
             self.where = READY.search(line).group(1).split(", ")  # type: ignore[union-attr]
+
+    def secure(self, sock: zmq.Socket[Any]) -> zmq.Socket[Any]:
+        """Make `sock` a CURVE client pinned to the key the daemon published next to its
+        ipc socket (the daemon's ipc socket is a CURVE server); returns `sock`."""
+        from curvecert.serve.runtime import read_key
+
+        key = read_key(self.endpoint[len("ipc://"):], {os.geteuid()})
+        Certificate.new().apply_client(sock, key)
+        return sock
 
     @property
     def endpoint(self) -> str:

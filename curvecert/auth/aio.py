@@ -15,7 +15,10 @@ This one has the same policy objects, configuration methods, counters, decision 
   it), and its reply is routed back by its envelope; everything else is answered at once,
   in the socket's read callback, without a task;
 - `stop()` is synchronous, bounded and idempotent: requests still waiting for a provider
-  are answered 500, their tasks cancelled, the socket unbound and closed.
+  are answered 500 and their tasks cancelled; the ZAP socket stays bound and is handed
+  to the deny-all responder of `curvecert.auth.endpoint` (never unbound while the
+  context lives);
+- an error while handling one request answers it 500; a receive error is retried.
 
 The socket is a plain (non-asyncio) `zmq.Socket` watched with `loop.add_reader` on a
 private duplicate of its `FD`; each readiness callback drains it with non-blocking
@@ -29,17 +32,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import errno
 import logging
 import os
-import threading
 import time
+import warnings
 from types import TracebackType
 from typing import Any, NamedTuple
 
 import zmq
 
 from curvecert.auth.base import BaseAuthenticator, DecisionHook
+from curvecert.auth.endpoint import ZapLease, acquire, error_reply
 from curvecert.auth.policy import Decision, Pending, Policy, prepare
 from curvecert.auth.providers import DEFAULT_WORKERS, WorkerPool, resolve_now, run_pending
 from curvecert.auth.wire import fast_io
@@ -96,7 +99,6 @@ class AsyncioAuthenticator(BaseAuthenticator):
         self._use_reader = use_reader
         self._sock: zmq.Socket[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
         self._reader_fd: int | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._drain_scheduled = False
@@ -104,13 +106,15 @@ class AsyncioAuthenticator(BaseAuthenticator):
         self._pool: WorkerPool | None = None
         self._recv: Any = None
         self._send: Any = None
+        self._lease: ZapLease | None = None
+        self._failures = 0
 
     # --- lifecycle ----------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
         """True between `start()` and `stop()`."""
-        return self._sock is not None
+        return self._lease is not None
 
     @property
     def in_flight(self) -> int:
@@ -118,68 +122,58 @@ class AsyncioAuthenticator(BaseAuthenticator):
         return len(self._tasks)
 
     def start(self) -> AsyncioAuthenticator:
-        """Bind `inproc://zeromq.zap.01` and answer on the running loop; returns at once.
+        """Bind `inproc://zeromq.zap.01` (or take it over) and answer on the event loop;
+        returns at once, bound.
 
-        Must be called from the event loop's thread while it runs (in a coroutine or a
-        callback): otherwise `OperationalError` says so (pyzmq's version silently does
-        nothing until the loop runs). Raises `OperationalError` if the endpoint is taken
-        (there is one ZAP handler per context).
+        The loop is the running one, or, called before the loop runs, the thread's
+        current (set) event loop: the endpoint is bound now and requests are answered
+        once that loop runs (pyzmq's behaviour). With no loop at all `OperationalError`
+        says so. Raises `OperationalError` if another live handler holds the endpoint
+        (there is one per context); see `curvecert.auth.endpoint` for the take-over of a
+        stopped handler's endpoint.
         """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = _current_loop()
+        if loop is None:
             raise OperationalError(
-                "AsyncioAuthenticator.start() must be called inside the running asyncio "
-                "event loop (from a coroutine or a loop callback); use "
-                "curvecert.Authenticator for a thread of its own") from None
-        if self._sock is not None:
+                "AsyncioAuthenticator.start() needs an asyncio event loop: call it inside "
+                "the running loop or after asyncio.set_event_loop(); use "
+                "curvecert.Authenticator for a thread of its own")
+        if self._lease is not None:
             return self
+        lease = acquire(self.context)
+        sock = lease.socket
         try:
-            sock = self.context.socket(zmq.ROUTER, socket_class=zmq.Socket)
-        except zmq.ZMQError as exc:
-            raise OperationalError(f"cannot create the ZAP socket: {exc}") from exc
-        try:
-            sock.linger = 0
-            sock.sndhwm = sock.rcvhwm = 0  # as libzmq's own ZAP pipes: never drop a reply
-            sock.bind(ZAP_ENDPOINT)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            hint = (" (another ZAP handler is already bound in this context; there is one "
-                    "per context)") if exc.errno == errno.EADDRINUSE else ""
-            raise OperationalError(f"cannot bind {ZAP_ENDPOINT}: {exc}{hint}") from exc
-        self._sock, self._loop = sock, loop
-        self._loop_thread = threading.get_ident()
-        self._recv, self._send = fast_io(sock)
-        self._drain_scheduled = False
-        if self._use_reader:
-            # A private duplicate of the socket's FD: selectors key readers by descriptor
-            # number, and another library's late `remove_reader` for a recycled number
-            # (pyzmq's poller cleans up a few callbacks after its socket closed) must not
-            # silently unhook this handler.
-            fd = os.dup(sock.FD)
-            try:
-                loop.add_reader(fd, self._on_readable)
-                self._reader_fd = fd
-            except NotImplementedError:
-                os.close(fd)
-                self._reader_fd = None
-        if self._reader_fd is None:
-            self._poll_task = loop.create_task(self._poll(sock))
-        self._schedule_drain()  # requests queued before the reader was armed
+            self._sock, self._loop, self._lease = sock, loop, lease
+            self._recv, self._send = fast_io(sock)
+            self._drain_scheduled = False
+            self._failures = 0
+            if self._use_reader:
+                self._reader_fd = _add_reader(loop, sock, self._on_readable)
+            if self._reader_fd is None:
+                self._poll_task = loop.create_task(self._poll(sock))
+            self._schedule_drain()  # requests queued before the reader was armed
+        except BaseException as exc:
+            self._shutdown()  # hands the bound socket to the deny-all responder
+            raise OperationalError(f"cannot start the asyncio authenticator: {exc}") from exc
         _logger.info("asyncio authenticator started on %s", ZAP_ENDPOINT)
         self._warn_unsafe(self._policy)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop answering, unbind and close; idempotent and bounded by `timeout`.
+        """Stop answering; idempotent and bounded by `timeout`. The ZAP endpoint stays
+        bound and denies (see `curvecert.auth.endpoint`): close server sockets first.
 
         Requests still waiting for a provider are answered 500 and their tasks cancelled.
         Also stops certificate stores opened from a directory. Call it from the loop (or,
         while the loop runs, from another thread: it then waits at most `timeout`).
         """
         loop = self._loop
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
         if (self._sock is not None and loop is not None and loop.is_running()
-                and threading.get_ident() != self._loop_thread):
+                and current is not loop):
             done: concurrent.futures.Future[None] = concurrent.futures.Future()
 
             def in_loop() -> None:
@@ -197,11 +191,12 @@ class AsyncioAuthenticator(BaseAuthenticator):
             self._shutdown()
         self._stop_owned(timeout)
 
-    def _shutdown(self) -> None:
-        sock, loop = self._sock, self._loop
-        if sock is None:
+    def _shutdown(self, terminated: bool = False) -> None:
+        sock, loop, lease = self._sock, self._loop, self._lease
+        if lease is None or sock is None:
             return
         self._sock = None
+        self._lease = None
         if self._reader_fd is not None:
             if loop is not None:
                 try:
@@ -222,13 +217,13 @@ class AsyncioAuthenticator(BaseAuthenticator):
                 task.cancel()
             except RuntimeError:  # the loop is closed
                 pass
-            decision = call.pending.fail(OperationalError("authenticator stopped"))
-            self._reply_on(sock, call.envelope, call.request, decision, call.frames)
-        try:
-            sock.unbind(ZAP_ENDPOINT)  # synchronous for inproc: start() may bind again
-        except zmq.ZMQError:
-            pass
-        sock.close(linger=0)
+            if not terminated:
+                decision = call.pending.fail(OperationalError("authenticator stopped"))
+                self._reply_on(sock, call.envelope, call.request, decision, call.frames)
+        if terminated:
+            lease.terminated()
+        else:
+            lease.release()  # never unbind: a deny-all responder answers from now on
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown()
@@ -271,7 +266,11 @@ class AsyncioAuthenticator(BaseAuthenticator):
             self._on_readable()
 
     def _on_readable(self) -> None:
-        """Handle what the socket holds (up to `DRAIN_BUDGET` requests, then yield)."""
+        """Handle what the socket holds (up to `DRAIN_BUDGET` requests, then yield).
+
+        A request whose handling raises is answered 500; a receive error is logged and
+        retried shortly (the endpoint stays bound); ETERM ends the handler.
+        """
         self._drain_scheduled = False
         recv = self._recv
         for _ in range(DRAIN_BUDGET):
@@ -280,16 +279,40 @@ class AsyncioAuthenticator(BaseAuthenticator):
             try:
                 frames = recv(zmq.NOBLOCK)
             except zmq.Again:
+                self._failures = 0
                 return
             except zmq.ContextTerminated:
                 _logger.warning("the zmq context was terminated: asyncio authenticator stops")
-                self._shutdown()
+                self._shutdown(terminated=True)
                 return
-            except zmq.ZMQError as exc:
-                _logger.error("receiving a ZAP request failed: %s", exc)
+            except Exception as exc:
+                self._retry_later(exc)
                 return
-            self._handle(frames)
+            try:
+                self._handle(frames)
+            except Exception as exc:
+                _logger.error("handling a ZAP request failed (%s): answered 500",
+                              type(exc).__name__)
+                reply = error_reply(frames, f"internal error: {type(exc).__name__}")
+                if reply is not None:
+                    try:
+                        self._send(reply)
+                    except Exception as send_exc:
+                        _logger.error("cannot send a ZAP reply: %s", send_exc)
         self._schedule_drain()
+
+    def _retry_later(self, exc: BaseException) -> None:
+        """A failure outside any one request: log it and look at the socket again soon."""
+        self._failures += 1
+        if self._failures == 1 or self._failures % 100 == 0:
+            _logger.error("asyncio authenticator: %s: %s (retrying; the endpoint stays "
+                          "bound)", type(exc).__name__, exc)
+        if self._loop is not None and not self._drain_scheduled:
+            self._drain_scheduled = True
+            try:
+                self._loop.call_later(min(0.5, 0.001 * self._failures), self._on_readable)
+            except RuntimeError:  # the loop is closed
+                self._drain_scheduled = False
 
     def _handle(self, frames: list[bytes]) -> None:
         self._t0 = time.monotonic()  # metrics: decision latency (hook, issue 15)
@@ -352,3 +375,41 @@ class AsyncioAuthenticator(BaseAuthenticator):
         except zmq.ZMQError:
             pass
         self._after(request, decision)
+
+
+def _current_loop() -> asyncio.AbstractEventLoop | None:
+    """The running loop, else the thread's current event loop if one is set, else None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:
+            return None
+    return None if loop.is_closed() else loop
+
+
+def _add_reader(loop: asyncio.AbstractEventLoop, sock: zmq.Socket[Any],
+                callback: Any) -> int | None:
+    """Watch a private duplicate of `sock.FD` with `loop.add_reader`; None if impossible.
+
+    Selectors key readers by descriptor number, and another library's late `remove_reader`
+    for a recycled number (pyzmq's poller cleans up a few callbacks after its socket
+    closed) must not silently unhook this handler. None (no `add_reader`, or no
+    descriptor left to duplicate) means: poll with `zmq.asyncio.Poller` instead.
+    """
+    try:
+        fd = os.dup(sock.FD)
+    except OSError as exc:
+        _logger.warning("cannot watch the ZAP socket's descriptor (%s): polling instead",
+                        exc.strerror)
+        return None
+    try:
+        loop.add_reader(fd, callback)
+    except NotImplementedError:
+        os.close(fd)
+        return None
+    return fd

@@ -19,8 +19,10 @@ its `stop()` can block forever. This one:
   until the nearest deadline;
 - `stop()` wakes it with a one-frame message carrying a random 128-bit token only this
   object knows, answers the requests still waiting for a provider with 500, and returns
-  as soon as the thread has closed its socket (bounded by a join timeout); it is
-  idempotent;
+  as soon as the thread has handed the still-bound ZAP socket to a deny-all responder
+  (`curvecert.auth.endpoint`; bounded by a join timeout); it is idempotent;
+- never unbinds: an error while handling one request answers it 500, anything else is
+  logged and retried; only ETERM (the context terminating) closes the socket;
 - logs one line per decision on the `curvecert.audit` logger (ALLOWED/DENIED at INFO,
   500s at WARNING), formatted only when that level is enabled, never with a password or a
   secret key; keeps counters; calls an optional `on_decision(request, decision)` hook
@@ -59,6 +61,7 @@ from curvecert.auth.base import (
     ProviderCallback,
     format_decision,
 )
+from curvecert.auth.endpoint import ZapLease, acquire, error_reply
 from curvecert.auth.policy import Decision, Pending, Policy, answer, prepare, respond
 from curvecert.auth.providers import DEFAULT_WORKERS, ProviderRunner, resolve_now, settle
 from curvecert.auth.wire import fast_io
@@ -107,8 +110,6 @@ class Authenticator(BaseAuthenticator):
                          on_decision=on_decision, max_workers=max_workers)
         self._thread: threading.Thread | None = None
         self._token: bytes | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
         self._runner: ProviderRunner | None = None
         self._done: collections.deque[tuple[int, concurrent.futures.Future[Any]]] = \
             collections.deque()
@@ -131,39 +132,54 @@ class Authenticator(BaseAuthenticator):
         return self._in_flight
 
     def start(self, timeout: float = 10.0) -> Authenticator:
-        """Bind `inproc://zeromq.zap.01` and start answering; returns once bound.
+        """Bind `inproc://zeromq.zap.01` (or take it over) and start answering; returns
+        once bound.
 
-        Raises `OperationalError` if the endpoint is taken (another handler in this
-        context) or the thread does not come up within `timeout` seconds.
+        The endpoint is held through `curvecert.auth.endpoint`: if a stopped curvecert
+        handler's deny-all responder holds it, this one takes the bound socket over with
+        no unbound moment. Raises `OperationalError` if another live handler holds it,
+        or if the socket or thread cannot be made (then the endpoint, if it was bound,
+        stays bound and denies). `timeout` is kept for compatibility.
         """
         with self._lock:
             if self.running:
                 return self
-            self._ready.clear()
-            self._start_error = None
-            token = secrets.token_bytes(16)
-            self._runner = ProviderRunner(self.max_workers)
-            thread = threading.Thread(target=self._run, args=(token, self._runner),
-                                      name="curvecert-authenticator", daemon=True)
-            thread.start()
-            if not self._ready.wait(timeout):
-                raise OperationalError(f"the authenticator did not start within {timeout}s")
-            if self._start_error is not None:
-                thread.join(timeout)
-                err = self._start_error
-                hint = (" (another ZAP handler is already bound in this context; there is "
-                        "one per context)") if getattr(err, "errno", None) == errno.EADDRINUSE \
-                    else ""
-                raise OperationalError(f"cannot bind {ZAP_ENDPOINT}: {err}{hint}") from err
-            self._thread, self._token = thread, token
+            lease = acquire(self.context)
+            rfd = wfd = -1
+            try:
+                rfd, wfd = os.pipe()
+                os.set_blocking(rfd, False)
+                os.set_blocking(wfd, False)
+                token = secrets.token_bytes(16)
+                runner = ProviderRunner(self.max_workers)
+                thread = threading.Thread(target=self._run,
+                                          args=(token, runner, lease, rfd, wfd),
+                                          name="curvecert-authenticator", daemon=True)
+                with self._wake_lock:
+                    self._wake_w = wfd
+                    self._done.clear()
+                thread.start()
+            except BaseException as exc:
+                with self._wake_lock:
+                    self._wake_w = None
+                for fd in (rfd, wfd):
+                    if fd >= 0:
+                        os.close(fd)
+                lease.release()  # never unbind: the deny-all responder answers meanwhile
+                raise OperationalError(f"cannot start the authenticator: {exc}") from exc
+            self._thread, self._token, self._runner = thread, token, runner
             _logger.info("authenticator started on %s", ZAP_ENDPOINT)
             self._warn_unsafe(self._policy)
             return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop answering and unbind; idempotent, never blocks longer than `timeout`.
+        """Stop answering; idempotent, never blocks longer than `timeout`.
 
-        Requests still waiting for a provider are answered 500 first. Also stops
+        The ZAP endpoint is NOT unbound: a deny-all responder answers 500 "authenticator
+        stopped" until the context terminates or a new handler takes over (an unbound
+        endpoint would make libzmq admit every client of a server still bound in this
+        context). Close server sockets first, then stop. Requests still waiting for a
+        provider are answered 500 first. Also stops
         certificate stores this authenticator opened from a directory. A blocking provider
         call that never returns keeps its (daemon) worker thread, nothing else.
         """
@@ -210,46 +226,25 @@ class Authenticator(BaseAuthenticator):
 
     # --- the thread ---------------------------------------------------------------------
 
-    def _run(self, token: bytes, runner: ProviderRunner) -> None:
-        zsock: zmq.Socket[Any] | None = None
-        rfd = wfd = -1
+    def _run(self, token: bytes, runner: ProviderRunner, lease: ZapLease, rfd: int,
+             wfd: int) -> None:
+        terminated = False
         try:
-            zsock = self.context.socket(zmq.ROUTER, socket_class=zmq.Socket)
-            zsock.linger = 0
-            # libzmq's own ZAP pipes have no HWM; do the same for other in-process clients,
-            # so a burst never makes the ROUTER drop a reply (it drops when a pipe is full).
-            zsock.sndhwm = zsock.rcvhwm = 0
-            zsock.bind(ZAP_ENDPOINT)
-            rfd, wfd = os.pipe()
-            os.set_blocking(rfd, False)
-            os.set_blocking(wfd, False)
-        except Exception as exc:
-            self._start_error = exc
-            if zsock is not None:
-                zsock.close(linger=0)
-            for fd in (rfd, wfd):
-                if fd >= 0:
-                    os.close(fd)
-            self._ready.set()
-            return
-        with self._wake_lock:
-            self._wake_w = wfd
-            self._done.clear()
-        self._ready.set()
-        try:
-            self._loop(zsock, token, runner, rfd)
-        except Exception:  # pragma: no cover - the loop catches everything it expects
-            _logger.exception("authenticator loop failed; ZAP requests are no longer answered")
+            terminated = self._loop(lease.socket, token, runner, rfd)
+        except zmq.ContextTerminated:
+            terminated = True
+        except BaseException:  # pragma: no cover - the loop catches everything it expects
+            _logger.exception("authenticator loop failed; the ZAP endpoint stays bound and "
+                              "denies")
         finally:
             with self._wake_lock:  # no late provider may write to a recycled descriptor
                 self._wake_w = None
             os.close(rfd)
             os.close(wfd)
-            try:
-                zsock.unbind(ZAP_ENDPOINT)  # synchronous for inproc: start() may bind again
-            except zmq.ZMQError:
-                pass
-            zsock.close(linger=0)
+            if terminated:
+                lease.terminated()
+            else:
+                lease.release()  # bound to the end: a deny-all responder takes over
 
     def _poke(self) -> None:
         """Wake the handler thread (called from provider threads when a call completes)."""
@@ -261,7 +256,13 @@ class Authenticator(BaseAuthenticator):
                     pass
 
     def _loop(self, zsock: zmq.Socket[Any], token: bytes, runner: ProviderRunner,
-              rfd: int) -> None:
+              rfd: int) -> bool:
+        """Answer until the stop token (returns False) or ETERM (returns True).
+
+        Nothing else ends it: a failure while handling one request answers that request
+        500; a failure around it (receiving, polling) is logged and retried after a short
+        back-off, with the endpoint still bound.
+        """
         recv, send = fast_io(zsock)
         calls: dict[int, _Call] = {}
         poller = zmq.Poller()
@@ -270,6 +271,7 @@ class Authenticator(BaseAuthenticator):
         failures = 0
         try:
             while True:
+                frames: list[bytes] | None = None
                 try:
                     if calls:
                         frames = self._wait(recv, zsock, poller, rfd, calls, send)
@@ -277,49 +279,69 @@ class Authenticator(BaseAuthenticator):
                             continue
                     else:
                         frames = recv(0)
+                    failures = 0
+                    if self._handle(frames, token, runner, calls, send):
+                        return False
                 except zmq.ContextTerminated:
-                    return
-                except zmq.ZMQError as exc:
-                    if exc.errno == errno.EINTR:
-                        continue
+                    return True
+                except Exception as exc:
                     failures += 1
-                    _logger.error("receiving a ZAP request failed: %s", exc)
-                    if failures > 100:
-                        return
-                    continue
-                self._t0 = time.monotonic()  # metrics: decision latency (hook, issue 15)
-                # ROUTER: [routing id, b"", request...] from libzmq and REQ/DEALER clients
-                if len(frames) > 2 and not frames[1]:
-                    envelope, body = frames[:2], frames[2:]
-                else:
-                    split = split_envelope(frames)
-                    if split is None:
-                        _logger.debug("dropped a ZAP message without a routing envelope")
-                        continue
-                    envelope, body = split
-                if len(body) == 1 and body[0] == token:  # stop(): nobody else knows it
-                    return
-                request, outcome = prepare(self._policy, body)
-                if type(outcome) is Pending:
-                    now = resolve_now(outcome)
-                    if now is None:
-                        self._dispatch(next(self._call_ids), envelope, body, outcome, runner,
-                                       calls)
-                        continue
-                    outcome = now
-                self._reply(send, envelope, request, outcome, body)  # type: ignore[arg-type]
-        except zmq.ContextTerminated:
-            return
+                    if frames is not None:
+                        self._fail(send, frames, exc)
+                    elif not (isinstance(exc, zmq.ZMQError) and exc.errno == errno.EINTR):
+                        _backoff(failures, exc)
         finally:
-            for call in list(calls.values()):  # stopping: nobody will answer them later
-                call.future.cancel()
-                decision = call.pending.fail(OperationalError("authenticator stopped"))
-                try:
-                    self._reply(send, call.envelope, call.request, decision, call.frames)
-                except zmq.ZMQError:
-                    pass
-            calls.clear()
-            self._in_flight = 0
+            self._answer_all(calls, send)
+
+    def _handle(self, frames: list[bytes], token: bytes, runner: ProviderRunner,
+                calls: dict[int, _Call], send: Callable[..., Any]) -> bool:
+        """Answer (or dispatch) one message; True for the stop token."""
+        self._t0 = time.monotonic()  # metrics: decision latency (hook, issue 15)
+        # ROUTER: [routing id, b"", request...] from libzmq and REQ/DEALER clients
+        if len(frames) > 2 and not frames[1]:
+            envelope, body = frames[:2], frames[2:]
+        else:
+            split = split_envelope(frames)
+            if split is None:
+                _logger.debug("dropped a ZAP message without a routing envelope")
+                return False
+            envelope, body = split
+        if len(body) == 1 and body[0] == token:  # stop(): nobody else knows it
+            return True
+        request, outcome = prepare(self._policy, body)
+        if type(outcome) is Pending:
+            now = resolve_now(outcome)
+            if now is None:
+                self._dispatch(next(self._call_ids), envelope, body, outcome, runner, calls)
+                return False
+            outcome = now
+        self._reply(send, envelope, request, outcome, body)  # type: ignore[arg-type]
+        return False
+
+    def _fail(self, send: Callable[..., Any], frames: list[bytes], exc: BaseException) -> None:
+        """Answer 500 to a message whose handling raised (a thread that cannot start, ...)."""
+        _logger.error("handling a ZAP request failed (%s): answered 500", type(exc).__name__)
+        reply = error_reply(frames, f"internal error: {type(exc).__name__}")
+        if reply is None:
+            return
+        try:
+            send(reply)
+        except zmq.ContextTerminated:
+            raise
+        except Exception as send_exc:
+            _logger.error("cannot send a ZAP reply: %s", send_exc)
+
+    def _answer_all(self, calls: dict[int, _Call], send: Callable[..., Any]) -> None:
+        """Stopping: answer 500 to every request still waiting for its provider."""
+        for call in list(calls.values()):
+            call.future.cancel()
+            decision = call.pending.fail(OperationalError("authenticator stopped"))
+            try:
+                self._reply(send, call.envelope, call.request, decision, call.frames)
+            except Exception as exc:  # the context is going away: nobody to answer
+                _logger.debug("answering a waiting request on stop: %s", exc)
+        calls.clear()
+        self._in_flight = 0
 
     def _reply(self, send: Callable[..., Any], envelope: list[bytes],
                request: ZapRequest | None, decision: Decision, frames: list[bytes]) -> None:
@@ -387,3 +409,16 @@ class Authenticator(BaseAuthenticator):
                 return None
         return None
 
+
+
+def _backoff(failures: int, exc: BaseException) -> None:
+    """Log a failure outside any one request and wait a little before trying again.
+
+    The first failure is logged at ERROR, then every 100th; the wait grows to 0.5 s, so a
+    persistent fault (EMFILE while polling) costs little CPU and the loop retries on its
+    own once the fault clears. The endpoint stays bound throughout.
+    """
+    if failures == 1 or failures % 100 == 0:
+        _logger.error("authenticator loop: %s: %s (retrying; the endpoint stays bound)",
+                      type(exc).__name__, exc)
+    time.sleep(min(0.5, 0.001 * failures))

@@ -778,11 +778,13 @@ def _decide_curve(request: zap.ZapRequest, source: CurveSource) -> Decision | Pe
         meta = _metadata_ok(entry.metadata)
     except (ZapError, AttributeError, TypeError) as exc:
         return _error(request, f"bad metadata for key: {exc}", text)
-    if b"not-" in meta:  # not-before / not-after: compared with the clock on every request
-        period = validity.from_zmtp(meta)
-        why = period.refusal(time.time()) if period is not None else None
-        if why is not None:
-            return _deny(request, why, text)
+    if meta.find(b"not-") >= 0:  # not-before/-after: checked against the clock, per request
+        start, end = validity.window(meta)
+        now = time.time()
+        if not start <= now < end:
+            period = validity.from_zmtp(meta)
+            why = period.refusal(now) if period is not None else None
+            return _deny(request, why or "certificate not valid now", text)
     return _allow(request, text.encode("ascii"), meta, "known key", text)
 
 

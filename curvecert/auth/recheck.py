@@ -35,7 +35,11 @@ from typing import Any
 from curvecert.auth.policy import KeyChain, Policy, Provider, UnsafeAllowAny
 from curvecert.formats import z85
 
-__all__ = ["RecheckMixin", "Rechecker", "user_id_of"]
+__all__ = ["MAX_ADMITTED", "RecheckMixin", "Rechecker", "user_id_of"]
+
+#: Distinct admitted User-Ids tracked for `armed`; beyond this every message is checked
+#: (re-scanning more on each store reload would cost the reload thread too much).
+MAX_ADMITTED = 10_000
 
 
 def user_id_of(frame_or_user_id: Any) -> str:
@@ -70,6 +74,7 @@ class Rechecker:
         self.invalidations = 0
         """How often the cache was emptied (tests and benchmarks wait on it)."""
         self._admitted: set[str] = set()
+        self._overflow = False
         self.armed = False
         """True while some User-Id admitted earlier (see `admit`) is no longer allowed:
         only then must a relay look at every message. Without `admit` calls it stays
@@ -89,7 +94,7 @@ class Rechecker:
         self.routes = {}
         self.invalidations += 1
         with self._lock:  # serialised with `admit`, so neither overwrites the other's verdict
-            self.armed = any(not self.allowed(uid) for uid in self._admitted)
+            self.armed = self._overflow or any(not self.allowed(uid) for uid in self._admitted)
 
     def admit(self, user_id: str) -> None:
         """Note a User-Id the ZAP handler just admitted (it may now be connected).
@@ -98,8 +103,13 @@ class Rechecker:
         either here or by the next `invalidate`'s scan.
         """
         with self._lock:
+            if self._overflow:
+                return
             self._admitted.add(user_id)
-            if not self.allowed(user_id):
+            if len(self._admitted) > MAX_ADMITTED:  # too many to re-scan on every reload:
+                self._overflow = self.armed = True  # check every message from now on
+                self._admitted.clear()
+            elif not self.allowed(user_id):
                 self.armed = True
 
     def allowed(self, user_id: str) -> bool:

@@ -145,12 +145,16 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     secret = certfile.secret_path(path)
     _logger.info("wrote %s and %s", path, secret)
     _warn_findings(warnings)
+    period = validity.from_meta(cert.meta)
+    why = period.refusal(time.time()) if period is not None else None
+    if why is not None:  # allowed (a test fixture, a key for later), but say so
+        _status(f"warning: {why}; the authenticator refuses it until that changes")
     if as_json:
         render.print_json({
             "public_key": cert.public_txt,
             "fingerprint": cert.fingerprint,
             "metadata": dict(cert.meta),
-            **validity.to_json(validity.from_meta(cert.meta)),
+            **validity.to_json(period),
             "public_file": os.path.abspath(path),
             "secret_file": os.path.abspath(secret),
         })
@@ -158,7 +162,6 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     _status(f"wrote {path} (public, 0644) and {secret} (secret, 0600)")
     click.echo(f"public key:  {cert.public_txt}")
     click.echo(f"fingerprint: {cert.fingerprint}")
-    period = validity.from_meta(cert.meta)
     if period is not None and period.not_after is not None:
         click.echo(f"not after:   {validity.format_time(period.not_after)}")
 
@@ -252,7 +255,8 @@ read back after saving, more than 512 bytes of encoded metadata, which crashes
 CZMQ's zauth), duplicate names. '-' reads stdin (no permission checks).
 Validity (not-before / not-after metadata): expired or not yet valid
 certificates are errors, those expiring within --warn-within (default 14d)
-a warning (expires-soon).
+a warning (expires-soon). A directory is checked as a store (what `store
+check` reports, modes included).
 
 \b
 Exit status: 0 no findings, 1 findings, 3 a file could not be read.
@@ -284,6 +288,10 @@ def verify(files: tuple[str, ...], warn_within: str, as_json: bool) -> None:
             data = _read_stdin()
             found, _ = check_text(data, STDIN_LABEL)
             findings += found + validity_findings(data, STDIN_LABEL, now, warn)
+        elif os.path.isdir(file):  # a store directory: what `store check` reports
+            from curvecert.cli.store import store_findings
+
+            findings += store_findings(file)
         else:
             findings += verify_file(file)
             findings += validity_findings(read_bytes(file), file, now, warn)
@@ -397,13 +405,24 @@ Examples:
   curvecert public server_secret
   curvecert keygen --json | jq -r .secret_key | curvecert public
   curvecert public --json < client.key_secret
+  curvecert public --secret-from env:SERVER_SECRET
+  curvecert public --secret-from fd:3 3< server_secret
 """)
 @click.argument("file", required=False, default="-", type=str, metavar="[FILE|-]")
+@click.option("--secret-from", metavar="SOURCE",
+              help="Read the secret from env:NAME, file:PATH, fd:N or cred:NAME "
+                   "(docs/security.md) instead of FILE.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: public_key, public_key_hex, fingerprint.")
-def public(file: str, as_json: bool) -> None:
+def public(file: str, secret_from: str | None, as_json: bool) -> None:
     """Print the public key of a secret certificate or of a secret key on stdin."""
-    if file == "-":
+    from curvecert.certs import secretsource
+
+    if secret_from is not None and file != "-":
+        raise click.UsageError("give FILE or --secret-from, not both")
+    if secret_from is not None:
+        cert = secretsource.load_secret(secret_from)
+    elif file == "-":
         cert = _cert_from_stdin()
     else:
         if not os.path.lexists(file) and z85.is_key_text(file):

@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from curvecert.certs import keys
+from curvecert.certs import keys, secretsource
 from curvecert.certs.cert import Certificate
 from curvecert.cli import Verdict, render
 from curvecert.errors import InvalidKey
@@ -44,15 +44,32 @@ def _read_password(user: str) -> str:
     return line.rstrip("\r\n")
 
 
-def _server_key(server_key: str | None, server_cert: str | None) -> bytes | None:
-    if server_key is not None:
+def _server_keys(server_keys: tuple[str, ...], server_certs: tuple[str, ...]) -> list[bytes]:
+    """The server keys to try: every `--server-key`, then every `--server-cert`."""
+    out = []
+    for text in server_keys:
         try:
-            return keys.decode_key(server_key, what="--server-key")
+            out.append(keys.decode_key(text, what="--server-key"))
         except InvalidKey as exc:
             raise click.BadParameter(str(exc), param_hint="--server-key") from None
-    if server_cert is not None:
-        return Certificate.load(server_cert).public_key
-    return None
+    out += [Certificate.load(path).public_key for path in server_certs]
+    return out
+
+
+def _pairs(endpoints: tuple[str, ...], server_keys: list[bytes]
+           ) -> list[tuple[str, bytes | None]]:
+    """Probe targets: pairwise for N endpoints and N keys, else every key on one endpoint
+    or one key on every endpoint (a rotation overlap serves each key on its own endpoint)."""
+    if not server_keys:
+        return [(e, None) for e in endpoints]
+    if len(endpoints) == len(server_keys):
+        return list(zip(endpoints, server_keys, strict=True))
+    if len(endpoints) == 1:
+        return [(endpoints[0], k) for k in server_keys]
+    if len(server_keys) == 1:
+        return [(e, server_keys[0]) for e in endpoints]
+    raise click.UsageError(f"{len(endpoints)} endpoints and {len(server_keys)} server keys: "
+                           "give one key per endpoint, one endpoint, or one key")
 
 
 def _render(result: ProbeResult) -> None:
@@ -92,16 +109,21 @@ Examples:
   curvecert probe tcp://db:5555 --server-cert server.key --stranger
   echo "$PW" | curvecert probe tcp://db:5556 --plain admin
   curvecert probe ipc:///run/app.sock --json
+  curvecert probe tcp://gw:5555 tcp://gw:5556 --server-cert server \\
+      --server-cert server.next --cert client_secret      # both keys of a rotation
 \b
 Exit codes: 0 expected outcome (admitted; with --stranger, refused), 1 otherwise,
 2 usage, 3 operational error. See docs/troubleshooting.md for every verdict.""")
-@click.argument("endpoint")
-@click.option("--server-key", metavar="KEY", help="The server's public key (40 Z85 characters).")
-@click.option("--server-cert", metavar="FILE",
-              help="The server's public certificate file (makes this a CURVE probe).")
-@click.option("--cert", "client_cert", metavar="FILE",
-              help="The client's SECRET certificate (NAME_secret). Without it a CURVE probe "
-                   "uses a throwaway key.")
+@click.argument("endpoints", nargs=-1, required=True, metavar="ENDPOINT...")
+@click.option("--server-key", "server_keys", multiple=True, metavar="KEY",
+              help="The server's public key (40 Z85 characters); repeatable.")
+@click.option("--server-cert", "server_certs", multiple=True, metavar="FILE",
+              help="The server's public certificate file (makes this a CURVE probe); "
+                   "repeatable: several endpoints pair with several keys in order (a key "
+                   "rotation's current and next front, docs/rotation.md).")
+@click.option("--cert", "--secret-from", "client_cert", metavar="FILE|SOURCE",
+              help="The client's SECRET certificate (NAME_secret), or env:NAME, fd:N, "
+                   "cred:NAME (docs/security.md). Without it a CURVE probe uses a throwaway key.")
 @click.option("--plain", "plain_user", metavar="USER",
               help="Probe as a PLAIN client; the password comes from a prompt or stdin.")
 @click.option("--zap-domain", metavar="DOMAIN",
@@ -116,7 +138,8 @@ Exit codes: 0 expected outcome (admitted; with --stranger, refused), 1 otherwise
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, metavar="SECONDS", help="How long to wait for a verdict.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def probe(endpoint: str, server_key: str | None, server_cert: str | None,
+def probe(endpoints: tuple[str, ...], server_keys: tuple[str, ...],
+          server_certs: tuple[str, ...],
           client_cert: str | None, plain_user: str | None, zap_domain: str | None,
           stranger: bool, server_type: str, timeout: float, as_json: bool) -> None:
     """Connect to ENDPOINT once and explain the handshake outcome.
@@ -126,9 +149,7 @@ def probe(endpoint: str, server_key: str | None, server_cert: str | None,
     mismatch, wrong server key, refused (400), server error (500), stalled (300 or a hung
     ZAP handler), admitted, or fails open (--stranger admitted).
     """
-    if server_key is not None and server_cert is not None:
-        raise click.UsageError("give --server-key or --server-cert, not both")
-    curve = server_key is not None or server_cert is not None
+    curve = bool(server_keys or server_certs)
     if plain_user is not None and curve:
         raise click.UsageError("--plain is a PLAIN probe; it cannot be combined with a "
                                "server key (CURVE)")
@@ -140,19 +161,26 @@ def probe(endpoint: str, server_key: str | None, server_cert: str | None,
     if client_cert is not None and not curve:
         raise click.UsageError("--cert needs --server-key or --server-cert")
 
-    key = _server_key(server_key, server_cert)
-    cert = Certificate.load(client_cert) if client_cert is not None else None
+    targets = _pairs(endpoints, _server_keys(server_keys, server_certs))
+    cert = secretsource.load_secret(client_cert) if client_cert is not None else None
     plain = (plain_user, _read_password(plain_user)) if plain_user is not None else None
 
-    result = run_probe(endpoint, server_key=key, client_cert=cert, plain=plain,
-                       zap_domain=zap_domain, stranger=stranger, timeout=timeout,
-                       server_type=server_type.upper())
+    results = [run_probe(endpoint, server_key=key, client_cert=cert, plain=plain,
+                         zap_domain=zap_domain, stranger=stranger, timeout=timeout,
+                         server_type=server_type.upper())
+               for endpoint, key in targets]
     if as_json:
-        render.print_json(result.to_dict())
+        if len(results) == 1:
+            render.print_json(results[0].to_dict())
+        else:
+            render.print_json({"ok": all(r.ok for r in results),
+                               "items": [r.to_dict() for r in results]})
     else:
-        _render(result)
-    if result.verdict is ProbeVerdict.FAILS_OPEN:
-        _logger.warning("%s accepts any CURVE client (fails open)", result.endpoint)
+        for result in results:
+            _render(result)
+    for result in results:
+        if result.verdict is ProbeVerdict.FAILS_OPEN:
+            _logger.warning("%s accepts any CURVE client (fails open)", result.endpoint)
     sys.stdout.flush()
-    if not result.ok:
+    if not all(r.ok for r in results):
         raise Verdict()

@@ -39,7 +39,9 @@ def _options_config(*, stores: tuple[str, ...], zap_endpoint: str | None,
                     allow: tuple[str, ...], deny: tuple[str, ...], passwords: str | None,
                     allow_any: bool, null: bool, domain: str, ipc_group: str | None,
                     server_cert: str | None, forwarders: str | None, front: str | None,
-                    back: str | None, pattern: str | None) -> DaemonConfig:
+                    back: str | None, pattern: str | None, next_front: str | None = None,
+                    next_server_cert: str | None = None,
+                    next_zap_endpoint: str | None = None) -> DaemonConfig:
     """A configuration from command-line options (defaults documented in --help)."""
     for a in allow:
         cfgmod.check_address(a, where="--allow")
@@ -68,11 +70,18 @@ def _options_config(*, stores: tuple[str, ...], zap_endpoint: str | None,
             raise click.UsageError("--front needs --back, --pattern and --server-cert")
         cfgmod.check_endpoint(front, where="--front")
         cfgmod.check_endpoint(back, where="--back", bind=False)
+        if next_front is not None:
+            cfgmod.check_endpoint(next_front, where="--next-front")
+            if next_server_cert is None:
+                raise click.UsageError("--next-front needs --next-server-cert")
         gateway = GatewayConfig(front=front, back=back, pattern=pattern,
                                 server_cert=Path(server_cert),
-                                domain="" if domain == "*" else domain)
-    elif back is not None or pattern is not None:
-        raise click.UsageError("--back and --pattern need --front")
+                                domain="" if domain == "*" else domain,
+                                next_front=next_front,
+                                next_server_cert=Path(next_server_cert)
+                                if next_front is not None and next_server_cert else None)
+    elif back is not None or pattern is not None or next_front is not None:
+        raise click.UsageError("--back, --pattern and --next-front need --front")
     if zap_endpoint is None and gateway is None:
         zap_endpoint = cfgmod.default_zap_endpoint()
     if zap_endpoint is not None:
@@ -83,11 +92,20 @@ def _options_config(*, stores: tuple[str, ...], zap_endpoint: str | None,
             raise click.UsageError("a tcp:// --zap-endpoint needs --server-cert (the daemon's "
                                    "secret certificate) and --forwarders DIR (the store of "
                                    "admitted forwarder certificates)")
-        server = ServerConfig(cert=Path(server_cert), forwarders=Path(forwarders))
+        next_cert = None
+        if next_zap_endpoint is not None:
+            if next_server_cert is None:
+                raise click.UsageError("--next-zap-endpoint needs --next-server-cert")
+            next_cert = Path(next_server_cert)
+        server = ServerConfig(cert=Path(server_cert), forwarders=Path(forwarders),
+                              next_cert=next_cert)
     elif forwarders is not None:
         raise click.UsageError("--forwarders only applies to a tcp:// --zap-endpoint")
+    if next_server_cert is not None and next_front is None and next_zap_endpoint is None:
+        raise click.UsageError("--next-server-cert needs --next-front (gateway) or "
+                               "--next-zap-endpoint (tcp:// ZAP endpoint)")
     cfg = DaemonConfig(domains=(dom,), zap_endpoint=zap_endpoint, ipc_group=ipc_group,
-                       server=server, gateway=gateway)
+                       server=server, gateway=gateway, next_zap_endpoint=next_zap_endpoint)
     cfgmod.validate(cfg)
     return cfg
 
@@ -146,6 +164,9 @@ Examples:
   curvecert serve-auth --config /etc/curvecert/serve-auth.toml --log-format json
   curvecert serve-auth --front 'tcp://*:5555' --back tcp://127.0.0.1:6000 \\
       --pattern push-pull --server-cert gateway_secret --store ./clients
+  curvecert serve-auth --front 'tcp://*:5555' --server-cert env:GW_SECRET \\
+      --next-front 'tcp://*:5556' --next-server-cert gateway.next_secret \\
+      --back tcp://127.0.0.1:6000 --pattern push-pull    # rotation overlap
 \b
 Signals: SIGHUP reloads the configuration (a bad one is refused and the old one kept);
 SIGTERM and SIGINT stop cleanly (exit 0) and remove the ipc socket file.
@@ -174,8 +195,16 @@ Docs: docs/serve-auth.md""")
               help="ZAP domain the options apply to ('*' = every domain).")
 @click.option("--ipc-group", metavar="GROUP",
               help="Let GROUP use the ipc socket (mode 0660 instead of 0600).")
-@click.option("--server-cert", type=click.Path(dir_okay=False),
-              help="Secret certificate of the daemon (tcp:// endpoint) or of the gateway.")
+@click.option("--server-cert", metavar="FILE|SOURCE",
+              help="Secret certificate of the daemon (tcp:// endpoint) or of the gateway; "
+                   "a path or env:NAME, fd:N, cred:NAME (docs/security.md).")
+@click.option("--next-server-cert", metavar="FILE|SOURCE",
+              help="Rotation overlap: a second server key, served on --next-front and/or "
+                   "--next-zap-endpoint (docs/rotation.md).")
+@click.option("--next-front", metavar="EP",
+              help="Gateway: where the --next-server-cert key is served (a second endpoint).")
+@click.option("--next-zap-endpoint", metavar="EP",
+              help="tcp:// ZAP endpoint for forwarders that use the --next-server-cert key.")
 @click.option("--forwarders", type=click.Path(file_okay=False),
               help="Store of forwarder certificates admitted on a tcp:// --zap-endpoint.")
 @click.option("--front", metavar="EP", help="Gateway: CURVE-secured endpoint to bind.")
@@ -203,7 +232,8 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
                back: str | None, pattern: str | None, log_format: str | None,
                log_stream: str | None, stats_interval: float | None,
                control: str | None = None, metrics_at: str | None = None,
-               metrics_allow_remote: bool = False) -> None:
+               metrics_allow_remote: bool = False, next_server_cert: str | None = None,
+               next_front: str | None = None, next_zap_endpoint: str | None = None) -> None:
     """Answer ZAP requests for forwarders, and/or run a CURVE gateway, until stopped."""
     from curvecert.serve.daemon import Daemon
 
@@ -228,7 +258,8 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
                        "--null": null, "--front": front, "--back": back,
                        "--pattern": pattern, "--forwarders": forwarders,
                        "--zap-endpoint": zap_endpoint, "--ipc-group": ipc_group,
-                       "--server-cert": server_cert}
+                       "--server-cert": server_cert, "--next-server-cert": next_server_cert,
+                       "--next-front": next_front, "--next-zap-endpoint": next_zap_endpoint}
         used = [name for name, value in policy_opts.items() if value]
         if used or domain != "*":
             clash = ", ".join(used) or "--domain"
@@ -243,7 +274,9 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
             stores=stores, zap_endpoint=zap_endpoint, allow=allow, deny=deny,
             passwords=passwords, allow_any=allow_any, null=null, domain=domain,
             ipc_group=ipc_group, server_cert=server_cert, forwarders=forwarders, front=front,
-            back=back, pattern=pattern), **overrides)
+            back=back, pattern=pattern, next_front=next_front,
+            next_server_cert=next_server_cert, next_zap_endpoint=next_zap_endpoint),
+            **overrides)
 
         def loader() -> DaemonConfig:
             return opts_cfg
@@ -264,7 +297,8 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
         extras = [f"control {ops.control_endpoint}" if ops.control_endpoint else "",
                   f"metrics {ops.metrics_address}" if ops.metrics_address else ""]
         if any(extras):
-            click.echo("curvecert: INFO: " + escape(", ".join(e for e in extras if e)), err=True)
+            click.echo("curvecert: INFO: " + escape(", ".join(e for e in extras if e)),
+                       err=True)
         click.echo(f"curvecert: INFO: ready on {escape(where)}", err=True)
         sys.stderr.flush()
 

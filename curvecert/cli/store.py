@@ -8,25 +8,36 @@ findings, or `--json`); status and the progress bar go to stderr.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from curvecert import store as store_mod
+from curvecert.certs import validity
 from curvecert.certs.cert import Certificate
-from curvecert.certs.fileio import read_bytes
+from curvecert.certs.fileio import PUBLIC_MODE, atomic_write
 from curvecert.certs.verify import Finding
 from curvecert.cli import Verdict, render
-from curvecert.errors import FileExists, StoreError
+from curvecert.errors import CertificateError, StoreError
 from curvecert.formats.sanitize import escape, field
+from curvecert.store import bulk
 from curvecert.store.etcdurl import is_etcd_url
 
 __all__ = ["store"]
@@ -60,7 +71,8 @@ def _progress(directory: str) -> Iterator[Callable[[int], None] | None]:
         yield lambda n: bar.update(task, completed=n)
 
 
-def _scan(directory: str, *, must_exist: bool = True) -> store_mod.Snapshot:
+def _scan(directory: str, *, must_exist: bool = True,
+          strict: bool = False) -> store_mod.Snapshot:
     if is_etcd_url(directory):  # an etcd prefix (issue 17): read once
         from curvecert.cli import storeetcd
 
@@ -69,10 +81,23 @@ def _scan(directory: str, *, must_exist: bool = True) -> store_mod.Snapshot:
         return store_mod.Snapshot.empty(directory)  # `add` creates it
     with _progress(directory) as progress:
         # findings are this command's output (or `check`'s), not log noise
-        snap = store_mod.scan(directory, progress=progress, log_findings=False)
+        snap = store_mod.scan(directory, progress=progress, log_findings=False,
+                              strict=strict)
     if must_exist and not snap.healthy:
         raise StoreError(snap.problem or f"{directory}: cannot read the store")
     return snap
+
+
+def _findings(snap: store_mod.Snapshot) -> list[Finding]:
+    problem = ([Finding(path=snap.directory, line=None, severity="error", code="unreadable",
+                        message=snap.problem)] if snap.problem else [])
+    return problem + [Finding(path=f.path, line=f.line, severity=f.severity, code=f.code,
+                              message=f.message) for f in snap.findings]
+
+
+def store_findings(directory: str, *, strict: bool = False) -> list[Finding]:
+    """What `store check` reports about `directory` (`verify DIR` uses it)."""
+    return _findings(store_mod.scan(directory, log_findings=False, strict=strict))
 
 
 def _store_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -106,77 +131,106 @@ def store(ctx: click.Context, store_dir: str | None, etcd_password_file: str | N
     ctx.obj["etcd_password_file"] = etcd_password_file
 
 
+def _bar(total_hint: str) -> Any:
+    """A rich progress bar on stderr for a bulk write, or None when stderr is no terminal."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return None
+    return Progress(SpinnerColumn(), TextColumn(total_hint), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                    transient=True)
+
+
+def _item_json(item: bulk.ImportItem) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": item.path, "public_key": item.public_key,
+                           "fingerprint": item.fingerprint, "state": item.state,
+                           "source": item.label}
+    if item.note:
+        out["note"] = item.note
+    return out
+
+
 @store.command("add", epilog="""\b
 Examples:
   curvecert store add alice                      # the public file of a pair
   curvecert store add client.key_secret          # a secret file: warns, stores the public part
+  curvecert store add ./exported-clients/        # every certificate in a directory
+  curvecert store add clients.tar.gz keys.jsonl  # archives and JSON lines, in bulk
   ssh host cat .curve/client | curvecert store add -
 """)
-@click.argument("files", nargs=-1, required=True, metavar="FILE...|-")
+@click.argument("files", nargs=-1, required=True, metavar="FILE|DIR|TAR|JSONL...|-")
 @click.option("-f", "--force", is_flag=True,
               help="Replace a stored file for the same key whose metadata differs.")
+@click.option("--format", "fmt", type=click.Choice(["auto", "cert", "tar", "jsonl"]),
+              default="auto", show_default=True,
+              help="How to read FILE and stdin (auto: tar, JSON lines or a certificate).")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"store": DIR, "items": [...], "findings": [...]}.')
 @_store_option
 @click.pass_context
-def add(ctx: click.Context, files: tuple[str, ...], force: bool, store_dir: str | None) -> None:
-    """Trust certificates: store the PUBLIC part of each FILE (or stdin for -).
+def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_json: bool,
+        store_dir: str | None) -> None:
+    """Trust certificates: store the PUBLIC part of each one given (stdin for -).
 
-    Each certificate goes to <store>/<hex public key>.key, a name CZMQ and pyzmq both
-    read. A secret certificate is accepted with a warning and only its public part is
-    written. Nothing is written if any FILE does not parse (exit 3) or would replace a
-    different stored file without --force (exit 3).
+    A FILE is a certificate, a tar archive or JSON lines ({"public_key": Z85, "metadata":
+    {...}} per line); a DIR is read with the store's rules. Each certificate goes to
+    <store>/<hex public key>.key, a name CZMQ and pyzmq both read; a secret certificate is
+    accepted with a warning and only its public part is written. All are written as one
+    batch with one disk barrier, never a partial file. Nothing is written if any input
+    does not parse or holds an unusable key (exit 3) or would replace a different stored
+    file without --force (exit 3).
     """
     directory = _store_dir(ctx, store_dir)
     err = _err_console()
+    if files.count("-") > 1:
+        raise click.UsageError("'-' (stdin) may be given only once")
+    warnings: list[Finding] = []
     certs: list[tuple[str, Certificate]] = []
-    stdin_used = False
-    for name in files:
-        if name == "-":
-            if stdin_used:
-                raise click.UsageError("'-' (stdin) may be given only once")
-            stdin_used = True
-            data = sys.stdin.buffer.read(store_mod.MAX_FILE_SIZE + 1)
-            label = "<stdin>"
-        else:
-            data = read_bytes(name, limit=store_mod.MAX_FILE_SIZE)
-            label = name
-        cert = Certificate.parse(data, path=label)
+    for label, cert in bulk.read_sources(files, fmt=fmt,  # type: ignore[arg-type]
+                                         stdin=sys.stdin.buffer):
         if cert.has_secret:
-            err.print(Text.assemble(("warning: ", "yellow"), f"{escape(label)} holds a SECRET key; "
-                                    "only its public part is stored (keep the secret file "
-                                    "out of the store)"))
-        certs.append((label, cert.public_only()))
-    if is_etcd_url(directory):  # one transaction per key (issue 17)
+            warnings.append(Finding(label, None, "warning", "secret-key-input",
+                                    "holds a SECRET key; only its public part is stored "
+                                    "(keep the secret file out of the store)"))
+            if not as_json:
+                err.print(Text.assemble(("warning: ", "yellow"), f"{escape(label)} holds a "
+                                        "SECRET key; only its public part is stored (keep "
+                                        "the secret file out of the store)"))
+        certs.append((label, cert))
+    etcd = is_etcd_url(directory)  # issue 17: an etcd prefix, one transaction per key
+    snap = None if etcd else _scan(directory, must_exist=False)
+    bar = _bar("writing") if len(certs) > 1000 else None
+    if etcd:
         from curvecert.cli import storeetcd
 
-        storeetcd.add(directory, certs, force=force)
+        items = storeetcd.add(directory, certs, force=force)
+    elif bar is None:
+        items = bulk.import_certificates(directory, certs, force=force, snapshot=snap)
+    else:
+        with bar:
+            task = bar.add_task("write", total=len(certs))
+            items = bulk.import_certificates(
+                directory, certs, force=force, snapshot=snap,
+                progress=lambda n, total: bar.update(task, completed=n, total=total))
+    if as_json:
+        render.print_json({"store": directory if etcd else os.path.abspath(directory),
+                           "items": [_item_json(i) for i in items],
+                           "findings": render.findings_to_json(warnings)})
         return
-    # check every target before writing anything
-    snap = _scan(directory, must_exist=False)
-    plan: list[tuple[str, Certificate, str]] = []
-    for label, cert in certs:
-        path = os.path.join(directory, store_mod.store_filename(cert.public_key))
-        rel = os.path.basename(path)
-        present = snap.lookup(cert.public_key)
-        if present is not None and present.relpath != rel:
-            err.print(f"{escape(label)}: {cert.public_txt} is already trusted from "
-                      f"{escape(present.file)}; nothing written")
+    many = len(items) > 20
+    for item in items:
+        if item.state == "skipped":
+            err.print(f"{escape(item.label)}: {item.public_key} skipped: {escape(item.note)}")
             continue
-        if os.path.lexists(path) and not force:
-            try:
-                existing = Certificate.load(path)
-                same = (existing.public_key == cert.public_key and not existing.has_secret
-                        and list(existing.meta.items()) == list(cert.meta.items()))
-            except Exception:
-                same = False
-            if not same:
-                raise FileExists(path)
-        plan.append((label, cert, path))
-    for label, cert, path in plan:
-        existed = os.path.lexists(path)
-        store_mod.add_certificate(directory, cert, force=force)
-        state = "replaced" if existed and force else ("unchanged" if existed else "added")
-        err.print(f"{escape(label)}: {state} {cert.public_txt} ({cert.fingerprint})")
-        click.echo(escape(path))
+        if not many:
+            err.print(f"{escape(item.label)}: {item.state} {item.public_key} "
+                      f"({item.fingerprint})")
+        click.echo(escape(item.path))
+    if many:
+        counts = {s: sum(1 for i in items if i.state == s)
+                  for s in ("added", "replaced", "unchanged", "skipped")}
+        err.print(", ".join(f"{n} {s}" for s, n in counts.items() if n)
+                  + f" in {escape(directory)}")
 
 
 @store.command("remove", epilog="""\b
@@ -188,9 +242,12 @@ Examples:
   curvecert store remove ./old-client            # every stored file with that file's key
 """)
 @click.argument("selectors", nargs=-1, required=True, metavar="KEY|FINGERPRINT|NAME|FILE...")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"store": DIR, "items": [{"path": ...}, ...]}.')
 @_store_option
 @click.pass_context
-def remove(ctx: click.Context, selectors: tuple[str, ...], store_dir: str | None) -> None:
+def remove(ctx: click.Context, selectors: tuple[str, ...], as_json: bool,
+           store_dir: str | None) -> None:
     """Stop trusting certificates: delete their files from the store.
 
     Each selector is a Z85 public key, a fingerprint (SHA256:...), a file in the store, a
@@ -199,13 +256,18 @@ def remove(ctx: click.Context, selectors: tuple[str, ...], store_dir: str | None
     the candidates are listed) or none (exit 3), nothing is removed.
     """
     directory = _store_dir(ctx, store_dir)
-    if is_etcd_url(directory):  # one transaction (issue 17)
+    etcd = is_etcd_url(directory)
+    if etcd:  # issue 17: the keys, deleted in one transaction
         from curvecert.cli import storeetcd
 
-        storeetcd.remove(directory, list(selectors))
+        removed = storeetcd.remove(directory, list(selectors))
+    else:
+        snap = _scan(directory)
+        removed = store_mod.remove(directory, list(selectors), snapshot=snap)
+    if as_json:
+        render.print_json({"store": directory if etcd else os.path.abspath(directory),
+                           "items": [{"path": p} for p in removed]})
         return
-    snap = _scan(directory)
-    removed = store_mod.remove(directory, list(selectors), snapshot=snap)
     err = _err_console()
     for path in removed:
         click.echo(escape(path))
@@ -214,7 +276,14 @@ def remove(ctx: click.Context, selectors: tuple[str, ...], store_dir: str | None
 
 def _entry_json(entry: store_mod.Entry) -> dict[str, Any]:
     return {"public_key": entry.public_txt, "fingerprint": entry.fingerprint,
-            "file": entry.file, "metadata": entry.meta}
+            "file": entry.file, "metadata": entry.meta,
+            **validity.to_json(entry.validity)}
+
+
+def _until(entry: store_mod.Entry) -> str:
+    """`until T`, `EXPIRED T`, or "" for a certificate without dates (store list)."""
+    period = entry.validity
+    return "" if period is None else validity.describe(period, time.time())
 
 
 @store.command("list", epilog="""\b
@@ -234,17 +303,24 @@ def list_(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
         return
     out = render.console()
     if out.is_terminal:
-        table = Table("public key (Z85)", "fingerprint", "name", "file", box=None)
+        table = Table("public key (Z85)", "fingerprint", "name", "file", "valid", box=None)
         for e in snap:
+            until = _until(e)
             table.add_row(Text(e.public_txt, style="cyan"), Text(e.fingerprint),
-                          Text(escape(e.meta.get("name", ""))), Text(escape(e.relpath)))
+                          Text(escape(e.meta.get("name", ""))), Text(escape(e.relpath)),
+                          Text(until, style="bold red" if until.startswith(("EXP", "INV"))
+                               else ""))
         out.print(table)
     else:
         for e in snap:
             name = e.meta.get("name")
+            until = _until(e)
             click.echo(f"{e.public_txt}  {e.fingerprint}  {escape(e.relpath)}"
-                       + (f"  name={field(name)}" if name is not None else ""))
+                       + (f"  name={field(name)}" if name is not None else "")
+                       + (f"  valid={until.replace(' ', '_')}" if until else ""))
+    soonest = snap.next_expiry
     _err_console().print(f"{len(snap)} trusted certificate(s) in {escape(directory)}"
+                         + (f", next expiry {validity.format_time(soonest)}" if soonest else "")
                          + (f", {len(snap.findings)} finding(s): run `curvecert store check`"
                             if snap.findings else ""))
 
@@ -258,18 +334,33 @@ Examples:
   curvecert store check --json | jq -r '.[] | "\\(.path): \\(.message)"'
 """)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON array.")
+@click.option("--strict-modes", is_flag=True,
+              help="Count files and directories group/others can write as errors and "
+                   "show what a store with strict modes would refuse.")
+@click.option("--warn-within", metavar="DURATION", default="14d", show_default=True,
+              help="Report certificates that expire within DURATION (expires-soon).")
 @_store_option
 @click.pass_context
-def check(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
+def check(ctx: click.Context, as_json: bool, strict_modes: bool, warn_within: str,
+          store_dir: str | None) -> None:
     """Report every problem in the store; exit 1 if there is any.
 
     Problems: files that do not parse, hold a secret key, repeat a key (the file that
     sorts first wins), cannot be read; warnings for metadata that ZAP cannot carry.
     """
     directory = _store_dir(ctx, store_dir)
-    snap = _scan(directory)
-    findings = [Finding(path=f.path, line=f.line, severity=f.severity, code=f.code,
-                        message=f.message) for f in snap.findings]
+    snap = _scan(directory, strict=strict_modes)
+    findings = _findings(snap)
+    try:
+        warn = validity.parse_duration(warn_within, what="--warn-within")
+    except CertificateError as exc:
+        raise click.BadParameter(exc.reason, param_hint="--warn-within") from None
+    now = time.time()
+    for e in snap:  # expired, not yet valid, expiring soon (certs.validity)
+        period = e.validity
+        if period is not None:
+            findings += [Finding(e.file, None, sev, code, msg)  # type: ignore[arg-type]
+                         for sev, code, msg in period.problems(now, warn)]
     if as_json:
         render.print_json(render.findings_to_json(findings))
     elif findings:
@@ -281,6 +372,42 @@ def check(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
         raise Verdict()
     err.print(Text(f"ok: {len(snap)} certificate(s) trusted in {escape(directory)}, no findings",
                    style="green"))
+
+
+@store.command("export", epilog="""\b
+Examples:
+  curvecert store export -o clients.tar           # the certificate files, as they are
+  curvecert store export --format jsonl | gzip > clients.jsonl.gz
+  curvecert store export --format jsonl | ssh other curvecert store add -
+""")
+@click.option("--format", "fmt", type=click.Choice(["tar", "jsonl"]), default="tar",
+              show_default=True, help="tar: the files; jsonl: one JSON object per key.")
+@click.option("-o", "--output", metavar="FILE", default=None,
+              help="Write here (atomically) instead of stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help='With -o: print {"store", "output", "format", "count"}.')
+@_store_option
+@click.pass_context
+def export(ctx: click.Context, fmt: str, output: str | None, as_json: bool,
+           store_dir: str | None) -> None:
+    """Write the trusted certificates as a tar archive or JSON lines (`store add` reads both)."""
+    directory = _store_dir(ctx, store_dir)
+    if as_json and output is None:
+        raise click.UsageError("--json needs -o FILE (the export itself goes to stdout)")
+    snap = _scan(directory)
+    write = bulk.export_tar if fmt == "tar" else bulk.export_jsonl
+    if output is None:
+        count = write(snap, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    else:
+        buf = io.BytesIO()
+        count = write(snap, buf)
+        atomic_write(output, buf.getvalue(), mode=PUBLIC_MODE, overwrite=True)
+    if as_json:
+        render.print_json({"store": os.path.abspath(directory), "output": output, "format": fmt,
+                           "count": count})
+    else:
+        _err_console().print(f"exported {count} certificate(s) from {escape(directory)}")
 
 
 def _register_sync() -> None:

@@ -21,6 +21,7 @@ from curvecert.certs.fileio import PUBLIC_MODE, atomic_write, read_bytes
 from curvecert.cli import render
 from curvecert.errors import FileExists, StoreError
 from curvecert.formats import z85
+from curvecert.store import bulk
 from curvecert.store.etcdops import EtcdWriter, same_certificate
 from curvecert.store.etcdurl import EtcdOptions, is_etcd_url, parse_url
 
@@ -44,23 +45,26 @@ def snapshot(url: str) -> store_mod.Snapshot:
     return snap
 
 
-def add(url: str, certs: list[tuple[str, Certificate]], *, force: bool) -> None:
-    """Store each certificate (checked first: nothing is written if one would be refused)."""
+def add(url: str, certs: list[tuple[str, Certificate]], *, force: bool
+        ) -> list[bulk.ImportItem]:
+    """Store each certificate; checked first, so nothing is written if one would be
+    refused (a different certificate under the key, without `force`)."""
     writer = _writer(url)
-    err = render.console(stderr=True)
-    if not force:  # refuse before writing anything, like the directory store
+    if not force:
         for _label, cert in certs:
             if writer.would_replace(cert):
                 raise FileExists(f"{writer.url}/{cert.public_key.hex()}")
+    items = []
     for label, cert in certs:
-        state = writer.add(cert, force=force)
-        err.print(f"{label}: {state} {cert.public_txt} ({cert.fingerprint})")
-        click.echo(f"{writer.url}/{cert.public_key.hex()}")
+        state = writer.add(cert.public_only(), force=force)
+        items.append(bulk.ImportItem(label, f"{writer.url}/{cert.public_key.hex()}",
+                                     cert.public_txt, cert.fingerprint, state))
+    return items
 
 
-def remove(url: str, selectors: list[str]) -> None:
+def remove(url: str, selectors: list[str]) -> list[str]:
     """Delete the keys the selectors designate (resolved like files: key, fingerprint,
-    metadata name, or a certificate file's key); all in one transaction."""
+    metadata name, or a certificate file's key), all in one transaction; their names."""
     writer = _writer(url)
     _rev, snap, _trusted = writer.read()
     targets: list[bytes] = []
@@ -69,10 +73,7 @@ def remove(url: str, selectors: list[str]) -> None:
             key = bytes.fromhex(os.path.basename(rel))
             if key not in targets:
                 targets.append(key)
-    removed = writer.remove(targets)
-    for name in removed:
-        click.echo(name)
-    render.console(stderr=True).print(f"removed {len(removed)} key(s) from {writer.url}")
+    return writer.remove(targets)
 
 
 # --- sync -----------------------------------------------------------------------------------

@@ -109,6 +109,8 @@ class ServerConfig:
     """The daemon's secret certificate (CURVE server)."""
     forwarders: Path
     """A store directory of the public certificates of admitted forwarders."""
+    next_cert: Path | None = None
+    """A second secret certificate served on `next-zap-endpoint` (rotation overlap)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,10 @@ class GatewayConfig:
     """The gateway's secret certificate."""
     domain: str = ""
     """ZAP domain set on the front socket (chooses the policy domain)."""
+    next_front: str | None = None
+    """A second front endpoint, served with `next_server_cert` (rotation overlap)."""
+    next_server_cert: Path | None = None
+    """The next key's secret certificate (docs/rotation.md)."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,8 @@ class DaemonConfig:
     """Seconds between counter log lines; 0 = never."""
     server: ServerConfig | None = None
     gateway: GatewayConfig | None = None
+    next_zap_endpoint: str | None = None
+    """A second tcp:// ZAP endpoint served with `server.next_cert` (rotation overlap)."""
     path: Path | None = field(default=None, compare=False)
     """The file this came from, if any (for messages and SIGHUP reloads)."""
     etcd: EtcdOptions | None = None
@@ -203,6 +211,19 @@ def check_endpoint(text: str, *, where: str, bind: bool = True) -> str:
 
 
 # --- parsing -----------------------------------------------------------------------------
+
+def _secret_ref(reader: TableReader, key: str) -> Path | None:
+    """A secret certificate setting: a path (resolved like other paths) or a secret
+    reference (`env:NAME`, `fd:N`, `cred:NAME`, kept as written; `curvecert.certs.
+    secretsource`). `file:PATH` is a path."""
+    value = reader.get(key, str)
+    if value is None:
+        return None
+    scheme, sep, rest = value.partition(":")
+    if sep and scheme in ("env", "fd", "cred"):
+        return Path(value)
+    return reader.resolve(rest if sep and scheme == "file" else value)
+
 
 def _domain(name: str, table: Mapping[str, Any], where: str, base: Path | None) -> DomainConfig:
     r = TableReader(table, where, base)
@@ -275,12 +296,13 @@ def _parse(data: Mapping[str, Any], base: Path | None, path: Path | None) -> Dae
     st = r.table_of("server")
     if st is not None:
         sr = TableReader(st, "server", base)
-        cert, forwarders = sr.path("cert"), sr.path("forwarders")
+        cert, forwarders = _secret_ref(sr, "cert"), sr.path("forwarders")
+        next_cert = _secret_ref(sr, "next-cert")
         sr.finish()
         if cert is None or forwarders is None:
             raise ConfigError("server: needs both `cert` (the daemon's secret certificate) "
                               "and `forwarders` (a store of forwarder certificates)")
-        server = ServerConfig(cert=cert, forwarders=forwarders)
+        server = ServerConfig(cert=cert, forwarders=forwarders, next_cert=next_cert)
 
     gateway = None
     gt = r.table_of("gateway")
@@ -289,22 +311,33 @@ def _parse(data: Mapping[str, Any], base: Path | None, path: Path | None) -> Dae
         front = gr.get("front", str)
         back = gr.get("back", str)
         pattern = gr.choice("pattern", GATEWAY_PATTERNS, "push-pull")
-        server_cert = gr.path("server-cert")
+        server_cert = _secret_ref(gr, "server-cert")
         domain = gr.get("domain", str, "")
         if len(domain.encode("utf-8", "surrogatepass")) > MAX_DOMAIN:
             raise ConfigError(f"gateway.domain: a ZAP domain is at most {MAX_DOMAIN} octets")
+        next_front = gr.get("next-front", str)
+        next_server_cert = _secret_ref(gr, "next-server-cert")
         gr.finish()
+        if (next_front is None) != (next_server_cert is None):
+            raise ConfigError("gateway: `next-front` and `next-server-cert` go together")
+        if next_front is not None:
+            check_endpoint(next_front, where="gateway.next-front")
         if front is None or back is None or server_cert is None:
             raise ConfigError("gateway: needs `front`, `back` and `server-cert`")
         check_endpoint(front, where="gateway.front")
         check_endpoint(back, where="gateway.back", bind=False)
         gateway = GatewayConfig(front=front, back=back, pattern=pattern,
-                                server_cert=server_cert, domain=domain)
+                                server_cert=server_cert, domain=domain,
+                                next_front=next_front, next_server_cert=next_server_cert)
+    next_zap = r.get("next-zap-endpoint", str)
+    if next_zap is not None:
+        check_endpoint(next_zap, where="next-zap-endpoint")
     etcd = _etcd_options(r.table_of("etcd"), base)
     r.finish()
     cfg = DaemonConfig(domains=tuple(domains), zap_endpoint=zap, ipc_group=ipc_group,
                        log_format=log_format, log_stream=log_stream, stats_interval=stats,
-                       server=server, gateway=gateway, path=path, etcd=etcd)
+                       server=server, gateway=gateway, next_zap_endpoint=next_zap, path=path,
+                       etcd=etcd)
     validate(cfg)
     return cfg
 
@@ -344,6 +377,16 @@ def validate(cfg: DaemonConfig) -> None:
             and LIMITS["stats-interval"][0] <= cfg.stats_interval <= LIMITS["stats-interval"][1]):
         raise ConfigError(f"stats-interval: {cfg.stats_interval!r} is out of range; expected "
                           "a number from 0 to 86400")
+    if cfg.next_zap_endpoint is not None and not (
+            cfg.next_zap_endpoint.startswith("tcp://") and cfg.server is not None
+            and cfg.server.next_cert is not None
+            and (cfg.zap_endpoint or "").startswith("tcp://")):
+        raise ConfigError("next-zap-endpoint: a second tcp:// endpoint for a key rotation; "
+                          "it needs a tcp:// zap-endpoint and [server] next-cert")
+    if cfg.server is not None and cfg.server.next_cert is not None \
+            and cfg.next_zap_endpoint is None:
+        raise ConfigError("server.next-cert: needs `next-zap-endpoint` (where the next key "
+                          "is served)")
 
 
 def _toml_key(name: str) -> str:

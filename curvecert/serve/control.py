@@ -43,6 +43,7 @@ import zmq
 
 from curvecert.auth.policy import KeyChain, Policy
 from curvecert.certs import keys
+from curvecert.certs.validity import format_time
 from curvecert.errors import CurvecertError, OperationalError
 from curvecert.formats import z85
 
@@ -185,9 +186,11 @@ def policy_stores(policy: Policy) -> Iterator[tuple[str, Any]]:
 def store_summary(store: Any) -> dict[str, Any]:
     """Health and size of one store: path, certificates, healthy, problem, generation."""
     snap = store.snapshot
+    soonest = getattr(snap, "next_expiry", None)  # issue 16: the earliest not-after to come
     return {"path": store.directory, "certificates": len(snap), "healthy": snap.healthy,
             "problem": snap.problem, "generation": snap.generation,
-            "finding_count": len(snap.findings)}
+            "finding_count": len(snap.findings),
+            "next_expiry": None if soonest is None else format_time(soonest)}
 
 
 def trusted_entries(policy: Policy, domain: str | None = None) -> list[dict[str, Any]]:
@@ -273,12 +276,13 @@ class ControlHandler:
                                                after=req.after)
         out = []
         for seq, rec in items:
-            item = {"seq": seq, "time": iso_time(rec.get("time", 0.0)),
-                    "mechanism": str(rec.get("mechanism", "?")),
-                    "status": int(rec.get("status", 500)), "reason": str(rec.get("reason", "")),
-                    "address": str(rec.get("address", "")), "domain": str(rec.get("domain", "")),
-                    "user_id": str(rec.get("user_id") or ""),
-                    "subject": str(rec.get("subject") or rec.get("user_id") or "")}
+            item: dict[str, Any] = {
+                "seq": seq, "time": iso_time(rec.get("time", 0.0)),
+                "mechanism": str(rec.get("mechanism", "?")),
+                "status": int(rec.get("status", 500)), "reason": str(rec.get("reason", "")),
+                "address": str(rec.get("address", "")), "domain": str(rec.get("domain", "")),
+                "user_id": str(rec.get("user_id") or ""),
+                "subject": str(rec.get("subject") or rec.get("user_id") or "")}
             key = item["subject"]
             if rec.get("cert_name") or rec.get("fingerprint"):
                 item.update({"name": rec.get("cert_name"), "fingerprint": rec.get("fingerprint")})

@@ -32,9 +32,10 @@ from curvecert.auth.authenticator import Authenticator
 from curvecert.auth.policy import Decision, Policy, respond
 from curvecert.auth.records import decision_fields
 from curvecert.certs.cert import Certificate
-from curvecert.errors import ConfigError, CurvecertError
+from curvecert.errors import CurvecertError
 from curvecert.serve.config import BACKLOG, DaemonConfig, DomainConfig
 from curvecert.serve.livepolicy import LivePolicy, build_policy
+from curvecert.serve.reloader import Reloader
 from curvecert.serve.service import FORWARDER_DOMAIN, ZapService, ipc_path
 from curvecert.serve.systemd import sd_notify
 
@@ -88,11 +89,16 @@ class Daemon:
         self.context: zmq.Context[Any] = zmq.Context()
         self._live: LivePolicy | None = None
         self._service: ZapService | None = None
+        self._next_service: ZapService | None = None
+        """The rotation overlap's second tcp:// endpoint (`next-zap-endpoint`), if any."""
         self._forwarder_auth: Authenticator | None = None
         self._forwarder_policy: LivePolicy | None = None
         self._gateway: Any = None
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._reloader: Reloader[tuple[DaemonConfig, LivePolicy]] = Reloader(self._build,
+                                                                            self._wake)
+        self._reloader.discard = lambda built: built[1].close()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -151,17 +157,31 @@ class Daemon:
                     self.context, self._forwarder_policy.policy, log_decisions=False,
                     on_decision=lambda _request, decision: self._record_forwarder(decision))
                 self._forwarder_auth.start()
+            elif ipc_path(cfg.zap_endpoint) is not None:
+                # ipc is CURVE too, with a key made for this run and published next to the
+                # socket: forwarders pin it, so an impostor on the path never gets a request
+                # (curvecert.serve.runtime). Access itself is the socket file's permissions.
+                server_cert = Certificate.new()
             self._service = ZapService(self.context, cfg.zap_endpoint,
                                        ipc_group=cfg.ipc_group, server_cert=server_cert)
             self._service.bind()
+            if cfg.next_zap_endpoint is not None and cfg.server is not None \
+                    and cfg.server.next_cert is not None:  # docs/rotation.md
+                self._next_service = ZapService(
+                    self.context, cfg.next_zap_endpoint,
+                    server_cert=_load_secret_cert(str(cfg.server.next_cert),
+                                                  "daemon's next certificate"))
+                self._next_service.bind()
         if cfg.gateway is not None:
-            from curvecert.serve.gateway import Gateway
+            from curvecert.serve.overlap import gateway_from_config
 
-            self._gateway = Gateway.from_config(cfg.gateway, self._live.policy,
+            self._gateway = gateway_from_config(cfg.gateway, self._live.policy,
                                                 on_decision=self._record)
             self._gateway.start()
-            if ops is not None:
-                self._gateway.authenticator.metrics = ops.gateway_stats
+            if ops is not None:  # a rotation overlap has one authenticator per front
+                for auth in getattr(self._gateway, "authenticators",
+                                    [self._gateway.authenticator]):
+                    auth.metrics = ops.gateway_stats
         if ops is not None:
             ops.attach(self, self._service.socket if self._service is not None else None)
         self.started_at = time.monotonic()
@@ -175,6 +195,8 @@ class Daemon:
         out = []
         if self._service is not None:
             out.append(self._service.bound or self._service.endpoint)
+        if self._next_service is not None:
+            out.append(self._next_service.bound or self._next_service.endpoint)
         if self._gateway is not None:
             out.append(self._gateway.describe())
         return out
@@ -184,6 +206,8 @@ class Daemon:
         poller = zmq.Poller()
         if self._service is not None and self._service.socket is not None:
             poller.register(self._service.socket, zmq.POLLIN)
+        if self._next_service is not None and self._next_service.socket is not None:
+            poller.register(self._next_service.socket, zmq.POLLIN)
         poller.register(self._wake_r.fileno(), zmq.POLLIN)
         ops = self.ops
         for extra in ops.sockets() if ops is not None else ():
@@ -203,9 +227,15 @@ class Daemon:
                 break
             if self._reload.is_set():
                 self._reload.clear()
-                self.reload()
+                self._notify_reloading()
+                self._reloader.request()  # built off the loop: a stuck reload stalls nothing
+            done = self._reloader.take()
+            if done is not None:
+                self._reloaded(done)
             if self._service is not None and self._service.socket in events:
                 self._service.serve_ready(self._respond)
+            if self._next_service is not None and self._next_service.socket in events:
+                self._next_service.serve_ready(self._respond)
             if ops is not None:
                 ops.serve(events)
             if next_stats is not None and time.monotonic() >= next_stats:
@@ -222,23 +252,53 @@ class Daemon:
             pass
 
     def reload(self) -> bool:
-        """Re-read the configuration and swap in a new policy; keep the old one on error."""
+        """Re-read the configuration and swap in a new policy, in the calling thread; keep
+        the old policy on any error (`run()` builds reloads off its loop instead)."""
+        began = time.monotonic()
+        self._notify_reloading()
+        try:
+            built = self._build()
+        except Exception as exc:  # RecursionError from a hostile config too
+            self._reload_failed(exc, began)
+            return False
+        self._apply(built, began)
+        return True
+
+    def _notify_reloading(self) -> None:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
-        began = time.monotonic()
+
+    def _build(self) -> tuple[DaemonConfig, LivePolicy]:
+        """Load the configuration and open its stores (may block; runs off the loop)."""
+        cfg = self._loader()
+        return cfg, build_policy(cfg.domains, etcd=cfg.etcd)
+
+    def _reloaded(self, done: tuple[Any, BaseException | None, float]) -> None:
+        """Apply (or report) a reload built by the background `Reloader`."""
+        built, error, began = done
+        if error is not None or built is None:
+            self._reload_failed(error or RuntimeError("no result"), began)
+            return
         try:
-            cfg = self._loader()
-            live = build_policy(cfg.domains, etcd=cfg.etcd)
-        except CurvecertError as exc:
-            if self.ops is not None:
-                self.ops.reloaded(False, time.monotonic() - began, str(exc))
-            self.counters["reload_errors"] += 1
-            _logger.error("reload failed, keeping the previous policy: %s", exc)
-            sd_notify("READY=1\nSTATUS=reload failed; previous policy kept")
-            return False
+            self._apply(built, began)
+        except Exception as exc:  # pragma: no cover - defensive: keep serving
+            built[1].close()
+            self._reload_failed(exc, began)
+
+    def _reload_failed(self, exc: BaseException, began: float) -> None:
+        why = str(exc) if isinstance(exc, CurvecertError) else \
+            f"{type(exc).__name__}: {str(exc)[:200]}"
+        if self.ops is not None:
+            self.ops.reloaded(False, time.monotonic() - began, why)
+        self.counters["reload_errors"] += 1
+        _logger.error("reload failed, keeping the previous policy: %s", why)
+        sd_notify("READY=1\nSTATUS=reload failed; previous policy kept")
+
+    def _apply(self, built: tuple[DaemonConfig, LivePolicy], began: float) -> None:
+        cfg, live = built
         old = self.config
         assert old is not None
-        for what in ("zap_endpoint", "ipc_group", "server", "gateway"):
+        for what in ("zap_endpoint", "ipc_group", "server", "gateway", "next_zap_endpoint"):
             if getattr(old, what) != getattr(cfg, what):
                 _logger.warning("reload: %s changed; restart serve-auth to apply it",
                                 what.replace("_", "-"))
@@ -246,7 +306,9 @@ class Daemon:
                                    ipc_group=old.ipc_group, log_format=cfg.log_format,
                                    log_stream=cfg.log_stream,
                                    stats_interval=old.stats_interval, server=old.server,
-                                   gateway=old.gateway, path=cfg.path, etcd=cfg.etcd)
+                                   gateway=old.gateway,
+                                   next_zap_endpoint=old.next_zap_endpoint, path=cfg.path,
+                                   etcd=cfg.etcd)
         previous, self._live = self._live, live
         if self._gateway is not None:
             self._gateway.set_policy(live.policy)
@@ -258,10 +320,14 @@ class Daemon:
             self.ops.reloaded(True, time.monotonic() - began)
         _logger.info("configuration reloaded: %d domain(s)", len(cfg.domains))
         sd_notify("READY=1\nSTATUS=configuration reloaded")
-        return True
 
     def close(self) -> None:
-        """Stop everything, remove the ipc socket file, and free the context."""
+        """Stop everything, remove the ipc socket file, and free the context.
+
+        Bounded: a reload still being built is abandoned (its thread is a daemon thread),
+        the gateway and authenticator threads are joined with timeouts.
+        """
+        self._reloader.close()
         if self.ops is not None:
             self.ops.close()
         if self._gateway is not None:
@@ -270,6 +336,9 @@ class Daemon:
         if self._service is not None:
             self._service.close()
             self._service = None
+        if self._next_service is not None:
+            self._next_service.close()
+            self._next_service = None
         if self._forwarder_auth is not None:
             self._forwarder_auth.stop()
             self._forwarder_auth = None
@@ -337,8 +406,6 @@ def _decision_record(decision: Decision) -> dict[str, Any]:
 
 
 def _load_secret_cert(path: str, what: str) -> Certificate:
-    cert = Certificate.load(path)
-    if not cert.has_secret:
-        raise ConfigError(f"{path}: the {what} must be a secret certificate "
-                          "(the NAME_secret file)")
-    return cert
+    from curvecert.serve.overlap import load_server_cert  # a path or env:/fd:/cred:
+
+    return load_server_cert(path, what)

@@ -104,7 +104,9 @@ class Gateway:
     def from_config(cls, cfg: GatewayConfig, policy: Policy, *,
                     on_decision: Callable[[Decision], None] | None = None) -> Gateway:
         """A gateway from a `[gateway]` table (the server certificate is loaded here)."""
-        cert = Certificate.load(cfg.server_cert)
+        from curvecert.certs.secretsource import load_secret  # a path or env:/fd:/cred:
+
+        cert = load_secret(os.fspath(cfg.server_cert))
         return cls(cfg.front, cfg.back, cfg.pattern, cert, policy, domain=cfg.domain,
                    on_decision=on_decision)
 

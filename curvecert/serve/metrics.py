@@ -131,6 +131,10 @@ def _store_families(policy: Policy) -> Iterator[Metric]:
     generation = GaugeMetricFamily("curvecert_store_generation",
                                    "Snapshot generation (goes up on every reload).",
                                    labels=["domain", "store"])
+    expiry = GaugeMetricFamily("curvecert_store_next_expiry_timestamp_seconds",
+                               "Earliest not-after still to come among the trusted "
+                               "certificates (absent when none has one).",
+                               labels=["domain", "store"])
     for domain, store in policy_stores(policy):
         snap = store.snapshot
         labels = [domain, store.directory]
@@ -138,7 +142,10 @@ def _store_families(policy: Policy) -> Iterator[Metric]:
         findings.add_metric(labels, len(snap.findings))
         healthy.add_metric(labels, 1 if snap.healthy else 0)
         generation.add_metric(labels, snap.generation)
-    yield from (certs, findings, healthy, generation)
+        soonest = getattr(snap, "next_expiry", None)  # issue 16: certs.validity
+        if soonest is not None:
+            expiry.add_metric(labels, soonest)
+    yield from (certs, findings, healthy, generation, expiry)
 
 
 def _reload_families(info: Mapping[str, float]) -> Iterator[Metric]:

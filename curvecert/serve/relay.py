@@ -87,6 +87,8 @@ class Relay:
         self._outage_since: float | None = None
         self._outage_denied = 0
         self._outage_logged = 0.0
+        self._link_error = ""
+        self._link_logged = 0.0
 
     @property
     def stats(self) -> ForwarderStats:
@@ -95,68 +97,134 @@ class Relay:
             return ForwarderStats(self.forwarded, self.answered, self.timed_out,
                                   self.unreachable, self.late, self.malformed)
 
-    def loop(self, front: zmq.Socket[Any], back: zmq.Socket[Any], control: zmq.Socket[Any],
-             open_backend: Callable[[], zmq.Socket[Any]]) -> zmq.Socket[Any]:
+    def loop(self, front: zmq.Socket[Any], back: zmq.Socket[Any] | None,
+             control: zmq.Socket[Any], open_backend: Callable[[], zmq.Socket[Any]]
+             ) -> tuple[zmq.Socket[Any] | None, bool]:
+        """Relay until `control` is readable; returns `(DEALER or None, terminated)`.
+
+        `terminated` is True when the context is terminating (ETERM). Nothing else ends
+        the loop: a failure while relaying one request denies it, a failure around it
+        (polling, a link that cannot be reopened: EMFILE, `ZMQ_MAX_SOCKETS`) is logged
+        and retried while every request is denied 500, so the ZAP endpoint stays bound
+        and answered.
+        """
         # seq -> (envelope, request id, deadline); insertion order == deadline order.
-        pending: Pending = collections.OrderedDict()
-        counter = itertools.count(1)
-        last_heard = time.monotonic()
-        poller = zmq.Poller()
-        poller.register(front, zmq.POLLIN)
-        poller.register(back, zmq.POLLIN)
-        poller.register(control, zmq.POLLIN)
+        self._pending: Pending = collections.OrderedDict()
+        self._counter = itertools.count(1)
+        self._back = back
+        self._open = open_backend
+        self._retry_at = 0.0
+        self._last_heard = time.monotonic()
+        self._poller = zmq.Poller()
+        self._poller.register(front, zmq.POLLIN)
+        self._poller.register(control, zmq.POLLIN)
+        if back is not None:
+            self._poller.register(back, zmq.POLLIN)
+        failures = 0
         while True:
-            wait_ms: int | None = None
-            if pending:
-                first_deadline = next(iter(pending.values()))[2]
-                wait_ms = max(0, int((first_deadline - time.monotonic()) * 1000) + 1)
-            events = dict(poller.poll(wait_ms))
-            if control in events:
-                control.recv()
-                # Deny whatever is still waiting: nobody will answer it after we unbind.
-                for envelope, request_id, _ in pending.values():
-                    self._deny(front, envelope, request_id)
-                return back
-            if back in events:
-                last_heard = time.monotonic()
-                if self._outage_since is not None:
-                    _logger.warning("authenticator at %s answers again (%d request(s) denied "
-                                    "meanwhile)", self.endpoint, self._outage_denied)
-                    self._outage_since = None
-                self._relay_replies(front, back, pending)
-            if front in events:
-                self._relay_requests(front, back, pending, counter)
-            now = time.monotonic()
-            silent_timeout = False
-            while pending:
-                seq, (envelope, request_id, deadline) = next(iter(pending.items()))
-                if deadline > now:
-                    break
-                del pending[seq]
+            try:
+                if self._step(front, control):
+                    return self._back, False
+                failures = 0
+            except zmq.ContextTerminated:
+                return self._back, True
+            except Exception as exc:
+                failures += 1
+                if failures == 1 or failures % 100 == 0:
+                    _logger.error("ZAP forwarder: %s: %s (retrying; the ZAP endpoint stays "
+                                  "bound and denies meanwhile)", type(exc).__name__, exc)
+                time.sleep(min(0.5, 0.001 * failures))
+
+    def _step(self, front: zmq.Socket[Any], control: zmq.Socket[Any]) -> bool:
+        """One wait and what it brought; True when asked to stop."""
+        pending = self._pending
+        now = time.monotonic()
+        wait_ms: int | None = None
+        if pending:
+            first_deadline = next(iter(pending.values()))[2]
+            wait_ms = max(0, int((first_deadline - now) * 1000) + 1)
+        if self._back is None:
+            if now >= self._retry_at:
+                self._reopen()
+            if self._back is None:
+                retry_ms = max(0, int((self._retry_at - now) * 1000) + 1)
+                wait_ms = retry_ms if wait_ms is None else min(wait_ms, retry_ms)
+        events = dict(self._poller.poll(wait_ms))
+        if control in events:
+            control.recv()
+            # Deny whatever is still waiting: the daemon's late answers go nowhere now.
+            for envelope, request_id, _ in pending.values():
+                self._deny(front, envelope, request_id)
+            pending.clear()
+            return True
+        back = self._back
+        if back is not None and back in events:
+            self._last_heard = time.monotonic()
+            if self._outage_since is not None:
+                _logger.warning("authenticator at %s answers again (%d request(s) denied "
+                                "meanwhile)", self.endpoint, self._outage_denied)
+                self._outage_since = None
+            self._relay_replies(front, back, pending)
+        if front in events:
+            self._relay_requests(front, pending)
+        self._expire(front)
+        return False
+
+    def _expire(self, front: zmq.Socket[Any]) -> None:
+        """Deny requests past their deadline; reset a link that said nothing meanwhile."""
+        pending = self._pending
+        now = time.monotonic()
+        silent_timeout = False
+        while pending:
+            seq, (envelope, request_id, deadline) = next(iter(pending.items()))
+            if deadline > now:
+                break
+            del pending[seq]
+            with self._lock:
+                self.timed_out += 1
+            if self._last_heard < deadline - self.timeout:
+                silent_timeout = True
+            self._warn_outage(now)
+            self._deny(front, envelope, request_id)
+        if silent_timeout:
+            # The daemon said nothing for a whole deadline: treat the link as dead.
+            # Queued requests are discarded with the socket; waiting ones are denied.
+            for envelope, request_id, _ in pending.values():
                 with self._lock:
                     self.timed_out += 1
-                if last_heard < deadline - self.timeout:
-                    silent_timeout = True
-                self._warn_outage(now)
                 self._deny(front, envelope, request_id)
-            if silent_timeout:
-                # The daemon said nothing for a whole deadline: treat the link as dead.
-                # Queued requests are discarded with the socket; waiting ones are denied.
-                for envelope, request_id, _ in pending.values():
-                    with self._lock:
-                        self.timed_out += 1
-                    self._deny(front, envelope, request_id)
-                pending.clear()
-                poller.unregister(back)
-                back.close(linger=0)
-                back = open_backend()
-                poller.register(back, zmq.POLLIN)
-                last_heard = time.monotonic()
-                self.resets += 1
+            pending.clear()
+            self._drop_back()
+            self.resets += 1
+            self._reopen()
+            self._last_heard = time.monotonic()
 
-    def _relay_requests(self, front: zmq.Socket[Any], back: zmq.Socket[Any],
-                        pending: collections.OrderedDict[bytes, tuple[list[bytes], bytes, float]],
-                        counter: itertools.count[int]) -> None:
+    def _drop_back(self) -> None:
+        back, self._back = self._back, None
+        if back is not None:
+            self._poller.unregister(back)
+            back.close(linger=0)
+
+    def _reopen(self) -> None:
+        """Open a fresh link; on failure (EMFILE, ...) stay without one and retry later."""
+        try:
+            back = self._open()
+        except zmq.ContextTerminated:
+            raise
+        except Exception as exc:
+            now = time.monotonic()
+            self._retry_at = now + 0.1
+            text = str(exc)
+            if text != self._link_error or now - self._link_logged >= 10.0:
+                self._link_error, self._link_logged = text, now
+                _logger.error("cannot open the link to the authenticator at %s (%s): denying "
+                              "until it can be opened", self.endpoint, exc)
+            return
+        self._link_error = ""
+        self._poller.register(back, zmq.POLLIN)
+        self._back = back
+
+    def _relay_requests(self, front: zmq.Socket[Any], pending: Pending) -> None:
         while True:
             try:
                 frames = front.recv_multipart(zmq.NOBLOCK)
@@ -172,28 +240,47 @@ class Relay:
             envelope = frames[:split]
             body = frames[split + 1:]
             request_id = body[1] if len(body) > 1 else b""
-            if not body or body[0] != _VERSION:
-                # RFC 27: a bad version is an internal error; no need to ask the daemon.
-                with self._lock:
-                    self.malformed += 1
-                self._reply(front, envelope, request_id, b"500", b"unsupported ZAP version")
-                continue
-            seq = next(counter).to_bytes(_SEQ_LEN, "big")
             try:
-                send_frames(back, [seq, *frames], _NOBLOCK)
-            except zmq.ZMQError:  # EAGAIN: the queue toward the daemon is full
-                with self._lock:
-                    self.unreachable += 1
-                _logger.warning("authenticator at %s is not keeping up: denied", self.endpoint)
+                self._forward(front, frames, envelope, body, request_id, pending)
+            except zmq.ContextTerminated:
+                raise
+            except Exception as exc:  # anything at all: this request is denied, not lost
+                _logger.error("relaying a ZAP request failed (%s): denied",
+                              type(exc).__name__)
                 self._deny(front, envelope, request_id)
-                continue
-            pending[seq] = (envelope, request_id, time.monotonic() + self.timeout)
+
+    def _forward(self, front: zmq.Socket[Any], frames: list[bytes], envelope: list[bytes],
+                 body: list[bytes], request_id: bytes, pending: Pending) -> None:
+        if not body or body[0] != _VERSION:
+            # RFC 27: a bad version is an internal error; no need to ask the daemon.
             with self._lock:
-                self.forwarded += 1
+                self.malformed += 1
+            self._reply(front, envelope, request_id, b"500", b"unsupported ZAP version")
+            return
+        if self._back is None:  # try at once: the daemon may have come up meanwhile
+            self._reopen()
+        back = self._back
+        if back is None:  # no link right now (it could not be opened): deny at once
+            with self._lock:
+                self.unreachable += 1
+            self._warn_outage(time.monotonic())
+            self._deny(front, envelope, request_id)
+            return
+        seq = next(self._counter).to_bytes(_SEQ_LEN, "big")
+        try:
+            send_frames(back, [seq, *frames], _NOBLOCK)
+        except zmq.Again:  # the queue toward the daemon is full
+            with self._lock:
+                self.unreachable += 1
+            _logger.warning("authenticator at %s is not keeping up: denied", self.endpoint)
+            self._deny(front, envelope, request_id)
+            return
+        pending[seq] = (envelope, request_id, time.monotonic() + self.timeout)
+        with self._lock:
+            self.forwarded += 1
 
     def _relay_replies(self, front: zmq.Socket[Any], back: zmq.Socket[Any],
-                       pending: collections.OrderedDict[bytes, tuple[list[bytes], bytes,
-                                                                      float]]) -> None:
+                       pending: Pending) -> None:
         while True:
             try:
                 frames = back.recv_multipart(zmq.NOBLOCK)

@@ -28,8 +28,9 @@ from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
 from curvecert.formats import zap
 from curvecert.serve.config import BACKLOG
+from curvecert.serve.runtime import check_directory, check_socket, publish_key, remove_key
 
-__all__ = ["FORWARDER_DOMAIN", "ZapService", "ipc_path"]
+__all__ = ["FORWARDER_DOMAIN", "ZapService", "ipc_path", "prepare_directory"]
 
 #: ZAP domain of the daemon's own tcp:// socket (only forwarder keys are admitted there).
 FORWARDER_DOMAIN = "curvecert-forwarders"
@@ -75,7 +76,8 @@ class ZapService:
         sock.rcvhwm = _HWM
         if self.server_cert is not None:
             self.server_cert.apply_server(sock)
-            sock.zap_domain = FORWARDER_DOMAIN.encode()
+            if ipc_path(self.endpoint) is None:  # tcp: forwarders are admitted by key
+                sock.zap_domain = FORWARDER_DOMAIN.encode()
         try:
             path = ipc_path(self.endpoint)
             if path is not None:
@@ -96,14 +98,8 @@ class ZapService:
         directory = os.path.dirname(os.path.abspath(path))
         gid = _group_id(self.ipc_group) if self.ipc_group else None
         mode = 0o660 if gid is not None else 0o600
-        try:
-            os.makedirs(directory, mode=0o750 if gid is not None else 0o700, exist_ok=True)
-        except OSError as exc:
-            raise OperationalError(f"{directory}: cannot create the socket directory: "
-                                   f"{exc.strerror}") from exc
-        if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise OperationalError(f"{path}: exists and is not a socket; refusing to "
-                                   "replace it")
+        prepare_directory(directory, gid)
+        check_socket(path, {os.geteuid()})  # a socket of another user: refuse, never replace
         if _socket_in_use(path):
             raise OperationalError(f"{path}: another process is serving this socket "
                                    "(is serve-auth already running?)")
@@ -126,6 +122,8 @@ class ZapService:
             raise OperationalError(f"{path}: cannot set up the socket file: "
                                    f"{exc.strerror}") from exc
         self._ipc_inode = (st.st_dev, st.st_ino)
+        if self.server_cert is not None:  # the forwarder pins this key (serve.runtime)
+            publish_key(path, self.server_cert.public_key, gid=gid)
 
     def serve_ready(self, respond: Callable[[list[bytes]], list[bytes]]) -> int:
         """Answer every request waiting on the socket without blocking; return how many."""
@@ -163,6 +161,48 @@ class ZapService:
             except OSError:
                 pass
             self._ipc_inode = None
+            if self.server_cert is not None:
+                remove_key(path, self.server_cert.public_key)
+
+
+def prepare_directory(directory: str, gid: int | None) -> None:
+    """Create the socket directory (0700, or 0750 `root:GROUP`-style with `gid`) or check
+    the one that exists: ours, not writable by group/others, and with `gid` that group
+    with search access. Raises `OperationalError` (exit 3) saying what to fix.
+    """
+    want = 0o750 if gid is not None else 0o700
+    try:
+        os.mkdir(directory, want)
+        created = True
+    except FileExistsError:
+        created = False
+    except FileNotFoundError:
+        try:
+            os.makedirs(os.path.dirname(directory), 0o755, exist_ok=True)
+            os.mkdir(directory, want)
+            created = True
+        except OSError as exc:
+            raise OperationalError(f"{directory}: cannot create the socket directory: "
+                                   f"{exc.strerror}") from exc
+    except OSError as exc:
+        raise OperationalError(f"{directory}: cannot create the socket directory: "
+                               f"{exc.strerror}") from exc
+    if created:
+        try:
+            os.chmod(directory, want)  # whatever the umask
+            if gid is not None:
+                os.chown(directory, -1, gid)
+        except OSError as exc:
+            raise OperationalError(f"{directory}: cannot give the socket directory to the "
+                                   f"ipc group: {exc.strerror}") from exc
+    check_directory(directory, {os.geteuid()})
+    if gid is not None:
+        st = os.stat(directory)
+        if st.st_gid != gid or not st.st_mode & stat.S_IXGRP:
+            raise OperationalError(
+                f"{directory}: the ipc group cannot reach the socket (directory group "
+                f"{st.st_gid}, mode {stat.S_IMODE(st.st_mode):04o}); run: chgrp {gid} "
+                f"{directory} && chmod 0750 {directory}")
 
 
 def _group_id(name: str) -> int:

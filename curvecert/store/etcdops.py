@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Iterable
+from typing import Literal
 
 from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
@@ -73,7 +74,7 @@ class EtcdWriter:
         return current is not None and not _same(current.value, cert)
 
     def add(self, cert: Certificate, *, force: bool = False, value: bytes | None = None
-            ) -> str:
+            ) -> Literal["added", "unchanged", "replaced"]:
         """Store `cert`'s public part; return "added", "unchanged" or "replaced".
 
         `value` (default: `certificate_value(cert)`) is the file text to store, e.g. a

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import bisect
 import os
+import time
 from collections.abc import Iterator
 
 from curvecert.certs import keys
+from curvecert.certs.validity import Validity, from_zmtp
 from curvecert.errors import InvalidKey
 from curvecert.formats import z85, zmtp
 from curvecert.store.state import (
@@ -81,6 +83,11 @@ class Entry:
                 for name, value in zmtp.decode(meta_of(self._record))}
 
     @property
+    def validity(self) -> Validity | None:
+        """The certificate's `not-before`/`not-after` period, or None without dates."""
+        return from_zmtp(meta_of(self._record))
+
+    @property
     def public_txt(self) -> str:
         """The public key as 40 Z85 characters (the ZAP User-Id)."""
         return z85.encode(self.public_key)
@@ -110,8 +117,8 @@ class Snapshot:
     snapshot is empty and `problem` says why (fail closed).
     """
 
-    __slots__ = ("_by_key", "_dir_b", "_findings", "_state", "directory", "generation",
-                 "healthy", "problem")
+    __slots__ = ("_by_key", "_dir_b", "_expiries", "_findings", "_state", "directory",
+                 "generation", "healthy", "problem")
 
     directory: str
     generation: int
@@ -129,6 +136,28 @@ class Snapshot:
         self.generation = generation
         self.problem = problem
         self.healthy = problem is None
+        self._expiries: list[float] | None = None
+
+    @property
+    def next_expiry(self) -> float | None:
+        """The earliest `not-after` (seconds since the epoch) still in the future among the
+        trusted certificates, or None. Computed once per snapshot (an O(N) pass; the ZAP
+        path never needs it: each decision compares its own entry with the clock)."""
+        return self.next_expiry_after(time.time())
+
+    def next_expiry_after(self, now: float) -> float | None:
+        """The earliest `not-after` later than `now`, or None."""
+        if self._expiries is None:
+            found = []
+            for record in self._by_key.values():
+                blob = meta_of(record)
+                if b"not-" in blob:
+                    period = from_zmtp(blob)
+                    if period is not None and period.not_after is not None:
+                        found.append(period.not_after)
+            self._expiries = sorted(found)
+        i = bisect.bisect_right(self._expiries, now)
+        return self._expiries[i] if i < len(self._expiries) else None
 
     @property
     def findings(self) -> tuple[StoreFinding, ...]:

@@ -2,8 +2,8 @@
 
     python -m tests.faults.killpoint ARGS...        # like `python -m curvecert ARGS...`
 
-Every file curvecert writes goes through `curvecert.certs.fileio` (`atomic_write`), so wrapping
-that module's `os` calls (open, fchmod, write, fsync, close, replace, link, unlink)
+Every file curvecert writes goes through `curvecert.certs.fileio` (`atomic_write`) or, for
+batches, `curvecert.store.bulk`, so wrapping those modules' `os` calls (open, fchmod, write, fsync, close, replace, link, unlink)
 enumerates every step of every write. With `CURVECERT_KILL_TRACE=FILE` each call is
 appended to FILE as one line (`op path-or-fd`); with `CURVECERT_KILL_AT=N` (N >= 1) the
 process sends itself SIGKILL immediately before call N, which is a real `kill -9` at an
@@ -20,11 +20,12 @@ from typing import Any
 
 __all__ = ["OPS", "main"]
 
-OPS = ("open", "fchmod", "write", "fsync", "close", "replace", "link", "unlink")
+OPS = ("open", "fchmod", "write", "fsync", "close", "replace", "rename", "link", "unlink")
 
 
 def _instrument(kill_at: int, trace_path: str | None) -> None:
     import curvecert.certs.fileio as fileio
+    import curvecert.store.bulk as bulk
 
     real = os
     trace_fd = real.open(trace_path, real.O_WRONLY | real.O_CREAT | real.O_APPEND, 0o600) \
@@ -56,6 +57,7 @@ def _instrument(kill_at: int, trace_path: str | None) -> None:
     for op in OPS:
         setattr(proxy, op, wrap(op))
     fileio.os = proxy  # type: ignore[attr-defined]
+    bulk.os = proxy  # type: ignore[attr-defined]
 
 
 def main() -> None:

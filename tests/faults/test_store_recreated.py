@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 
 def _asker(ctx: zmq.Context[Any], daemon: ServeAuth) -> Callable[[Certificate], int]:
-    req = ctx.socket(zmq.REQ)
+    req = daemon.secure(ctx.socket(zmq.REQ))
     req.linger = 0
     req.connect(daemon.endpoint)
     counter = [0]

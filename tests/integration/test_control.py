@@ -313,3 +313,21 @@ def test_top_plain_when_not_a_terminal(live: Live) -> None:
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stdout
     assert "400=1" in result.stdout and "unknown key" in result.stdout
+
+
+def test_status_reports_an_unhealthy_store(live: Live) -> None:
+    shutil.rmtree(live.store)  # the store is gone: the domain trusts nobody (fail closed)
+
+    def unhealthy() -> bool:
+        return live.cli("status", "--json").returncode == 1
+
+    wait_until(unhealthy, message="status exit 1")
+    result = live.cli("status", "--json")
+    status = json.loads(result.stdout)
+    validate(status, "status.json")
+    assert status["healthy"] is False
+    assert any(str(live.store) in p for p in status["problems"])
+    text = live.cli("status")
+    assert text.returncode == 1 and "UNHEALTHY" in text.stdout
+    assert handshake(live.srv, live.alice).status == 400
+

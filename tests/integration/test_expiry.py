@@ -99,3 +99,54 @@ def test_verify_reports_validity(tmp_path: Path, run_cli: Callable[..., CliResul
     findings = json.loads(result.out)["findings"]
     assert [f["code"] for f in findings] == [code]
     assert findings[0]["line"] == 8 and findings[0]["path"] == str(tmp_path / "c")
+
+
+def test_store_list_and_check_show_validity(tmp_path: Path, run_cli: Callable[..., CliResult]
+                                            ) -> None:
+    from curvecert import store
+
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    old = Certificate.new(validity.with_validity([("name", "old")], not_after=time.time() - 5))
+    soon = Certificate.new(validity.with_validity([("name", "soon")],
+                                                  not_after=time.time() + 3600))
+    for c in (old, soon, Certificate.new(name="undated")):
+        store.add_certificate(clients, c)
+    listed = run_cli("store", "list", "--json", "--store", str(clients))
+    assert listed.code == 0, listed.err
+    data = json.loads(listed.out)
+    rows = {r["metadata"]["name"]: r for r in (data["items"] if "items" in data else data)}
+    assert rows["undated"]["not_after"] is None
+    assert validity.parse_time(rows["soon"]["not_after"]) == int(
+        validity.from_meta(soon.meta).not_after)  # type: ignore[union-attr]
+    plain = run_cli("store", "list", "--store", str(clients))
+    assert "valid=EXPIRED_at_" in plain.out and "next expiry " in plain.err
+    checked = run_cli("store", "check", "--json", "--store", str(clients))
+    assert checked.code == 1
+    data = json.loads(checked.out)
+    findings = data["findings"] if isinstance(data, dict) else data
+    assert sorted(f["code"] for f in findings) == ["expired", "expires-soon"]
+
+
+def test_next_expiry_is_a_metric(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from curvecert import store
+    from curvecert.serve.metrics import CurvecertCollector, Sources
+
+    when = float(math.floor(time.time()) + 86400)
+    store.add_certificate(tmp_path, Certificate.new(
+        validity.with_validity([("name", "a")], not_after=when)))
+    store.add_certificate(tmp_path, Certificate.new([("name", "b")]))
+    with CertStore(tmp_path) as certs:
+        policy = Policy({"*": DomainPolicy(curve=certs)})
+        registry = CollectorRegistry()
+        registry.register(CurvecertCollector(Sources(policy=lambda: policy)))
+        text = generate_latest(registry).decode()
+        from curvecert.serve.control import store_summary
+
+        assert store_summary(certs)["next_expiry"] == validity.format_time(when)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    sample = families["curvecert_store_next_expiry_timestamp_seconds"].samples[0]
+    assert sample.value == when and sample.labels["store"] == str(tmp_path)

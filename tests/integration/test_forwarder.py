@@ -17,6 +17,7 @@ import zmq
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
 from curvecert.serve.forwarder import UNREACHABLE_TEXT, ZapForwarder
+from curvecert.serve.runtime import publish_key
 from tests.conftest import wait_until
 
 ZAP = "inproc://zeromq.zap.01"
@@ -32,9 +33,13 @@ class Terminal:
         self.context: zmq.Context[Any] = zmq.Context()
         self.sock = self.context.socket(zmq.ROUTER)
         self.sock.linger = 0
+        if server is None and endpoint.startswith("ipc://"):
+            server = Certificate.new()  # ipc is CURVE too: the forwarder pins this key
         if server is not None:
             server.apply_server(self.sock)
         self.sock.bind(endpoint)
+        if endpoint.startswith("ipc://") and server is not None:
+            publish_key(endpoint[len("ipc://"):], server.public_key)
         self.silent = False
         self.hold: set[bytes] = set()
         self.seen: list[list[bytes]] = []

@@ -135,7 +135,6 @@ def test_embedded_forwarder_counts_timeouts(ctx: zmq.Context[Any], certs: dict[s
         finally:
             srv.close()
         samples = scrape.samples()
-    assert samples["curvecert_forwarder_requests_total"][0].value >= 1
     failed = samples["curvecert_forwarder_timeouts_total"][0].value \
         + samples["curvecert_forwarder_unreachable_total"][0].value
     assert failed >= 1

@@ -376,8 +376,18 @@ def test_asyncio_start_outside_a_running_loop_says_so() -> None:
     from curvecert.errors import OperationalError
 
     auth = AsyncioAuthenticator(zmq.Context.instance())
-    with pytest.raises(OperationalError, match="running asyncio event loop"):
-        auth.start()
+    errors: list[BaseException] = []
+
+    def in_a_thread_without_a_loop() -> None:
+        try:
+            auth.start()
+        except OperationalError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=in_a_thread_without_a_loop)
+    thread.start()
+    thread.join(10)
+    assert len(errors) == 1 and "needs an asyncio event loop" in str(errors[0])
     assert not auth.running
 
 

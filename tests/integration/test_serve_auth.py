@@ -24,6 +24,7 @@ from curvecert import store
 from curvecert.certs.cert import Certificate
 from curvecert.formats.sanitize import field
 from curvecert.serve.forwarder import ZapForwarder
+from curvecert.serve.runtime import read_key
 from tests.serveproc import Outcome, ServeAuth, Server, handshake, retry_until
 
 Env = Callable[[dict[str, str] | None], dict[str, str]]
@@ -205,8 +206,10 @@ def test_terminal_handler_for_req_and_routed_envelopes(setup: Setup, ctx: zmq.Co
                                                        cli_env: Env) -> None:
     request = [b"1.0", b"1", b"", b"10.0.0.1", b"", b"CURVE", setup.alice.public_key]
     with serve(setup, cli_env) as daemon:
+        daemon_key = read_key(daemon.endpoint[len("ipc://"):], {os.geteuid()})
         req = ctx.socket(zmq.REQ)
         req.linger = 0
+        Certificate.new().apply_client(req, daemon_key)  # the daemon's ipc socket is CURVE
         req.connect(daemon.endpoint)
         req.send_multipart(request)
         assert req.poll(5000)
@@ -216,6 +219,7 @@ def test_terminal_handler_for_req_and_routed_envelopes(setup: Setup, ctx: zmq.Co
         # a DEALER carrying a two-hop envelope gets it back unchanged
         dealer = ctx.socket(zmq.DEALER)
         dealer.linger = 0
+        Certificate.new().apply_client(dealer, daemon_key)
         dealer.connect(daemon.endpoint)
         dealer.send_multipart([b"hop-1", b"hop-2", b"", *request[:6], setup.bob.public_key])
         assert dealer.poll(5000)

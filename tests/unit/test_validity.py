@@ -134,3 +134,45 @@ def test_policy_refuses_outside_the_period_and_admits_inside() -> None:
     assert d.status == "400" and "not valid before" in d.reason
     d = decide(_curve_request(broken.public_key), policy)
     assert d.status == "400" and "unreadable" in d.reason
+
+
+def test_snapshot_entries_carry_validity_and_next_expiry(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from curvecert import store
+
+    directory = Path(str(tmp_path))
+    now = time.time()
+    soon, later = float(int(now) + 600), float(int(now) + 7200)
+    certs = [Certificate.new(validity.with_validity([("name", n)], not_after=t))
+             for n, t in (("past", now - 60), ("soon", soon), ("later", later))]
+    certs.append(Certificate.new([("name", "undated")]))
+    for c in certs:
+        store.add_certificate(directory, c)
+    snap = store.scan(directory)
+    periods = {e.meta["name"]: e.validity for e in snap}
+    assert periods["undated"] is None
+    assert periods["soon"] == validity.Validity(None, soon)
+    assert snap.next_expiry == soon
+    assert snap.next_expiry_after(soon) == later
+    assert snap.next_expiry_after(later) is None
+    assert store.scan(directory / "missing").next_expiry is None
+
+
+_KEY = Certificate.new([("name", "svc")])
+
+
+@given(st.integers(0, 39), st.characters(), st.sampled_from(["bare", "cert", "short"]))
+def test_damaged_secrets_never_leak_into_errors(pos: int, ch: str, form: str) -> None:
+    from curvecert.certs import secretsource
+
+    secret = _KEY.secret_txt or ""
+    damaged = secret[:pos] + ch + secret[pos + 1:]
+    value = {"bare": damaged, "short": damaged[:pos],
+             "cert": certfile.dump(_KEY, secret=True).replace(secret, damaged)}[form]
+    try:
+        secretsource.parse_secret(value.encode("utf-8", "surrogatepass"), "env:X")
+    except CertificateError as exc:
+        message = str(exc)
+        assert "\n" not in message and message.startswith("env:X")
+        assert not any(secret[i:i + 5] in message for i in range(36))
