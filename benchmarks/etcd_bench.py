@@ -180,10 +180,21 @@ class Daemon:
              "--zap-endpoint", self.endpoint], env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 180
-        while not sock_path.exists():
+        key_file = Path(f"{sock_path}.pub")  # the daemon's ipc socket is a CURVE server
+        while not (sock_path.exists() and key_file.exists()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"serve-auth on {store} did not start")
             time.sleep(0.05)
+        self.server_key = z85.decode(key_file.read_text().strip())
+
+    def connect(self, ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
+        """A lock-step REQ client of the daemon (CURVE, pinned to its published key)."""
+        sock = ctx.socket(zmq.REQ)
+        sock.linger = 0
+        sock.rcvtimeo = sock.sndtimeo = 10_000
+        Certificate.new().apply_client(sock, self.server_key)
+        sock.connect(self.endpoint)
+        return sock
 
     def close(self) -> None:
         self.proc.kill()
@@ -212,21 +223,12 @@ def run_size(cluster: EtcdCluster, work: Path, n: int, args: argparse.Namespace,
     daemons = [Daemon(url, work / f"zap-{n}-{i}.sock", env) for i in range(3)]
     ctx: zmq.Context[Any] = zmq.Context()
     try:
-        socks = []
-        for d in daemons:
-            s = ctx.socket(zmq.REQ)
-            s.linger = 0
-            s.rcvtimeo = 10_000
-            s.connect(d.endpoint)
-            socks.append(s)
+        socks = [d.connect(ctx) for d in daemons]
         result["latency"] = latency(url, socks, args.trials)
         if zap:
             dd = Daemon(str(directory), work / f"zap-dir-{n}.sock", env)
             try:
-                sdir = ctx.socket(zmq.REQ)
-                sdir.linger = 0
-                sdir.rcvtimeo = 10_000
-                sdir.connect(dd.endpoint)
+                sdir = dd.connect(ctx)
                 rates: dict[str, list[float]] = {"etcd": [], "dir": []}
                 for rep in range(max(args.reps, 5)):  # alternate who goes first
                     order = (("etcd", socks[0]), ("dir", sdir))
