@@ -31,8 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from curvecert.errors import StoreError
@@ -40,13 +39,13 @@ from curvecert.store.etcdclient import EtcdClient, EtcdUnavailable, KeyValue, Wa
 from curvecert.store.etcdsnap import KeySpace
 from curvecert.store.etcdurl import EtcdOptions, EtcdUrl, parse_url
 from curvecert.store.snapshot import Snapshot
-from curvecert.store.view import SnapshotView
+from curvecert.store.view import ReloadCallback, SnapshotView, reload_callbacks
 
 __all__ = ["EtcdStore", "load_snapshot"]
 
 _logger = logging.getLogger(__name__)
 
-ReloadCallback = Callable[[Snapshot], None]
+
 #: Reconnect backoff bounds (seconds).
 _BACKOFF_MIN, _BACKOFF_MAX = 0.05, 1.0
 
@@ -81,12 +80,7 @@ class EtcdStore(SnapshotView):
             raise StoreError("probe_interval must be > 0")
         self.probe_interval = min(probe_interval, self.options.staleness / 2)
         self.directory = str(self.url)  #: where the store is (the URL; same role as a dir)
-        if on_reload is None:
-            self.on_reload: list[ReloadCallback] = []
-        elif callable(on_reload):
-            self.on_reload = [on_reload]
-        else:
-            self.on_reload = list(on_reload)
+        self.on_reload: list[ReloadCallback] = reload_callbacks(on_reload)
         self._client = EtcdClient(self.url, self.options)
         self._watch_client = EtcdClient(self.url, self.options)  # its own HTTP sessions
         self._space = KeySpace(self.directory, self.url.key_prefix)
@@ -144,13 +138,6 @@ class EtcdStore(SnapshotView):
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
 
-    def __enter__(self) -> EtcdStore:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
     # --- reading (the StoreBackend contract) ----------------------------------------------
 
     @property
@@ -171,16 +158,6 @@ class EtcdStore(SnapshotView):
         return self._snapshot
 
     # --- internals ------------------------------------------------------------------------
-
-    def _publish(self, snap: Snapshot) -> None:
-        with self._cond:
-            self._snapshot = snap
-            self._cond.notify_all()
-        for callback in list(self.on_reload):
-            try:
-                callback(snap)
-            except Exception:
-                _logger.exception("on_reload callback %r failed", callback)
 
     def _confirm(self, revision: int) -> None:
         self.cluster_revision = max(self.cluster_revision, revision)

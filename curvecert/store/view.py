@@ -9,19 +9,56 @@ with a bounded timeout.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, TypeVar
 
 from curvecert.store.snapshot import Entry, Snapshot, StoreFinding
 
-__all__ = ["SnapshotView"]
+__all__ = ["ReloadCallback", "SnapshotView", "reload_callbacks"]
+
+_V = TypeVar("_V", bound="SnapshotView")
+_logger = logging.getLogger(__name__)
+
+#: Called with every new snapshot, in the publishing thread.
+ReloadCallback = Callable[[Snapshot], None]
+
+
+def reload_callbacks(on_reload: ReloadCallback | Iterable[ReloadCallback] | None
+                     ) -> list[ReloadCallback]:
+    """The `on_reload` argument of a store as a list (one callable, several, or none)."""
+    if on_reload is None:
+        return []
+    if callable(on_reload):
+        return [on_reload]
+    return list(on_reload)
 
 
 class SnapshotView:
-    """Mixin: the read API over `self._snapshot`, published under `self._cond`."""
+    """Mixin: the read API over `self._snapshot`, published under `self._cond` by
+    `_publish`, plus `with store:` (start/stop)."""
 
     _snapshot: Snapshot
     _cond: threading.Condition
+    on_reload: list[ReloadCallback]
+
+    def start(self) -> Any:
+        """Read the store and start following it (each store defines it)."""
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop following the store, bounded by `timeout` (each store defines it)."""
+        raise NotImplementedError
+
+    def __enter__(self: _V) -> _V:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -69,3 +106,17 @@ class SnapshotView:
         """Block until `predicate(snapshot)` is true, re-checked on each new snapshot."""
         with self._cond:
             return self._cond.wait_for(lambda: bool(predicate(self._snapshot)), timeout)
+
+    def _publish(self, snap: Snapshot) -> None:
+        """Make `snap` current (unless a newer one already is), wake waiters, then run the
+        `on_reload` callbacks in the publishing thread (a failing one is logged)."""
+        with self._cond:
+            if snap.generation < self._snapshot.generation:
+                return  # a concurrent reload already published a newer snapshot
+            self._snapshot = snap
+            self._cond.notify_all()
+        for callback in list(self.on_reload):
+            try:
+                callback(snap)
+            except Exception:
+                _logger.exception("on_reload callback %r failed", callback)

@@ -36,8 +36,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
-from types import TracebackType
+from collections.abc import Iterable
 
 from watchdog.events import FileSystemEvent
 
@@ -46,13 +45,12 @@ from curvecert.store.files import SKIP_SUFFIXES
 from curvecert.store.observe import DirectoryWatch
 from curvecert.store.scan import ScanCancelled, Scanner
 from curvecert.store.snapshot import Snapshot
-from curvecert.store.view import SnapshotView
+from curvecert.store.view import ReloadCallback, SnapshotView, reload_callbacks
 
 __all__ = ["CertStore", "ReloadCallback"]
 
 _logger = logging.getLogger(__name__)
 
-ReloadCallback = Callable[[Snapshot], None]
 
 #: Seconds between checks that the watched directory is still the same directory.
 _ROOT_CHECK = 1.0
@@ -76,7 +74,6 @@ def _classify(rel: str) -> int:
                 or (len(part) > 1 and part[0] == "#" and part[-1] == "#")):
             return _K8S if part.startswith("..") else _IGNORED
     return _READ
-
 
 
 class CertStore(SnapshotView):
@@ -119,12 +116,7 @@ class CertStore(SnapshotView):
         self._debounce = debounce
         self._max_delay = max(debounce * _MAX_DELAY_FACTOR, 0.25)
         self._rescan_interval = rescan_interval
-        if on_reload is None:
-            self.on_reload: list[ReloadCallback] = []
-        elif callable(on_reload):
-            self.on_reload = [on_reload]
-        else:
-            self.on_reload = list(on_reload)
+        self.on_reload: list[ReloadCallback] = reload_callbacks(on_reload)
 
         self._scanner = Scanner(self.directory, strict=strict_modes)
         self._snapshot: Snapshot = self._scanner.snapshot
@@ -182,13 +174,6 @@ class CertStore(SnapshotView):
             if thread.is_alive():
                 _logger.warning("store reload thread did not stop within %.1fs", timeout)
         self._dirwatch.stop(max(0.1, deadline - time.monotonic()))
-
-    def __enter__(self) -> CertStore:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -371,20 +356,6 @@ class CertStore(SnapshotView):
         if self._dirwatch.watched_id is None:
             _logger.debug("%s is not there; checking again in %.1fs", self.directory,
                           _REAPPEAR_CHECK)
-
-    # --- publication ------------------------------------------------------------------------
-
-    def _publish(self, snap: Snapshot) -> None:
-        with self._cond:
-            if snap.generation < self._snapshot.generation:
-                return  # a concurrent reload() already published a newer snapshot
-            self._snapshot = snap
-            self._cond.notify_all()
-        for callback in list(self.on_reload):
-            try:
-                callback(snap)
-            except Exception:
-                _logger.exception("on_reload callback %r failed", callback)
 
     def __repr__(self) -> str:
         mode = "polling" if self._dirwatch.polling else "inotify"
