@@ -39,8 +39,9 @@ def _target(name: str) -> Callable[[bytes], None]:
     with atheris.instrument_imports(include=["curvecert"]):
         from curvecert import store
         from curvecert.auth import passwords
-        from curvecert.auth.passwords import StaticPasswords
-        from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys, respond
+        from curvecert.auth.keylookup import StaticKeys
+        from curvecert.auth.policy import DomainPolicy, Policy, respond
+        from curvecert.auth.pwtable import StaticPasswords
         from curvecert.certs.cert import Certificate
         from curvecert.certs.verify import check_text
         from curvecert.errors import (

@@ -53,8 +53,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from curvecert.auth.authenticator import Authenticator  # noqa: E402
-from curvecert.auth.passwords import PasswordFile, PasswordTable, hash_password  # noqa: E402
-from curvecert.auth.policy import StaticKeys  # noqa: E402
+from curvecert.auth.hashing import hash_password  # noqa: E402
+from curvecert.auth.keylookup import StaticKeys  # noqa: E402
+from curvecert.auth.passwords import PasswordFile  # noqa: E402
+from curvecert.auth.pwtable import PasswordTable  # noqa: E402
 from curvecert.formats import z85  # noqa: E402
 from curvecert.formats.zap import ZAP_ENDPOINT  # noqa: E402
 

@@ -30,10 +30,10 @@ __all__ = ["__version__", *sorted(_EXPORTS)]
 if TYPE_CHECKING:
     from curvecert.auth.aio import AsyncioAuthenticator as AsyncioAuthenticator
     from curvecert.auth.authenticator import Authenticator as Authenticator
+    from curvecert.auth.keylookup import UnsafeAllowAny as UnsafeAllowAny
     from curvecert.auth.passwords import PasswordFile as PasswordFile
     from curvecert.auth.policy import DomainPolicy as DomainPolicy
     from curvecert.auth.policy import Policy as Policy
-    from curvecert.auth.policy import UnsafeAllowAny as UnsafeAllowAny
     from curvecert.certs.cert import Certificate as Certificate
     from curvecert.errors import CurvecertError as CurvecertError
     from curvecert.serve.forwarder import ZapForwarder as ZapForwarder

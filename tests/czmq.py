@@ -87,6 +87,15 @@ class Czmq:
             "zcertstore_new": (_vp, [_cp]),
             "zcertstore_lookup": (_vp, [_vp, _cp]),
             "zcertstore_destroy": (None, [ctypes.POINTER(_vp)]),
+            "zactor_new": (_vp, [_vp, _vp]),
+            "zactor_destroy": (None, [ctypes.POINTER(_vp)]),
+            "zsock_new": (_vp, [ctypes.c_int]),
+            "zsock_destroy": (None, [ctypes.POINTER(_vp)]),
+            "zsock_bind": (ctypes.c_int, [_vp, _cp]),
+            "zsock_wait": (ctypes.c_int, [_vp]),
+            "zsock_set_curve_server": (None, [_vp, ctypes.c_int]),
+            "zsock_set_zap_domain": (None, [_vp, _cp]),
+            "zcert_apply": (None, [_vp, _vp]),
         }
         for name, (restype, argtypes) in sig.items():
             fn = getattr(lib, name)
@@ -95,6 +104,8 @@ class Czmq:
         # zcert_set_meta (self, name, format, ...) is variadic: declare no argtypes and
         # always pass the value through "%s" so it is never read as a printf format.
         lib.zcert_set_meta.restype = None
+        # zstr_sendx (dest, string, ...) is variadic too, ending with NULL.
+        lib.zstr_sendx.restype = ctypes.c_int
 
     # --- certificates -------------------------------------------------------------------
 
@@ -223,6 +234,41 @@ class Czmq:
             return bool(self.lib.zcertstore_lookup(store, public_txt.encode("ascii")))
         finally:
             self.lib.zcertstore_destroy(ctypes.byref(store))
+
+
+    # --- servers: zsock + zauth (Ironhouse) ----------------------------------------------
+
+    @contextmanager
+    def ironhouse_server(self, socket_type: int, server_secret: str | os.PathLike[str],
+                         store: str | os.PathLike[str]) -> Iterator[str]:
+        """A CZMQ server as CZMQ's own Ironhouse example builds it: a `zauth` actor that
+        allows the CURVE clients whose certificates are in `store`, and a `zsock` of
+        `socket_type` (a libzmq type number) with the server certificate applied, bound
+        to a loopback port. Yields the endpoint; tears both down (auth last)."""
+        lib = self.lib
+        auth = _vp(lib.zactor_new(ctypes.cast(lib.zauth, _vp), None))
+        if not auth:
+            raise OSError("zactor_new(zauth) returned NULL")
+        sock = _vp()
+        try:
+            if lib.zstr_sendx(auth, b"CURVE", os.fsencode(store), None) != 0:
+                raise OSError("zauth: CURVE command not sent")
+            lib.zsock_wait(auth)
+            sock = _vp(lib.zsock_new(socket_type))
+            if not sock:
+                raise OSError(f"zsock_new({socket_type}) returned NULL")
+            with self._cert(lib.zcert_load(os.fsencode(server_secret))) as cert:
+                lib.zcert_apply(cert, sock)
+            lib.zsock_set_zap_domain(sock, b"global")
+            lib.zsock_set_curve_server(sock, 1)
+            port = lib.zsock_bind(sock, b"tcp://127.0.0.1:*")
+            if port < 0:
+                raise OSError("zsock_bind failed")
+            yield f"tcp://127.0.0.1:{port}"
+        finally:
+            if sock:
+                lib.zsock_destroy(ctypes.byref(sock))
+            lib.zactor_destroy(ctypes.byref(auth))
 
 
 _cached: list[Czmq | None] = []

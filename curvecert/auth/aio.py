@@ -35,15 +35,17 @@ import concurrent.futures
 import logging
 import os
 import time
-import warnings
 from types import TracebackType
 from typing import Any, NamedTuple
 
 import zmq
 
+from curvecert.auth.aioloop import add_reader, current_loop
 from curvecert.auth.base import BaseAuthenticator, DecisionHook
+from curvecert.auth.decision import Decision
 from curvecert.auth.endpoint import ZapLease, acquire, error_reply
-from curvecert.auth.policy import Decision, Pending, Policy, prepare
+from curvecert.auth.pending import Pending
+from curvecert.auth.policy import Policy, prepare
 from curvecert.auth.providers import DEFAULT_WORKERS, WorkerPool, resolve_now, run_pending
 from curvecert.auth.wire import fast_io
 from curvecert.errors import OperationalError
@@ -132,7 +134,7 @@ class AsyncioAuthenticator(BaseAuthenticator):
         (there is one per context); see `curvecert.auth.endpoint` for the take-over of a
         stopped handler's endpoint.
         """
-        loop = _current_loop()
+        loop = current_loop()
         if loop is None:
             raise OperationalError(
                 "AsyncioAuthenticator.start() needs an asyncio event loop: call it inside "
@@ -148,7 +150,7 @@ class AsyncioAuthenticator(BaseAuthenticator):
             self._drain_scheduled = False
             self._failures = 0
             if self._use_reader:
-                self._reader_fd = _add_reader(loop, sock, self._on_readable)
+                self._reader_fd = add_reader(loop, sock, self._on_readable)
             if self._reader_fd is None:
                 self._poll_task = loop.create_task(self._poll(sock))
             self._schedule_drain()  # requests queued before the reader was armed
@@ -376,40 +378,3 @@ class AsyncioAuthenticator(BaseAuthenticator):
             pass
         self._after(request, decision)
 
-
-def _current_loop() -> asyncio.AbstractEventLoop | None:
-    """The running loop, else the thread's current event loop if one is set, else None."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            loop = asyncio.get_event_loop_policy().get_event_loop()
-        except RuntimeError:
-            return None
-    return None if loop.is_closed() else loop
-
-
-def _add_reader(loop: asyncio.AbstractEventLoop, sock: zmq.Socket[Any],
-                callback: Any) -> int | None:
-    """Watch a private duplicate of `sock.FD` with `loop.add_reader`; None if impossible.
-
-    Selectors key readers by descriptor number, and another library's late `remove_reader`
-    for a recycled number (pyzmq's poller cleans up a few callbacks after its socket
-    closed) must not silently unhook this handler. None (no `add_reader`, or no
-    descriptor left to duplicate) means: poll with `zmq.asyncio.Poller` instead.
-    """
-    try:
-        fd = os.dup(sock.FD)
-    except OSError as exc:
-        _logger.warning("cannot watch the ZAP socket's descriptor (%s): polling instead",
-                        exc.strerror)
-        return None
-    try:
-        loop.add_reader(fd, callback)
-    except NotImplementedError:
-        os.close(fd)
-        return None
-    return fd

@@ -23,21 +23,11 @@ from typing import Any
 
 import zmq
 
+from curvecert.auth.decision import Decision, encode
+from curvecert.auth.keylookup import KeyLookup, UnsafeAllowAny
 from curvecert.auth.passwords import PasswordFile
-from curvecert.auth.policy import (
-    ANY_DOMAIN,
-    DEFAULT_PROVIDER_TIMEOUT,
-    Decision,
-    DomainPolicy,
-    KeyLookup,
-    PasswordCheck,
-    Policy,
-    Provider,
-    ProviderResult,
-    ResultCache,
-    UnsafeAllowAny,
-    encode,
-)
+from curvecert.auth.pending import DEFAULT_PROVIDER_TIMEOUT, Provider, ProviderResult, ResultCache
+from curvecert.auth.policy import ANY_DOMAIN, DomainPolicy, PasswordCheck, Policy
 from curvecert.auth.providers import DEFAULT_WORKERS
 from curvecert.auth.recheck import RecheckMixin
 from curvecert.auth.records import decision_fields, format_fields
@@ -132,7 +122,7 @@ class BaseAuthenticator(RecheckMixin):
 
     def _final(self, request: ZapRequest | None, decision: Decision, frames: list[bytes]
                ) -> tuple[Decision, list[bytes]]:
-        """`adjust`, then the reply frames (see `curvecert.auth.policy.encode`)."""
+        """`adjust`, then the reply frames (see `curvecert.auth.decision.encode`)."""
         adjust = self.adjust
         if adjust is not None and request is not None:
             try:
@@ -223,15 +213,19 @@ class BaseAuthenticator(RecheckMixin):
         _logger.info("deny %s (%s)", ", ".join(addresses),
                      "every domain" if domain is None else f"domain {domain!r}")
 
-    def configure_null(self, domain: str = ANY_DOMAIN, *, allowed: bool = True) -> None:
+    def configure_null(self, domain: str = ANY_DOMAIN, *, allowed: bool = True,
+                       user_id: bool | None = None) -> None:
         """Allow (or stop allowing) NULL clients in `domain` (Strawhouse).
 
         libzmq only asks ZAP about NULL clients when the server socket sets a ZAP domain.
+        `user_id=False` (on every `configure_*`) sends an empty User-Id in the domain's
+        200 replies (`DomainPolicy.user_id`); None leaves the setting as it is.
         """
-        self._update(domain, null=allowed)
+        self._update(domain, null=allowed, **_user_id(user_id))
 
     def configure_plain(self, domain: str = ANY_DOMAIN, passwords: str | os.PathLike[str]
-                        | PasswordCheck | Mapping[str, str] | None = None) -> None:
+                        | PasswordCheck | Mapping[str, str] | None = None, *,
+                        user_id: bool | None = None) -> None:
         """Check PLAIN logins in `domain` against a password file path, a `PasswordFile`,
         a `{user: password}` mapping, or any `PasswordCheck`; None turns PLAIN off.
 
@@ -240,11 +234,12 @@ class BaseAuthenticator(RecheckMixin):
         source: Any = passwords
         if isinstance(passwords, (str, os.PathLike)):
             source = PasswordFile(passwords)
-        self._update(domain, plain=source)
+        self._update(domain, plain=source, **_user_id(user_id))
         _logger.info("PLAIN for domain %r: %r", domain, source)
 
     def configure_curve(self, domain: str = ANY_DOMAIN,
-                        store: str | os.PathLike[str] | KeyLookup | None = None) -> None:
+                        store: str | os.PathLike[str] | KeyLookup | None = None, *,
+                        user_id: bool | None = None) -> None:
         """Accept the CURVE clients whose keys `store` knows (Ironhouse) in `domain`.
 
         `store` is a directory (opened as a watched `curvecert.CertStore`, stopped with
@@ -256,7 +251,7 @@ class BaseAuthenticator(RecheckMixin):
             opened = _open_store(store)
             source = opened
         try:
-            self._update(domain, curve=source)
+            self._update(domain, curve=source, **_user_id(user_id))
         except BaseException:
             if opened is not None:
                 _stop_quietly(opened)
@@ -269,11 +264,12 @@ class BaseAuthenticator(RecheckMixin):
             _stop_quietly(old)
         _logger.info("CURVE for domain %r: %r", domain, source)
 
-    def configure_curve_unsafe_allow_any(self, domain: str = ANY_DOMAIN) -> None:
+    def configure_curve_unsafe_allow_any(self, domain: str = ANY_DOMAIN, *,
+                                         user_id: bool | None = None) -> None:
         """Stonehouse: accept ANY CURVE client key in `domain`. Logged as a warning: the
         traffic is encrypted, but nobody is authenticated.
         """
-        self._update(domain, curve=UnsafeAllowAny())
+        self._update(domain, curve=UnsafeAllowAny(), **_user_id(user_id))
         self._warn_unsafe(self._policy, [domain])
 
     def configure_provider(self, mechanism: str, callback: ProviderCallback,
@@ -288,7 +284,7 @@ class BaseAuthenticator(RecheckMixin):
         user name and password bytes). It runs off the handler (see
         `curvecert.auth.providers`) and is answered 500 after `timeout` seconds. `cache_ttl` >
         0 remembers allow results for that long (at most `cache_max` entries, see
-        `curvecert.auth.policy.ResultCache`). `inline=True` runs a plain callback on the
+        `curvecert.auth.pending.ResultCache`). `inline=True` runs a plain callback on the
         handler itself, without a deadline: only for code that cannot block. Returns
         the installed `Provider` (its `.cache` can be cleared).
         """
@@ -317,6 +313,11 @@ class BaseAuthenticator(RecheckMixin):
                             "accepted (Stonehouse); clients are encrypted but not "
                             "authenticated", name)
 
+
+
+def _user_id(user_id: bool | None) -> dict[str, bool]:
+    """The `DomainPolicy.user_id` change a `configure_*(user_id=...)` asks for (None: none)."""
+    return {} if user_id is None else {"user_id": user_id}
 
 
 def _open_store(directory: str | os.PathLike[str]) -> Any:

@@ -36,6 +36,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import zmq
@@ -224,7 +225,7 @@ class _Guard:
         failures = 0
         while not self._handover.is_set():
             try:
-                events = dict(poller.poll(1000 if failures else None))
+                events = dict(poller.poll())
                 if self._rfd in events:
                     self._drain()
                     if self._handover.is_set():
@@ -250,12 +251,18 @@ class _Guard:
                 if exc.errno == errno.EINTR:
                     continue
                 failures += 1
-                if failures == 1:
-                    _logger.error("deny-all ZAP responder: %s (retrying)", exc)
+                _retry(failures, exc)
             except Exception as exc:  # keep the endpoint bound and answering, whatever it was
                 failures += 1
-                if failures == 1:
-                    _logger.error("deny-all ZAP responder: %s (retrying)", type(exc).__name__)
+                _retry(failures, exc)
+
+
+def _retry(failures: int, exc: BaseException) -> None:
+    """Log the first failure (then every 100th) and back off up to 0.5 s before retrying."""
+    if failures == 1 or failures % 100 == 0:
+        _logger.error("deny-all ZAP responder: %s: %s (retrying; the endpoint stays bound)",
+                      type(exc).__name__, exc)
+    time.sleep(min(0.5, 0.001 * failures))
 
 
 def acquire(context: zmq.Context[Any], endpoint: str = ZAP_ENDPOINT) -> ZapLease:

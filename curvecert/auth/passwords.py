@@ -6,152 +6,47 @@ only when the mtime second changes and the file is over 5 s old, and compares in
 This module keeps the file format CZMQ reads (one `user=password` per line, `#` comments,
 split at the first `=`, no trimming) and adds:
 
-- hashed entries, written by `curvecert passwd add`:
-  `user=$scrypt$n=16384,r=8,p=1$<salt>$<hash>` (standard base64 without padding, 16-byte
-  salt, 32-byte `hashlib.scrypt` output). CZMQ cannot read these: use plaintext entries
-  for a file zauth must share. A value that starts with `$scrypt$` is always a hash;
+- hashed entries, written by `curvecert passwd add` (formats in `curvecert.auth.hashing`).
+  CZMQ cannot read these: use plaintext entries for a file zauth must share;
 - strict parsing: a non-blank, non-comment line without `=`, an empty user name, a user
   name with surrounding blanks (`admin = x` would mean user `"admin "` to CZMQ), a
   duplicate user or a bad hash raise `PasswordFileError` naming `path:line` — never the
   line's text, which may hold a password. CRLF line ends are accepted;
-- constant-time comparison (`hmac.compare_digest`) for both kinds of entry;
+- constant-time checks and a bounded cache of successful hashed checks
+  (`curvecert.auth.pwtable`);
 - cheap watching: at most every `check_interval` seconds, one `os.stat`; the file is
   reloaded when (inode, size, mtime_ns, ctime_ns) changed. A reload that fails turns the
   file "unusable": every check is denied (fail closed) and the error is logged, until a
-  later change loads cleanly;
-- a bounded cache of successful hashed checks. scrypt at n=16384 costs ~40 ms, so without
-  it one authenticator thread verifies ~25 PLAIN logins per second. The cache maps
-  (user, HMAC-SHA256(process-random key, password)) to an expiry time (`cache_ttl`, default
-  60 s, at most `cache_size` entries). It lives in the loaded table, so a reload (a changed
-  or removed password) drops it at once. Trade-off: for `cache_ttl` seconds a process
-  memory dump holds a fast keyed digest of recently used passwords (the key sits in the
-  same memory), which is weaker than scrypt; set `cache_ttl=0` to disable it. Failed
-  checks are never cached: each pays the KDF, which also slows guessing. Unknown users
-  are checked against a dummy hash when the file has hashed entries, so response time
-  does not reveal which user names exist.
+  later change loads cleanly.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import enum
-import hashlib
-import hmac
 import logging
 import os
-import re
-import secrets
+import stat
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 
+from curvecert.auth.hashing import DEFAULT_SCHEME, is_hash, new_entry, parse_hash
+from curvecert.auth.pwtable import MAX_SHAPES, CheckResult, Entry, PasswordTable
 from curvecert.certs.fileio import PRIVATE_MODE, atomic_write
 from curvecert.errors import OperationalError, PasswordFileError
 
 __all__ = [
-    "SCRYPT_N",
-    "SCRYPT_P",
-    "SCRYPT_R",
-    "CheckResult",
+    "MAX_FILE_SIZE",
     "PasswordFile",
-    "PasswordTable",
-    "StaticPasswords",
-    "hash_password",
     "parse",
+    "read_regular",
     "validate_password",
     "validate_user",
 ]
 
 _logger = logging.getLogger(__name__)
 
-#: scrypt cost used for new entries: the interactive-login parameters from the scrypt paper
-#: (about 16 MiB of memory and ~40 ms per check on our 2-core machine).
-SCRYPT_N = 16384
-SCRYPT_R = 8
-SCRYPT_P = 1
-_SALT_LEN = 16
-_HASH_LEN = 32
-_PREFIX = "$scrypt$"
-_PARAMS = re.compile(r"n=(\d+),r=(\d+),p=(\d+)\Z")
 _MAX_LINE = 4096
 # ZMTP PLAIN carries user name and password with one length octet each.
 _MAX_FIELD = 255
-
-
-class CheckResult(enum.Enum):
-    """Outcome of a password check; `reason` is safe to log (it never holds a secret)."""
-
-    OK = "ok"
-    UNKNOWN_USER = "unknown user"
-    BAD_PASSWORD = "wrong password"  # noqa: S105 - a reason, not a password
-    UNAVAILABLE = "password file unusable"
-
-    @property
-    def reason(self) -> str:
-        """A short, loggable explanation."""
-        return self.value
-
-
-# Enum member lookups cost ~0.1 us each; the per-login path uses these names.
-_OK, _BAD, _UNKNOWN = CheckResult.OK, CheckResult.BAD_PASSWORD, CheckResult.UNKNOWN_USER
-
-
-@dataclass(frozen=True, slots=True)
-class _Scrypt:
-    n: int
-    r: int
-    p: int
-    salt: bytes
-    digest: bytes
-
-    def matches(self, password: bytes) -> bool:
-        got = hashlib.scrypt(password, salt=self.salt, n=self.n, r=self.r, p=self.p,
-                             maxmem=_maxmem(self.n, self.r, self.p), dklen=len(self.digest))
-        return hmac.compare_digest(got, self.digest)
-
-
-def _maxmem(n: int, r: int, p: int) -> int:
-    return 128 * r * (n + p + 2) + (1 << 20)
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii").rstrip("=")
-
-
-def _parse_hash(value: str) -> _Scrypt:
-    parts = value[len(_PREFIX):].split("$")
-    if len(parts) != 3:
-        raise ValueError("a hashed entry is $scrypt$n=N,r=R,p=P$SALT$HASH")
-    m = _PARAMS.match(parts[0])
-    if not m:
-        raise ValueError("scrypt parameters must be n=N,r=R,p=P")
-    n, r, p = (int(x) for x in m.groups())
-    if n < 2 or n > (1 << 20) or n & (n - 1) or not 1 <= r <= 32 or not 1 <= p <= 16:
-        raise ValueError("scrypt parameters out of range (n a power of 2 up to 2^20, "
-                         "r 1..32, p 1..16)")
-    try:
-        salt, digest = _b64decode(parts[1]), _b64decode(parts[2])
-    except (binascii.Error, ValueError):
-        raise ValueError("salt and hash must be base64") from None
-    if len(salt) < 8 or not 16 <= len(digest) <= 64:
-        raise ValueError("salt must be at least 8 bytes and the hash 16..64 bytes")
-    return _Scrypt(n, r, p, salt, digest)
-
-
-def hash_password(password: str | bytes, *, n: int = SCRYPT_N, r: int = SCRYPT_R,
-                  p: int = SCRYPT_P) -> str:
-    """A new `$scrypt$...` entry value for `password` (random 16-byte salt)."""
-    raw = password.encode("utf-8") if isinstance(password, str) else password
-    salt = secrets.token_bytes(_SALT_LEN)
-    digest = hashlib.scrypt(raw, salt=salt, n=n, r=r, p=p, maxmem=_maxmem(n, r, p),
-                            dklen=_HASH_LEN)
-    return f"{_PREFIX}n={n},r={r},p={p}${_b64encode(salt)}${_b64encode(digest)}"
 
 
 def validate_user(user: str) -> str:
@@ -173,81 +68,14 @@ def validate_password(password: str) -> str:
         raise PasswordFileError("password may not be empty")
     if "\n" in password or "\r" in password or "\0" in password:
         raise PasswordFileError("password may not contain a newline or NUL")
-    if len(password.encode("utf-8")) > _MAX_FIELD:
+    try:
+        size = len(password.encode("utf-8"))
+    except UnicodeEncodeError:  # surrogates: bytes a terminal could not decode
+        raise PasswordFileError("password is not valid UTF-8 text") from None
+    if size > _MAX_FIELD:
         raise PasswordFileError(f"password is longer than {_MAX_FIELD} bytes (PLAIN limit)")
     return password
 
-
-@dataclass
-class PasswordTable:
-    """An immutable-by-convention table `user -> entry` plus its private success cache.
-
-    Entries are plaintext password bytes or parsed scrypt hashes. Build one with `parse`
-    or `PasswordTable.from_mapping`; `check` is thread-safe.
-    """
-
-    entries: Mapping[str, bytes | _Scrypt]
-    cache_ttl: float = 60.0
-    cache_size: int = 1024
-    _cache: dict[tuple[str, bytes], float] = field(default_factory=dict, repr=False)
-    _cache_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _dummy: _Scrypt | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        hashed = next((e for e in self.entries.values() if isinstance(e, _Scrypt)), None)
-        if hashed is not None:
-            # Same cost as a real entry, unknown password: unknown users take as long.
-            self._dummy = _Scrypt(hashed.n, hashed.r, hashed.p, secrets.token_bytes(16),
-                                  secrets.token_bytes(len(hashed.digest)))
-
-    @classmethod
-    def from_mapping(cls, passwords: Mapping[str, str | bytes], *, cache_ttl: float = 60.0,
-                     cache_size: int = 1024) -> PasswordTable:
-        """A table from `{user: password}`; values starting with `$scrypt$` are hashes."""
-        entries: dict[str, bytes | _Scrypt] = {}
-        for user, value in passwords.items():
-            text = value.decode("utf-8") if isinstance(value, bytes) else value
-            if text.startswith(_PREFIX):
-                try:
-                    entries[user] = _parse_hash(text)
-                except ValueError as exc:
-                    raise PasswordFileError(f"user {user!r}: {exc}") from None
-            else:
-                entries[user] = text.encode("utf-8")
-        return cls(entries, cache_ttl=cache_ttl, cache_size=cache_size)
-
-    def users(self) -> list[str]:
-        """User names in file order."""
-        return list(self.entries)
-
-    def check(self, user: str, password: bytes) -> CheckResult:
-        """Check one login in constant time per entry kind; never raises for bad input."""
-        entry = self.entries.get(user)
-        if entry is None:
-            if self._dummy is not None:
-                self._dummy.matches(password)
-            return _UNKNOWN
-        if not isinstance(entry, _Scrypt):  # plaintext bytes
-            return _OK if hmac.compare_digest(entry, password) else _BAD
-        if self.cache_ttl <= 0:
-            return CheckResult.OK if entry.matches(password) else CheckResult.BAD_PASSWORD
-        key = (user, hmac.new(self._cache_key, password, hashlib.sha256).digest())
-        now = time.monotonic()
-        expiry = self._cache.get(key)
-        if expiry is not None and expiry > now:
-            return CheckResult.OK
-        if not entry.matches(password):
-            return CheckResult.BAD_PASSWORD
-        with self._lock:
-            if len(self._cache) >= self.cache_size:
-                # Drop expired entries first, then the oldest (dicts keep insertion order).
-                for k in [k for k, t in self._cache.items() if t <= now]:
-                    del self._cache[k]
-                while len(self._cache) >= self.cache_size:
-                    del self._cache[next(iter(self._cache))]
-            self._cache[key] = now + self.cache_ttl
-        return CheckResult.OK
 
 
 def _decode_line(raw: bytes) -> str:
@@ -269,7 +97,8 @@ def parse(data: bytes, *, path: str | os.PathLike[str] | None = None,
           cache_ttl: float = 60.0, cache_size: int = 1024) -> PasswordTable:
     """Parse password-file bytes into a `PasswordTable`; errors name `path:line` only."""
     where = os.fspath(path) if path is not None else "<passwords>"
-    entries: dict[str, bytes | _Scrypt] = {}
+    entries: dict[str, Entry] = {}
+    shapes: set[tuple[object, ...]] = set()
     for number, raw in enumerate(data.split(b"\n"), start=1):
         try:
             line = _decode_line(raw)
@@ -281,11 +110,81 @@ def parse(data: bytes, *, path: str | os.PathLike[str] | None = None,
             validate_user(user)
             if user in entries:
                 raise ValueError(f"user {user!r} appears twice")
-            entries[user] = _parse_hash(value) if value.startswith(_PREFIX) \
-                else value.encode("utf-8")
+            if is_hash(value):
+                entry = parse_hash(value)
+                shapes.add(entry.shape)
+                if len(shapes) > MAX_SHAPES:
+                    raise ValueError(f"more than {MAX_SHAPES} different hash schemes or cost "
+                                     "parameters in one file (re-add old entries to unify "
+                                     "them)")
+                entries[user] = entry
+            else:
+                entries[user] = value.encode("utf-8")
         except ValueError as exc:  # PasswordFileError and UnicodeDecodeError included
             raise PasswordFileError(f"{where}:{number}: {exc}") from None
     return PasswordTable(entries, cache_ttl=cache_ttl, cache_size=cache_size)
+
+
+#: Password files larger than this are refused (a real one is a few KiB).
+MAX_FILE_SIZE = 16 << 20
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular(path: str, *, missing_ok: bool = False
+                 ) -> tuple[os.stat_result, bytes] | None:
+    """`(fstat, bytes)` of the regular file at `path` (a symlink to one is followed);
+    None when it is missing and `missing_ok`.
+
+    Never blocks: a FIFO, socket or device is refused before and after opening (opened
+    with `O_NONBLOCK`, checked with `fstat`, so a file swapped for a FIFO in between
+    cannot hang the reader). Raises `OperationalError` naming `path` (missing,
+    unreadable, not a regular file, larger than `MAX_FILE_SIZE`).
+    """
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise OperationalError(f"{path}: {_kind(st.st_mode)}, not a regular file; "
+                                   "refusing to read it as a password file")
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise OperationalError(f"{path}: password file does not exist") from None
+    except OSError as exc:
+        raise OperationalError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OperationalError(f"{path}: {_kind(st.st_mode)}, not a regular file; "
+                                   "refusing to read it as a password file")
+        if st.st_size > MAX_FILE_SIZE:
+            raise OperationalError(f"{path}: larger than {MAX_FILE_SIZE >> 20} MiB; refusing "
+                                   "to read it as a password file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_FILE_SIZE:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > MAX_FILE_SIZE:
+            raise OperationalError(f"{path}: larger than {MAX_FILE_SIZE >> 20} MiB; refusing "
+                                   "to read it as a password file")
+        return st, b"".join(chunks)
+    except OSError as exc:
+        raise OperationalError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
 
 
 _Signature = tuple[int, int, int, int]
@@ -328,18 +227,12 @@ class PasswordFile:
     # --- loading ------------------------------------------------------------------------
 
     def _read(self) -> tuple[_Signature | None, bytes]:
-        try:
-            with open(self.path, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                data = fh.read(16 << 20)
-        except FileNotFoundError:
-            if self._missing_ok:
-                return None, b""
-            raise OperationalError(f"{self.path}: password file does not exist") from None
-        except OSError as exc:
-            raise OperationalError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
+        got = read_regular(self.path, missing_ok=self._missing_ok)
+        if got is None:
+            return None, b""
+        st, data = got
         if st.st_mode & 0o077 and any(not _is_comment(line) and "=" in line
-                                      and "=" + _PREFIX not in line
+                                      and not is_hash(line.partition("=")[2])
                                       for line in data.decode("utf-8", "replace").splitlines()):
             _logger.warning("%s: holds plaintext passwords and is readable by group/others "
                             "(mode %o); chmod 600 it", self.path, st.st_mode & 0o777)
@@ -398,6 +291,16 @@ class PasswordFile:
         """Why the file is unusable (every check denied), or None when it loaded."""
         return self._error
 
+    def quick(self, user: str, password: bytes) -> CheckResult | None:
+        """The answer when it needs no KDF (`PasswordTable.quick`; an unusable file is
+        `UNAVAILABLE`), else None: then `check` runs the KDF."""
+        if time.monotonic() >= self._next_check:
+            self.refresh()
+        table = self._table
+        if table is None:
+            return CheckResult.UNAVAILABLE
+        return table.quick(user, password)
+
     def check(self, user: str, password: bytes) -> CheckResult:
         """Check one PLAIN login against the current file contents."""
         if time.monotonic() >= self._next_check:  # inlined fast path of refresh()
@@ -409,11 +312,15 @@ class PasswordFile:
 
     def users(self) -> list[str]:
         """User names in file order (after a refresh)."""
+        return self.table().users()
+
+    def table(self) -> PasswordTable:
+        """The current table (after a refresh); `PasswordFileError` when unusable."""
         self.refresh()
         table = self._table
         if table is None:
             raise PasswordFileError(self._error or f"{self.path}: unusable")
-        return table.users()
+        return table
 
     # --- changes ------------------------------------------------------------------------
 
@@ -421,15 +328,10 @@ class PasswordFile:
         """The file's lines as written, each still ending in `\r` where its line end was
         CRLF, so a rewrite keeps untouched lines byte for byte (a password may itself end
         in `\r`: `pw\r\r\n` in a CRLF file)."""
-        try:
-            with open(self.path, "rb") as fh:
-                data = fh.read(16 << 20)
-        except FileNotFoundError:
-            if self._missing_ok:
-                return []
-            raise OperationalError(f"{self.path}: password file does not exist") from None
-        except OSError as exc:
-            raise OperationalError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
+        got = read_regular(self.path, missing_ok=self._missing_ok)
+        if got is None:
+            return []
+        data = got[1]
         parse(data, path=self.path)  # refuse to rewrite a file we cannot read back
         lines = data.decode("utf-8").split("\n")
         while lines and lines[-1] == "":
@@ -442,21 +344,22 @@ class PasswordFile:
         self.refresh(force=True)
 
     def add(self, user: str, password: str, *, force: bool = False,
-            plaintext: bool = False) -> None:
-        """Add `user` with a scrypt-hashed `password` (`plaintext=True`: CZMQ-readable clear
-        text); replacing an existing user needs `force`. Writes atomically, mode 0600,
-        keeping every other line (comments, line ends) as it was.
+            plaintext: bool = False, scheme: str = DEFAULT_SCHEME) -> None:
+        """Add `user` with `password` hashed in `scheme` (`"argon2id"`, the default, or
+        `"scrypt"`; `plaintext=True`: CZMQ-readable clear text); replacing an existing
+        user needs `force`. Writes atomically, mode 0600, keeping every other line
+        (comments, line ends) as it was.
         """
         validate_user(user)
         validate_password(password)
-        if plaintext and password.startswith(_PREFIX):
-            raise PasswordFileError(f"a clear-text password may not start with {_PREFIX!r} "
-                                    "(it would be read as a hash)")
+        if plaintext and is_hash(password):
+            raise PasswordFileError("a clear-text password may not start with $scrypt$ or "
+                                    "$argon2 (it would be read as a hash)")
         lines = self._lines()
         if not force and user in _users_of(lines):
             raise PasswordFileError(f"{self.path}: user {user!r} already exists "
                                     "(use --force to replace it)")
-        entry = f"{user}={password if plaintext else hash_password(password)}"
+        entry = f"{user}={password if plaintext else new_entry(password, scheme)}"
         crlf = 2 * sum(raw.endswith("\r") for raw in lines) > len(lines)
         out: list[str] = []
         replaced = False
@@ -492,21 +395,3 @@ def _user_of(raw: str) -> str | None:
 def _users_of(lines: list[str]) -> set[str]:
     return {u for u in map(_user_of, lines) if u is not None}
 
-
-class StaticPasswords:
-    """An in-memory password source (`{user: password}`), with the same `check` contract."""
-
-    def __init__(self, passwords: Mapping[str, str | bytes]) -> None:
-        """Copy `passwords` (values may be `$scrypt$` hashes) into a private table."""
-        self._table = PasswordTable.from_mapping(dict(passwords))
-
-    def __repr__(self) -> str:
-        return f"<StaticPasswords {len(self._table.entries)} users>"
-
-    def check(self, user: str, password: bytes) -> CheckResult:
-        """Check one PLAIN login."""
-        return self._table.check(user, password)
-
-    def users(self) -> list[str]:
-        """User names."""
-        return self._table.users()

@@ -1,4 +1,4 @@
-"""Running credential providers (`curvecert.auth.policy.Provider`) without wedging a ZAP handler.
+"""Running credential providers (`curvecert.auth.pending.Provider`) without wedging a ZAP handler.
 
 Why this exists: a provider looks a key or a password up somewhere else (a database, a
 directory service, a web API). Such a lookup can be slow, can raise, and can hang for
@@ -19,7 +19,7 @@ after which every new connection hangs in its handshake. Here:
 - an exception is a 500 for that request, logged at WARNING with its type only (a
   careless provider may put a credential in its message);
 - `Provider.cache` answers repeated identical requests from memory (allow results
-  only, for a bounded time: `curvecert.auth.policy.ResultCache`).
+  only, for a bounded time: `curvecert.auth.pending.ResultCache`).
 
 Threads here are daemon threads: a call that never returns never blocks interpreter exit.
 """
@@ -31,12 +31,14 @@ import collections
 import concurrent.futures
 import inspect
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from curvecert.auth.policy import Decision, Pending, run_inline
+from curvecert.auth.decision import Decision
+from curvecert.auth.pending import Busy, Pending, run_inline
 from curvecert.errors import OperationalError
 
 __all__ = [
@@ -57,6 +59,8 @@ _logger = logging.getLogger(__name__)
 DEFAULT_WORKERS = 4
 
 _Job = Callable[[], None]
+#: The end of the reason of a decision refused by a full pool (`Busy`).
+_BUSY_SUFFIX = "queue full"
 
 
 def _settle(fut: concurrent.futures.Future[Any], result: Any = None,
@@ -81,11 +85,16 @@ class WorkerPool:
     """
 
     def __init__(self, max_workers: int = DEFAULT_WORKERS,
-                 name: str = "curvecert-provider") -> None:
-        """Allow up to `max_workers` threads named `name-N`."""
+                 name: str = "curvecert-provider", *, max_queue: int | None = None,
+                 nice: int = 0) -> None:
+        """Allow up to `max_workers` threads named `name-N`; with `max_queue`, at most
+        that many calls wait for a worker (`run` raises `Busy` past it); `nice` > 0
+        lowers the workers' CPU priority (Linux: per thread) so handlers win the CPU."""
         if max_workers < 1:
             raise OperationalError("a worker pool needs at least one worker")
         self.max_workers = max_workers
+        self.max_queue = max_queue
+        self.nice = nice
         self.name = name
         self._cond = threading.Condition()
         self._queue: collections.deque[tuple[concurrent.futures.Future[Any], _Job]] = \
@@ -103,6 +112,11 @@ class WorkerPool:
         """Workers currently running a call."""
         return len(self._threads) - self._idle
 
+    @property
+    def full(self) -> bool:
+        """True when `run` would raise `Busy` now (a hint: it may change at once)."""
+        return self.max_queue is not None and len(self._queue) >= self.max_queue
+
     def run(self, fut: concurrent.futures.Future[Any], job: _Job) -> None:
         """Queue `job`; it is skipped if `fut` is done by the time a worker is free.
 
@@ -111,6 +125,8 @@ class WorkerPool:
         with self._cond:
             if self._closed:
                 raise OperationalError("the provider worker pool is shut down")
+            if self.max_queue is not None and len(self._queue) >= self.max_queue:
+                raise Busy(_BUSY_SUFFIX)
             self._queue.append((fut, job))
             if self._idle == 0 and len(self._threads) < self.max_workers:
                 thread = threading.Thread(target=self._work, daemon=True,
@@ -137,6 +153,11 @@ class WorkerPool:
 
     def _work(self) -> None:
         me = threading.current_thread()
+        if self.nice > 0 and hasattr(os, "setpriority"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError:  # not allowed or not per-thread here: run at normal priority
+                pass
         try:
             while True:
                 with self._cond:
@@ -303,7 +324,7 @@ class ProviderRunner:
                     return
                 _settle(fut, result)
 
-            self._get_pool().run(fut, job)
+            (provider.pool or self._get_pool()).run(fut, job)
         except OperationalError as exc:
             _settle(fut, exc=exc)
         return fut
@@ -321,8 +342,10 @@ class ProviderRunner:
 
 
 def log_failure(pending: Pending, decision: Decision) -> None:
-    """One WARNING for a provider that failed or timed out (the reason names no secret)."""
-    if decision.status == "500":
+    """One WARNING for a provider that failed or timed out (the reason names no secret).
+    A pool that refused a call (`Busy`) is not logged per request: under a flood that
+    would multiply the attacker's work; the decision log still records each one."""
+    if decision.status == "500" and not decision.reason.endswith(_BUSY_SUFFIX):
         _logger.warning("ZAP %s request in domain %r from %s: %s", pending.request.mechanism,
                         pending.request.domain, pending.request.address, decision.reason)
 
@@ -387,7 +410,7 @@ async def run_pending(pending: Pending, pool: Callable[[], WorkerPool]) -> Decis
             result = await _bounded(provider(request),  # type: ignore[arg-type]
                                     provider.timeout)
         else:
-            cfut = pool().submit(lambda: provider(request))
+            cfut = (provider.pool or pool()).submit(lambda: provider(request))
             result = await _bounded(asyncio.wrap_future(cfut), provider.timeout)
             if inspect.isawaitable(result):
                 result = await _bounded(result, max(0.0, deadline - time.monotonic()))

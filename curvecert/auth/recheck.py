@@ -24,15 +24,23 @@ What counts as allowed, for the domain's `DomainPolicy`:
   old one was checked at the handshake, and passwords are never kept here).
 
 Address filters are not re-applied (a connection's address does not change). Any error
-while checking counts as not allowed (fail closed).
+while checking counts as not allowed (fail closed). A key whose certificate has a validity
+period (`not-before`/`not-after`) is allowed only inside it; `next_change` is the earliest
+`not-after` among the cached answers, and `expire_due()` empties the cache once it has
+passed, so an expiry cuts off an open connection like a removal does (issue 16).
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from typing import Any
 
-from curvecert.auth.policy import KeyChain, Policy, Provider, UnsafeAllowAny
+from curvecert.auth.keylookup import KeyChain, UnsafeAllowAny
+from curvecert.auth.pending import Provider
+from curvecert.auth.policy import Policy
+from curvecert.certs import validity
 from curvecert.formats import z85
 
 __all__ = ["MAX_ADMITTED", "RecheckMixin", "Rechecker", "user_id_of"]
@@ -79,8 +87,19 @@ class Rechecker:
         """True while some User-Id admitted earlier (see `admit`) is no longer allowed:
         only then must a relay look at every message. Without `admit` calls it stays
         False, so callers that do not feed admissions use `allowed` directly."""
+        self.next_change = math.inf
+        """Earliest `not-after` (epoch seconds) behind a cached "allowed"; inf if none."""
         self.policy = policy
         self._hook(policy)
+
+    def expire_due(self, now: float | None = None) -> bool:
+        """Empty the cache if a cached "allowed" has expired by `now`; True if it did."""
+        if self.next_change == math.inf:
+            return False
+        if (time.time() if now is None else now) < self.next_change:
+            return False
+        self.invalidate()
+        return True
 
     def set_policy(self, policy: Policy) -> None:
         """Check against `policy` from now on."""
@@ -90,6 +109,7 @@ class Rechecker:
 
     def invalidate(self, *_: object) -> None:
         """Forget every cached answer (called on store reloads), then re-arm."""
+        self.next_change = math.inf
         self._cache = {}
         self.routes = {}
         self.invalidations += 1
@@ -156,7 +176,14 @@ class Rechecker:
             curve = dp.curve
             if isinstance(curve, (UnsafeAllowAny, Provider)):
                 return True
-            if curve.lookup(key) is not None:
+            entry = curve.lookup(key)
+            if entry is not None:
+                start, end = validity.window(getattr(entry, "metadata", b"") or b"")
+                now = time.time()
+                if not start <= now < end:
+                    return False
+                if end < self.next_change:
+                    self.next_change = end
                 return True
         plain = dp.plain
         if plain is None:
@@ -201,4 +228,6 @@ class RecheckMixin:
                     checker = rechecks[domain] = Rechecker(policy, domain)
                 elif checker.policy is not policy:
                     checker.set_policy(policy)
+        if checker.next_change != math.inf:  # a cached answer may have expired meanwhile
+            checker.expire_due()
         return checker.allowed(user_id_of(frame_or_user_id))

@@ -23,7 +23,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from curvecert.auth.policy import Decision
+from curvecert.auth.decision import Decision
 from curvecert.certs import keys
 from curvecert.errors import CurvecertError
 from curvecert.formats import z85, zmtp

@@ -18,7 +18,7 @@ import bisect
 import collections
 import time
 
-from curvecert.auth.policy import Decision
+from curvecert.auth.decision import Decision
 
 __all__ = ["LATENCY_BUCKETS", "MAX_DOMAINS", "DecisionStats"]
 

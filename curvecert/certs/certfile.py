@@ -30,11 +30,14 @@ from curvecert.certs.fileio import (
     abandon_write,
     atomic_write,
     commit_write,
+    drop_old,
     fsync_dir,
+    keep_old,
     prepare_write,
     read_bytes,
+    restore_old,
 )
-from curvecert.errors import CertificateError, FileExists, InvalidKey, ZplError
+from curvecert.errors import CertificateError, FileExists, InvalidKey, OperationalError, ZplError
 from curvecert.formats import z85, zpl
 
 __all__ = [
@@ -113,12 +116,17 @@ def dump(cert: KeyPairLike, *, secret: bool, generated: float | None = None) -> 
 
 
 def _file_key(node: zpl.Node, what: str, path: str | os.PathLike[str] | None) -> bytes:
-    """A key value from a file: exactly 40 Z85 characters, as CZMQ requires (no trimming)."""
+    """A key value from a file: exactly 40 Z85 characters, as CZMQ requires (no trimming).
+
+    Errors say what is wrong and where (line, columns), never which characters: the
+    value may be a secret key (docs/security.md, "Secrets in messages").
+    """
+    where = f"{what} ({node.columns})" if node.columns else what
     if len(node.value) != z85.KEY_TEXT_LEN:
-        raise CertificateError(f"{what} must be exactly 40 Z85 characters, got "
+        raise CertificateError(f"{where} must be exactly 40 Z85 characters, got "
                                f"{len(node.value)}", path=path, line=node.line)
     try:
-        return keys.decode_key(node.value, what=what)
+        return keys.decode_key(node.value, what=where)
     except InvalidKey as exc:
         raise CertificateError(str(exc), path=path, line=node.line) from None
 
@@ -168,14 +176,21 @@ def save_secret(cert: KeyPairLike, path: str | os.PathLike[str], *, force: bool 
 
 
 def save(cert: KeyPairLike, path: str | os.PathLike[str], *, force: bool = False) -> None:
-    """Write `path` and, when `cert` has a secret, `path_secret`; all or nothing.
+    """Write `path` and, when `cert` has a secret, `path_secret`; both or neither.
 
     Without `force`, neither file is written if either exists. Both texts are built, and
     both written to hidden temporaries, before anything is moved into place: a metadata
     error or a full disk leaves the old files (or no files) exactly as they were. Then the
     secret is moved first and the public file second, so a public file never names a key
-    whose secret was not saved. (A kill between those two renames leaves the new secret
-    beside the old public file; `curvecert verify` reports such a pair.)
+    whose secret was not saved. If the public file cannot be moved into place (a directory
+    in the way, an immutable file), the secret is undone: with `force` the old secret file
+    (kept under a hidden second name until then) is put back, so a failed rotation leaves
+    the old pair intact; a first write leaves nothing. The error says which. (A kill
+    between the two renames leaves the new secret beside the old public file and a
+    hidden `.NAME_secret.*.old.tmp`; `curvecert verify` reports both.)
+
+    Raises `FileExists` (without `force`), `CertificateError` (metadata), or
+    `OperationalError` (I/O).
     """
     path = os.fspath(path)
     spath = secret_path(path)
@@ -194,17 +209,30 @@ def save(cert: KeyPairLike, path: str | os.PathLike[str], *, force: bool = False
         if secret_tmp is not None:
             abandon_write(secret_tmp)
         raise
+    old_secret: str | None = None
     if secret_tmp is not None:
         try:
+            old_secret = keep_old(spath) if force else None
             commit_write(secret_tmp, spath, overwrite=force)
         except BaseException:
+            abandon_write(secret_tmp)
             abandon_write(public_tmp)
+            drop_old(old_secret)
             raise
     try:
         commit_write(public_tmp, path, overwrite=force)
-    except Exception:
-        if secret_tmp is not None and not force:
-            os.unlink(spath)  # we created it a moment ago; don't leave half a pair
-        raise
+    except Exception as exc:
+        if secret_tmp is None:
+            raise
+        undone = restore_old(old_secret, spath)
+        if old_secret is not None:
+            outcome = ("the old pair was kept unchanged" if undone else
+                       f"the old secret could not be put back: it is {old_secret}")
+        else:
+            outcome = "nothing was written" if undone else f"{spath} was left behind"
+        if isinstance(exc, FileExists):
+            raise
+        raise OperationalError(f"{exc}; {outcome}") from exc
+    drop_old(old_secret)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 

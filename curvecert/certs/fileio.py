@@ -149,6 +149,61 @@ def commit_write(tmp: str, path: str | os.PathLike[str], *, overwrite: bool) -> 
         raise OperationalError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
 
+def keep_old(path: str | os.PathLike[str]) -> str | None:
+    """A hidden second name for the file at `path` before it is replaced, or None if absent.
+
+    The copy is a hard link (`.NAME.<random>.old.tmp`, the same bytes, mode and owner, no
+    data copied), or, where the file system has no hard links, a byte copy with the same
+    mode. `restore_old` puts it back after a failed replacement; `drop_old` removes it.
+    Raises `OperationalError` when no copy can be made: then nothing may be replaced.
+    """
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        return None
+    directory, base = os.path.split(os.path.abspath(path))
+    keep = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.old.tmp")
+    try:
+        os.link(path, keep, follow_symlinks=False)
+        return keep
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
+                             errno.EMLINK):
+            raise OperationalError(f"{path}: cannot keep the old file: "
+                                   f"{exc.strerror or exc}") from exc
+    try:
+        st = os.lstat(path)
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise OperationalError(f"{path}: cannot keep the old file: {exc.strerror or exc}") \
+            from exc
+    tmp = prepare_write(keep, data, mode=stat.S_IMODE(st.st_mode))
+    os.replace(tmp, keep)
+    return keep
+
+
+def restore_old(keep: str | None, path: str | os.PathLike[str]) -> bool:
+    """Put `keep_old`'s copy back at `path` (or, for None, remove what is at `path`).
+
+    Used to undo the first half of a two-file replacement. Returns True when `path` is
+    as it was; never raises.
+    """
+    try:
+        if keep is None:
+            os.unlink(path)
+        else:
+            os.replace(keep, path)
+    except OSError:
+        return False
+    return True
+
+
+def drop_old(keep: str | None) -> None:
+    """Remove `keep_old`'s copy once the replacement stands (never raises)."""
+    if keep is not None:
+        _unlink_quietly(keep)
+
+
 def abandon_write(tmp: str) -> None:
     """Remove a temporary from `prepare_write` that will not be committed (never raises)."""
     _unlink_quietly(tmp)
@@ -203,6 +258,13 @@ def read_bytes(path: str | os.PathLike[str], *, limit: int = 1 << 20,
     try:
         fd = os.open(path, flags)
     except OSError as exc:
+        try:  # a socket cannot be opened at all (ENXIO): say what it is
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise OperationalError(f"{path}: is {file_kind(mode)}, not a regular file") \
+                from exc
         raise OperationalError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
         st = os.fstat(fd)

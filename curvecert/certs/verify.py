@@ -26,6 +26,7 @@ from curvecert.certs.certfile import SECRET_SUFFIX
 from curvecert.certs.fileio import read_bytes
 from curvecert.errors import InvalidKey, OperationalError, ZplError, ZplSyntaxError
 from curvecert.formats import z85, zmtp, zpl
+from curvecert.formats.sanitize import is_safe, unsafe_summary
 
 __all__ = [
     "CZMQ_ZAUTH_METADATA_LIMIT",
@@ -118,6 +119,7 @@ def check_metadata(meta: Sequence[tuple[str, str]], path: str,
     where = list(lines) if lines is not None else [None] * len(meta)
     seen: dict[str, int | None] = {}
     for (name, value), line in zip(meta, where, strict=True):
+        out += _unsafe_text_findings(name, value, path, line)
         if not zpl.is_valid_name(name):
             out.append(Finding(path, line, ERROR, "meta-name",
                                f"metadata name {name!r} is not a ZPL name (letters, digits and "
@@ -172,14 +174,32 @@ def check_metadata(meta: Sequence[tuple[str, str]], path: str,
     return out
 
 
+def _unsafe_text_findings(name: str, value: str, path: str,
+                          line: int | None) -> list[Finding]:
+    """Metadata that would control a terminal or split a log line (issue 12): reported,
+    by code point and position, never printed raw (`curvecert.formats.sanitize`)."""
+    out: list[Finding] = []
+    label = repr(name) if is_safe(name) else "(a name holding such characters)"
+    for what, text in (("name", name), ("value", value)):
+        summary = unsafe_summary(text)
+        if summary is not None:
+            subject = "a metadata name" if what == "name" else f"the metadata value of {label}"
+            out.append(Finding(path, line, ERROR, "meta-unsafe-text",
+                               f"{subject} holds {summary}; curvecert shows them escaped, "
+                               "but other tools print them raw (a name can rewrite a "
+                               "terminal or forge a log line)"))
+    return out
+
+
 def _key_findings(node: zpl.Node, path: str, what: str) -> tuple[bytes | None, list[Finding]]:
-    value = node.value
+    value = node.value  # never quoted in a finding: it may be a secret key
+    where = f"{what} ({node.columns})" if node.columns else what
     if len(value) != z85.KEY_TEXT_LEN:
         return None, [Finding(path, node.line, ERROR, "key-length",
-                              f"{what} is {len(value)} characters; it must be exactly 40 Z85 "
-                              "characters (CZMQ refuses any other length)")]
+                              f"{where} is {len(value)} characters; it must be exactly 40 "
+                              "Z85 characters (CZMQ refuses any other length)")]
     try:
-        key = keys.decode_key(value, what=what)
+        key = keys.decode_key(value, what=where)
     except InvalidKey as exc:
         return None, [Finding(path, node.line, ERROR, "key-invalid",
                               f"{exc} (CZMQ would silently load zero bytes instead)")]
@@ -349,6 +369,11 @@ def verify_file(path: str | os.PathLike[str]) -> list[Finding]:
     if not facts.holds_secret:
         findings += _sibling_findings(spath, facts.public_key)
     findings += _stale_temporaries(spath)
+    name_problem = unsafe_summary(os.path.basename(spath))
+    if name_problem is not None:
+        findings.append(Finding(spath, None, ERROR, "file-name-unsafe",
+                                f"the file name holds {name_problem}; curvecert shows it "
+                                "escaped, but ls, logs and other tools print it raw"))
     _logger.debug("verified %s: %d findings", spath, len(findings))
     return sorted(findings, key=lambda f: (f.path != spath, f.path, f.line or 0))
 

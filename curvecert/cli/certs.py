@@ -1,4 +1,4 @@
-"""`curvecert new | show | verify | keygen | public`: certificate commands.
+"""`curvecert new | show | verify`: certificate commands.
 
 The command bodies only gather input, call the library and hand results to
 `curvecert.cli.render`; errors travel up as `CurvecertError` (exit 3) or `click.UsageError`
@@ -12,30 +12,27 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import sys
 import time
 from typing import TYPE_CHECKING
 
 import click
 
-from curvecert.certs import certfile, keys, validity
+from curvecert.certs import certfile, validity
 from curvecert.certs.cert import Certificate
 from curvecert.cli import Verdict, render
 from curvecert.errors import (
     CertificateError,
-    InvalidKey,
     OperationalError,
     ZplError,
     ZplSyntaxError,
 )
-from curvecert.formats import z85, zpl
-from curvecert.formats.sanitize import escape
+from curvecert.formats import zpl
 
 if TYPE_CHECKING:  # curvecert.certs.verify is imported by the commands that check something
     from curvecert.certs.verify import Finding
 
-__all__ = ["keygen", "new", "public", "show", "verify"]
+__all__ = ["new", "show", "validity_findings", "validity_options", "verify"]
 
 _logger = logging.getLogger(__name__)
 
@@ -46,21 +43,21 @@ _CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 def _read_stdin() -> bytes:
-    data = click.get_binary_stream("stdin").read(STDIN_LIMIT + 1)
+    data = sys.stdin.buffer.read(STDIN_LIMIT + 1)
     if len(data) > STDIN_LIMIT:
         raise OperationalError(f"{STDIN_LABEL}: more than {STDIN_LIMIT} bytes; "
                                "not a certificate or key")
     return data
 
 
-def _status(message: str) -> None:
+def _status(message: str, level: str = "INFO") -> None:
     """A status line for people, on stderr (stdout carries only data)."""
-    click.echo(f"curvecert: {escape(message)}", err=True)
+    render.status(level, message)
 
 
 def _warn_findings(findings: list[Finding]) -> None:
     for f in findings:
-        click.echo(f"curvecert: warning: {escape(f.message)}", err=True)
+        render.status("WARNING", f.message)
 
 
 def _parse_meta(pairs: list[tuple[str, str]], raw: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -107,7 +104,7 @@ Examples:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=str))
 @click.option("-n", "--name", help="Metadata item name (a person or service).")
 @click.option("-e", "--email", help="Metadata item email.")
-@click.option("-o", "--org", "organization", help="Metadata item organization.")
+@click.option("--org", "organization", help="Metadata item organization.")
 @click.option("-m", "--meta", multiple=True, metavar="KEY=VALUE",
               help="Extra metadata; repeat for more. Names: letters, digits, $-_@.&+/")
 @click.option("--expires", metavar="DURATION",
@@ -118,8 +115,8 @@ Examples:
               help="Start of validity, ISO-8601 UTC (default: none, valid at once).")
 @click.option("-f", "--force", is_flag=True, help="Replace existing files (atomically).")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: public_key, fingerprint, metadata, not_before, "
-                   "not_after, public_file, secret_file.")
+              help="Print one JSON object: path, secret_path, public_key, public_key_hex, "
+                   "fingerprint, metadata, not_before, not_after.")
 def new(path: str, name: str | None, email: str | None, organization: str | None,
         meta: tuple[str, ...], expires: str | None, not_after: str | None,
         not_before: str | None, force: bool, as_json: bool) -> None:
@@ -148,15 +145,16 @@ def new(path: str, name: str | None, email: str | None, organization: str | None
     period = validity.from_meta(cert.meta)
     why = period.refusal(time.time()) if period is not None else None
     if why is not None:  # allowed (a test fixture, a key for later), but say so
-        _status(f"warning: {why}; the authenticator refuses it until that changes")
+        _status(f"{why}; the authenticator refuses it until that changes", "WARNING")
     if as_json:
         render.print_json({
+            "path": os.path.abspath(path),
+            "secret_path": os.path.abspath(secret),
             "public_key": cert.public_txt,
+            "public_key_hex": cert.public_key.hex(),
             "fingerprint": cert.fingerprint,
             "metadata": dict(cert.meta),
             **validity.to_json(period),
-            "public_file": os.path.abspath(path),
-            "secret_file": os.path.abspath(secret),
         })
         return
     _status(f"wrote {path} (public, 0644) and {secret} (secret, 0600)")
@@ -214,7 +212,7 @@ Examples:
   curvecert show server_secret --json --reveal-secret | jq -r .secret_key
   cat alice.key | curvecert show -
 """)
-@click.argument("file", type=str, metavar="FILE|-")
+@click.argument("file", type=click.Path(allow_dash=True, path_type=str), metavar="FILE|-")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object: public_key, public_key_hex, fingerprint, metadata, "
                    "has_secret (and secret_key with --reveal-secret).")
@@ -230,8 +228,7 @@ def show(file: str, as_json: bool, reveal_secret: bool) -> None:
         except OSError:
             mode = 0
         for f in check_mode(file, mode, holds_secret=True):
-            click.echo(f"curvecert: warning: {escape(f.location)}: {escape(f.message)}",
-                       err=True)
+            render.status("WARNING", f"{f.location}: {f.message}")
     if as_json:
         render.print_json(render.cert_to_json(cert, path=label, reveal_secret=reveal_secret))
         return
@@ -259,7 +256,8 @@ a warning (expires-soon). A directory is checked as a store (what `store
 check` reports, modes included).
 
 \b
-Exit status: 0 no findings, 1 findings, 3 a file could not be read.
+Exit status: 0 no findings, 1 findings, 3 a file could not be read (each
+unreadable file is one finding; the other files are still checked).
 
 \b
 Examples:
@@ -267,14 +265,16 @@ Examples:
   curvecert verify certs/*
   curvecert verify --json client_secret | jq '.findings[].message'
 """)
-@click.argument("files", nargs=-1, required=True, type=str, metavar="FILE...")
+@click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True, path_type=str),
+                metavar="FILE...")
 @click.option("--warn-within", metavar="DURATION", default="14d", show_default=True,
               help="Report certificates that expire within DURATION (expires-soon).")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print {"ok": bool, "files": [...], "findings": [...]}.')
+              help='Print {"ok": bool, "items": [{"path", "ok"}], "findings": [...]}.')
 def verify(files: tuple[str, ...], warn_within: str, as_json: bool) -> None:
     """Check certificate files for problems (exit 1 when there are findings)."""
     from curvecert.certs.fileio import read_bytes
+    from curvecert.certs.verify import Finding as _Finding
     from curvecert.certs.verify import check_text, verify_file
 
     try:
@@ -283,27 +283,43 @@ def verify(files: tuple[str, ...], warn_within: str, as_json: bool) -> None:
         raise click.BadParameter(exc.reason, param_hint="--warn-within") from None
     now = time.time()
     findings: list[Finding] = []
+    unreadable: list[str] = []
     for file in files:
-        if file == "-":
-            data = _read_stdin()
-            found, _ = check_text(data, STDIN_LABEL)
-            findings += found + validity_findings(data, STDIN_LABEL, now, warn)
-        elif os.path.isdir(file):  # a store directory: what `store check` reports
-            from curvecert.cli.store import store_findings
+        try:
+            if file == "-":
+                data = _read_stdin()
+                found, _ = check_text(data, STDIN_LABEL)
+                findings += found + validity_findings(data, STDIN_LABEL, now, warn)
+            elif os.path.isdir(file):  # a store directory: what `store check` reports
+                from curvecert.cli.store import store_findings
 
-            findings += store_findings(file)
-        else:
-            findings += verify_file(file)
-            findings += validity_findings(read_bytes(file), file, now, warn)
+                findings += store_findings(file)
+            else:
+                findings += verify_file(file)
+                findings += validity_findings(read_bytes(file), file, now, warn)
+        except OperationalError as exc:
+            # One finding per file that cannot be read; the others are still checked.
+            unreadable.append(str(exc))
+            label = STDIN_LABEL if file == "-" else file
+            reason = str(exc).removeprefix(f"{label}: ")
+            findings.append(_Finding(label, None, "error", "unreadable", reason))
     findings = list(dict.fromkeys(findings))  # a stale temporary is seen from both files of a pair
     labels = [STDIN_LABEL if f == "-" else f for f in files]
     if as_json:
-        render.print_json({"ok": not findings, "files": labels,
+        render.print_json({"ok": not findings,
+                           "items": [{"path": label,
+                                      "ok": not any(f.path == label for f in findings)}
+                                     for label in labels],
                            "findings": render.findings_to_json(findings)})
     else:
         if findings:
             render.console().print(render.render_findings(findings))
-        render.console(stderr=True).print(render.findings_summary(findings, len(files)))
+        if not unreadable:  # else the error line below is the summary
+            render.console(stderr=True).print(render.findings_summary(findings, len(files)))
+    if len(unreadable) == 1:
+        raise OperationalError(unreadable[0])
+    if unreadable:
+        raise OperationalError(f"{len(unreadable)} of {len(files)} files could not be read")
     if findings:
         raise Verdict()
 
@@ -329,115 +345,3 @@ def validity_findings(data: bytes, label: str, now: float, warn_within: float
     return [Finding(label, lines.get(validity.NOT_BEFORE, line) if code == "not-yet-valid"
                     else line, severity, code, message)  # type: ignore[arg-type]
             for severity, code, message in period.problems(now, warn_within)]
-
-
-# --- keygen -------------------------------------------------------------------------------
-
-def _warn_if_exposed_stdout() -> None:
-    """Like `wg genkey`: warn when stdout is a file that others can read."""
-    try:
-        st = os.fstat(sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        return
-    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
-        _status(f"warning: writing a secret key to a file with mode "
-                f"{stat.S_IMODE(st.st_mode):04o} that others can access; "
-                "consider `umask 077` first")
-
-
-@click.command(context_settings=_CONTEXT, epilog="""\b
-Prints a fresh keypair (Z85) from libzmq, like libzmq's curve_keygen. This
-command prints the secret key because that is what it is for; to keep one in a
-file use `curvecert new`, which writes it with mode 0600.
-
-\b
-Examples:
-  curvecert keygen
-  curvecert keygen --json | jq -r .public_key
-""")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: public_key, secret_key, fingerprint.")
-def keygen(as_json: bool) -> None:
-    """Print a fresh Z85 CURVE keypair (public and secret)."""
-    pub, sec = keys.keypair()
-    cert = Certificate(pub, sec, check=False)
-    _warn_if_exposed_stdout()
-    if as_json:
-        render.print_json({"public_key": cert.public_txt, "secret_key": cert.secret_txt,
-                           "fingerprint": cert.fingerprint})
-        return
-    click.echo(render.render_keypair(cert.public_txt, cert.secret_txt or ""), nl=False)
-
-
-# --- public -------------------------------------------------------------------------------
-
-def _cert_from_stdin() -> Certificate:
-    stdin = click.get_text_stream("stdin")
-    if stdin.isatty():
-        text = click.prompt("Secret key (Z85, not echoed)", hide_input=True, err=True)
-        data = text.encode("utf-8")
-    else:
-        data = _read_stdin()
-    stripped = data.strip()
-    if b"\n" in stripped or stripped.startswith(b"#"):
-        cert = Certificate.parse(data, path=STDIN_LABEL)
-    else:
-        try:
-            cert = Certificate.from_secret(stripped)
-        except InvalidKey as exc:
-            raise InvalidKey(f"{STDIN_LABEL}: {exc} (give a Z85 secret key or a secret "
-                             "certificate file)") from exc
-    if not cert.has_secret:
-        raise CertificateError("holds no secret key (a public certificate); "
-                               "`curvecert public` derives a public key from a secret",
-                               path=STDIN_LABEL)
-    return cert
-
-
-@click.command(context_settings=_CONTEXT, epilog="""\b
-FILE is a secret certificate (NAME_secret, NAME.key_secret). With no FILE or
-'-', stdin holds either a Z85 secret key or a whole secret certificate; on a
-terminal the key is asked for without echo. Secrets are never taken as
-arguments.
-
-\b
-Examples:
-  curvecert public server_secret
-  curvecert keygen --json | jq -r .secret_key | curvecert public
-  curvecert public --json < client.key_secret
-  curvecert public --secret-from env:SERVER_SECRET
-  curvecert public --secret-from fd:3 3< server_secret
-""")
-@click.argument("file", required=False, default="-", type=str, metavar="[FILE|-]")
-@click.option("--secret-from", metavar="SOURCE",
-              help="Read the secret from env:NAME, file:PATH, fd:N or cred:NAME "
-                   "(docs/security.md) instead of FILE.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object: public_key, public_key_hex, fingerprint.")
-def public(file: str, secret_from: str | None, as_json: bool) -> None:
-    """Print the public key of a secret certificate or of a secret key on stdin."""
-    from curvecert.certs import secretsource
-
-    if secret_from is not None and file != "-":
-        raise click.UsageError("give FILE or --secret-from, not both")
-    if secret_from is not None:
-        cert = secretsource.load_secret(secret_from)
-    elif file == "-":
-        cert = _cert_from_stdin()
-    else:
-        if not os.path.lexists(file) and z85.is_key_text(file):
-            # Say so without echoing it: argv leaks through ps, /proc and shell history.
-            raise click.UsageError("FILE looks like a key: secrets are never taken on the "
-                                   "command line; pipe the key on stdin instead "
-                                   "(curvecert public < keyfile)")
-        cert, _ = _load_any(file)
-        if not cert.has_secret:
-            raise CertificateError("holds no secret key (a public certificate; "
-                                   "`curvecert show` prints its key)", path=file)
-    if as_json:
-        render.print_json({"public_key": cert.public_txt,
-                           "public_key_hex": cert.public_key.hex(),
-                           "fingerprint": cert.fingerprint})
-        return
-    click.echo(cert.public_txt)
-

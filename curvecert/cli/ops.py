@@ -161,7 +161,7 @@ With --follow, Ctrl-C or SIGTERM ends the stream (exit 0). Docs: docs/operations
 @click.option("--last", "last", type=click.IntRange(1, 100_000), default=20, show_default=True,
               help="How many recent decisions.")
 @click.option("--denied", is_flag=True, help="Only refusals and errors (status != 200).")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new decisions as they come.")
+@click.option("--follow", is_flag=True, help="Keep printing new decisions as they come.")
 @click.option("--interval", type=click.FloatRange(0.05, 60), default=0.25, show_default=True,
               help="Polling period of --follow, in seconds.")
 @click.option("--json", "as_json", is_flag=True,

@@ -14,13 +14,15 @@ import sys
 
 import click
 
-from curvecert.certs import keys, secretsource
+from curvecert.certs import keys
 from curvecert.certs.cert import Certificate
-from curvecert.cli import Verdict, render
-from curvecert.errors import InvalidKey
+from curvecert.cli import UsageProblem, Verdict, render
+from curvecert.errors import InvalidKey, OperationalError
 from curvecert.formats.sanitize import escape
-from curvecert.probe.core import SERVER_TYPES, ProbeResult, ProbeVerdict
-from curvecert.probe.core import probe as run_probe
+from curvecert.probe.advice import ProbeVerdict
+from curvecert.probe.client import ProbeResult
+from curvecert.probe.client import probe as run_probe
+from curvecert.probe.wire import SERVER_TYPES, parse_endpoint
 
 __all__ = ["probe"]
 
@@ -33,7 +35,7 @@ _STYLE = {True: "bold green", False: "bold red"}
 
 def _read_password(user: str) -> str:
     """The PLAIN password: a hidden prompt on a terminal, else the first line of stdin."""
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin
     if stdin.isatty():
         value: str = click.prompt(f"Password for {user}", hide_input=True, err=True)
         return value
@@ -96,6 +98,8 @@ def _render(result: ProbeResult) -> None:
     if result.greeting.mechanism:
         out.print(Text(f"server greeting: ZMTP, mechanism {escape(result.greeting.mechanism)}",
                        style="dim"))
+    if result.server_type_found:
+        out.print(Text(f"server socket type: {result.server_type_found}", style="dim"))
     out.print(Text("events:", style="dim"))
     if not result.events:
         out.print(Text("  (none)", style="dim"))
@@ -118,10 +122,12 @@ Exit codes: 0 expected outcome (admitted; with --stranger, refused), 1 otherwise
 @click.option("--server-key", "server_keys", multiple=True, metavar="KEY",
               help="The server's public key (40 Z85 characters); repeatable.")
 @click.option("--server-cert", "server_certs", multiple=True, metavar="FILE",
+              type=click.Path(path_type=str),
               help="The server's public certificate file (makes this a CURVE probe); "
                    "repeatable: several endpoints pair with several keys in order (a key "
                    "rotation's current and next front, docs/rotation.md).")
 @click.option("--cert", "--secret-from", "client_cert", metavar="FILE|SOURCE",
+              type=click.Path(path_type=str),
               help="The client's SECRET certificate (NAME_secret), or env:NAME, fd:N, "
                    "cred:NAME (docs/security.md). Without it a CURVE probe uses a throwaway key.")
 @click.option("--plain", "plain_user", metavar="USER",
@@ -133,15 +139,17 @@ Exit codes: 0 expected outcome (admitted; with --stranger, refused), 1 otherwise
               help="Connect with a fresh key no store can contain; expect a refusal. An "
                    "admission means the server fails open (exit 1).")
 @click.option("--server-type", type=click.Choice(sorted(SERVER_TYPES), case_sensitive=False),
-              default="ROUTER", show_default=True,
-              help="The server socket's type; the probe connects with a compatible one.")
+              default=None,
+              help="The server socket's type; the probe connects with a compatible one. "
+                   "Without it, a dropped handshake is retried as DEALER, PULL, SUB, PUSH "
+                   "and PAIR, and the type that gets an answer is reported.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, metavar="SECONDS", help="How long to wait for a verdict.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def probe(endpoints: tuple[str, ...], server_keys: tuple[str, ...],
           server_certs: tuple[str, ...],
           client_cert: str | None, plain_user: str | None, zap_domain: str | None,
-          stranger: bool, server_type: str, timeout: float, as_json: bool) -> None:
+          stranger: bool, server_type: str | None, timeout: float, as_json: bool) -> None:
     """Connect to ENDPOINT once and explain the handshake outcome.
 
     Watches the socket monitor (connection and handshake events) and prints one verdict
@@ -161,13 +169,22 @@ def probe(endpoints: tuple[str, ...], server_keys: tuple[str, ...],
     if client_cert is not None and not curve:
         raise click.UsageError("--cert needs --server-key or --server-cert")
 
+    for endpoint in endpoints:
+        try:
+            parse_endpoint(endpoint)
+        except OperationalError as exc:
+            raise UsageProblem(str(exc)) from None
     targets = _pairs(endpoints, _server_keys(server_keys, server_certs))
-    cert = secretsource.load_secret(client_cert) if client_cert is not None else None
+    cert = None
+    if client_cert is not None:
+        from curvecert.cli.keys import load_secret
+
+        cert = load_secret(client_cert, what="client secret certificate (--cert)")
     plain = (plain_user, _read_password(plain_user)) if plain_user is not None else None
 
     results = [run_probe(endpoint, server_key=key, client_cert=cert, plain=plain,
                          zap_domain=zap_domain, stranger=stranger, timeout=timeout,
-                         server_type=server_type.upper())
+                         server_type=server_type.upper() if server_type else None)
                for endpoint, key in targets]
     if as_json:
         if len(results) == 1:

@@ -47,6 +47,7 @@ __all__ = [
     "render_certificate",
     "render_findings",
     "render_keypair",
+    "status",
     "use_colour",
 ]
 
@@ -76,6 +77,20 @@ def console(*, stderr: bool = False) -> Console:
     return Console(file=stream, stderr=stderr, highlight=False, emoji=False, markup=False,
                    no_color=not colour, color_system="auto" if colour else None,
                    force_terminal=colour, soft_wrap=True)
+
+
+def status(level: str, message: str) -> None:
+    """A message for people on stderr in the one scheme: `curvecert: LEVEL: message`.
+
+    `level` is `INFO` (what was done; hidden by `-q`), `WARNING` or `ERROR`; `message` is
+    escaped (it often names a file). The same prefix and levels as the log handler, so
+    the CLI and the daemon can be grepped alike (docs/cli.md).
+    """
+    level = level.upper()
+    if level == "INFO" and logging.getLogger("curvecert").level > logging.WARNING:
+        return
+    sys.stderr.write(f"curvecert: {level}: {escape(message)}\n")
+    sys.stderr.flush()
 
 
 def print_json(obj: Any, *, file: IO[str] | None = None) -> None:

@@ -54,6 +54,7 @@ def _describe(role: str, path: str) -> dict[str, Any]:
     if out["exists"]:
         cert = Certificate.load(path)
         out["public_key"] = cert.public_txt
+        out["public_key_hex"] = cert.public_key.hex()
         out["fingerprint"] = cert.fingerprint
         out.update(validity.to_json(validity.from_meta(cert.meta)))
     return out
@@ -204,7 +205,7 @@ def rotate(path: str, action: str | None, name: str | None, meta: tuple[str, ...
         render.print_json({"path": path, "items": items})
         return
     if message:
-        click.echo(f"curvecert: {message}", err=True)
+        render.status("INFO", message)
     for item in items:
         if "public_key" in item:
             until = f"  until {item['not_after']}" if item.get("not_after") else ""

@@ -157,6 +157,20 @@ class _DecisionLog:
             pass
 
 
+def _check_secret_modes(config: DaemonConfig) -> None:
+    """The secret certificates the daemon will use are private (`cli.keys.require_private`)."""
+    from curvecert.certs import secretsource
+    from curvecert.cli.keys import require_private
+
+    for part in (config.server, config.gateway):
+        for attr in ("cert", "next_cert", "server_cert", "next_server_cert"):
+            ref = getattr(part, attr, None)
+            if ref is not None:
+                scheme, rest = secretsource.split(str(ref))
+                if scheme == "file":
+                    require_private(rest)
+
+
 @click.command(epilog="""\b
 Examples:
   curvecert serve-auth                                   # default store and endpoint
@@ -195,10 +209,10 @@ Docs: docs/serve-auth.md""")
               help="ZAP domain the options apply to ('*' = every domain).")
 @click.option("--ipc-group", metavar="GROUP",
               help="Let GROUP use the ipc socket (mode 0660 instead of 0600).")
-@click.option("--server-cert", metavar="FILE|SOURCE",
+@click.option("--server-cert", metavar="FILE|SOURCE", type=click.Path(path_type=str),
               help="Secret certificate of the daemon (tcp:// endpoint) or of the gateway; "
                    "a path or env:NAME, fd:N, cred:NAME (docs/security.md).")
-@click.option("--next-server-cert", metavar="FILE|SOURCE",
+@click.option("--next-server-cert", metavar="FILE|SOURCE", type=click.Path(path_type=str),
               help="Rotation overlap: a second server key, served on --next-front and/or "
                    "--next-zap-endpoint (docs/rotation.md).")
 @click.option("--next-front", metavar="EP",
@@ -282,6 +296,7 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
             return opts_cfg
 
     first = loader()
+    _check_secret_modes(first)
     if any(d.curve == "unsafe-allow-any" for d in first.domains):
         click.echo("curvecert: WARNING: CURVE accepts ANY client key "
                    "(unsafe-allow-any): traffic is encrypted but nobody is authenticated",

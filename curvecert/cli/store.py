@@ -26,7 +26,6 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
 from curvecert import store as store_mod
@@ -109,7 +108,7 @@ def _store_option(f: Callable[..., Any]) -> Callable[..., Any]:
 Examples:
   export CURVECERT_STORE=/etc/app/clients
   curvecert store add alice bob.key
-  curvecert store list --json | jq -r '.[].metadata.name'
+  curvecert store list --json | jq -r '.items[].metadata.name'
   curvecert store remove Alice
   curvecert store check || echo "store has problems"
 """)
@@ -158,7 +157,8 @@ Examples:
   curvecert store add clients.tar.gz keys.jsonl  # archives and JSON lines, in bulk
   ssh host cat .curve/client | curvecert store add -
 """)
-@click.argument("files", nargs=-1, required=True, metavar="FILE|DIR|TAR|JSONL...|-")
+@click.argument("files", nargs=-1, required=True, metavar="FILE|DIR|TAR|JSONL...|-",
+                type=click.Path(allow_dash=True, path_type=str))
 @click.option("-f", "--force", is_flag=True,
               help="Replace a stored file for the same key whose metadata differs.")
 @click.option("--format", "fmt", type=click.Choice(["auto", "cert", "tar", "jsonl"]),
@@ -181,7 +181,6 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_js
     file without --force (exit 3).
     """
     directory = _store_dir(ctx, store_dir)
-    err = _err_console()
     if files.count("-") > 1:
         raise click.UsageError("'-' (stdin) may be given only once")
     warnings: list[Finding] = []
@@ -193,9 +192,8 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_js
                                     "holds a SECRET key; only its public part is stored "
                                     "(keep the secret file out of the store)"))
             if not as_json:
-                err.print(Text.assemble(("warning: ", "yellow"), f"{escape(label)} holds a "
-                                        "SECRET key; only its public part is stored (keep "
-                                        "the secret file out of the store)"))
+                render.status("WARNING", f"{label} holds a SECRET key; only its public part "
+                              "is stored (keep the secret file out of the store)")
         certs.append((label, cert))
     etcd = is_etcd_url(directory)  # issue 17: an etcd prefix, one transaction per key
     snap = None if etcd else _scan(directory, must_exist=False)
@@ -220,17 +218,17 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_js
     many = len(items) > 20
     for item in items:
         if item.state == "skipped":
-            err.print(f"{escape(item.label)}: {item.public_key} skipped: {escape(item.note)}")
+            render.status("WARNING", f"{item.label}: {item.public_key} skipped: {item.note}")
             continue
         if not many:
-            err.print(f"{escape(item.label)}: {item.state} {item.public_key} "
-                      f"({item.fingerprint})")
+            render.status("INFO", f"{item.label}: {item.state} {item.public_key} "
+                                  f"({item.fingerprint})")
         click.echo(escape(item.path))
     if many:
         counts = {s: sum(1 for i in items if i.state == s)
                   for s in ("added", "replaced", "unchanged", "skipped")}
-        err.print(", ".join(f"{n} {s}" for s, n in counts.items() if n)
-                  + f" in {escape(directory)}")
+        render.status("INFO", ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+                      + f" in {directory}")
 
 
 @store.command("remove", epilog="""\b
@@ -268,16 +266,20 @@ def remove(ctx: click.Context, selectors: tuple[str, ...], as_json: bool,
         render.print_json({"store": directory if etcd else os.path.abspath(directory),
                            "items": [{"path": p} for p in removed]})
         return
-    err = _err_console()
     for path in removed:
         click.echo(escape(path))
-    err.print(f"removed {len(removed)} file(s) from {escape(directory)}")
+    render.status("INFO", f"removed {len(removed)} file(s) from {directory}")
 
 
 def _entry_json(entry: store_mod.Entry) -> dict[str, Any]:
-    return {"public_key": entry.public_txt, "fingerprint": entry.fingerprint,
-            "file": entry.file, "metadata": entry.meta,
-            **validity.to_json(entry.validity)}
+    return {"path": entry.file, "public_key": entry.public_txt,
+            "public_key_hex": entry.public_key.hex(), "fingerprint": entry.fingerprint,
+            "metadata": entry.meta, **validity.to_json(entry.validity)}
+
+
+def _finding_json(f: Any) -> dict[str, Any]:
+    return {"severity": f.severity, "code": f.code, "message": f.message, "path": f.path,
+            "line": f.line}
 
 
 def _until(entry: store_mod.Entry) -> str:
@@ -289,9 +291,11 @@ def _until(entry: store_mod.Entry) -> str:
 @store.command("list", epilog="""\b
 Examples:
   curvecert store list
-  curvecert store list --json | jq -r '.[] | [.fingerprint, .metadata.name] | @tsv'
+  curvecert store list --json | jq -r '.items[] | [.fingerprint, .metadata.name] | @tsv'
 """)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"items": [{path, public_key, public_key_hex, fingerprint, '
+                   'metadata}], "findings": [...]}.')
 @_store_option
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
@@ -299,18 +303,14 @@ def list_(ctx: click.Context, as_json: bool, store_dir: str | None) -> None:
     directory = _store_dir(ctx, store_dir)
     snap = _scan(directory)
     if as_json:
-        render.print_json([_entry_json(e) for e in snap])
+        render.print_json({"items": [_entry_json(e) for e in snap],
+                           "findings": [_finding_json(f) for f in snap.findings]})
         return
     out = render.console()
-    if out.is_terminal:
-        table = Table("public key (Z85)", "fingerprint", "name", "file", "valid", box=None)
-        for e in snap:
-            until = _until(e)
-            table.add_row(Text(e.public_txt, style="cyan"), Text(e.fingerprint),
-                          Text(escape(e.meta.get("name", ""))), Text(escape(e.relpath)),
-                          Text(until, style="bold red" if until.startswith(("EXP", "INV"))
-                               else ""))
-        out.print(table)
+    if out.is_terminal:  # whole keys and fingerprints at any width (cli/tables.py)
+        from curvecert.cli.tables import certificate_listing
+
+        out.print(certificate_listing(snap, out, valid=_until))
     else:
         for e in snap:
             name = e.meta.get("name")
@@ -331,9 +331,10 @@ Exit status: 0 clean, 1 findings, 3 the store cannot be read.
 \b
 Examples:
   curvecert store check
-  curvecert store check --json | jq -r '.[] | "\\(.path): \\(.message)"'
+  curvecert store check --json | jq -r '.findings[] | "\\(.path): \\(.message)"'
 """)
-@click.option("--json", "as_json", is_flag=True, help="Print the findings as a JSON array.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"ok": bool, "path": STORE, "findings": [...]}.')
 @click.option("--strict-modes", is_flag=True,
               help="Count files and directories group/others can write as errors and "
                    "show what a store with strict modes would refuse.")
@@ -362,7 +363,8 @@ def check(ctx: click.Context, as_json: bool, strict_modes: bool, warn_within: st
             findings += [Finding(e.file, None, sev, code, msg)  # type: ignore[arg-type]
                          for sev, code, msg in period.problems(now, warn)]
     if as_json:
-        render.print_json(render.findings_to_json(findings))
+        render.print_json({"ok": not findings, "path": str(directory),
+                           "findings": render.findings_to_json(findings)})
     elif findings:
         render.console().print(render.render_findings(findings))
     err = _err_console()
@@ -407,7 +409,7 @@ def export(ctx: click.Context, fmt: str, output: str | None, as_json: bool,
         render.print_json({"store": os.path.abspath(directory), "output": output, "format": fmt,
                            "count": count})
     else:
-        _err_console().print(f"exported {count} certificate(s) from {escape(directory)}")
+        render.status("INFO", f"exported {count} certificate(s) from {directory}")
 
 
 def _register_sync() -> None:

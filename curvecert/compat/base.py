@@ -26,23 +26,16 @@ from typing import Any
 import zmq
 
 from curvecert.auth.base import BaseAuthenticator
-from curvecert.auth.passwords import CheckResult
-from curvecert.auth.policy import (
-    ANY_DOMAIN,
-    DEFAULT_PROVIDER_TIMEOUT,
-    Decision,
-    DomainPolicy,
-    Grant,
-    KeyLookup,
-    PasswordCheck,
-    Pending,
-    ProviderResult,
-    prepare,
-)
+from curvecert.auth.decision import Decision
+from curvecert.auth.endpoint import ZapLease, acquire
+from curvecert.auth.keylookup import KeyLookup
+from curvecert.auth.pending import DEFAULT_PROVIDER_TIMEOUT, Grant, Pending, ProviderResult
+from curvecert.auth.policy import ANY_DOMAIN, DomainPolicy, PasswordCheck, prepare
 from curvecert.auth.providers import DEFAULT_WORKERS, WorkerPool, run_pending
+from curvecert.auth.pwtable import CheckResult
 from curvecert.errors import ConfigError, OperationalError
 from curvecert.formats import z85
-from curvecert.formats.zap import ZAP_ENDPOINT, ZapRequest
+from curvecert.formats.zap import ZapRequest
 
 __all__ = ["CURVE_ALLOW_ANY", "VERSION", "Authenticator"]
 
@@ -104,8 +97,9 @@ def _key_z85(request: ZapRequest) -> bytes:
 class Authenticator(BaseAuthenticator):
     """pyzmq's `zmq.auth.Authenticator`: the configuration API, plus pyzmq's manual mode.
 
-    Used directly it behaves like pyzmq's base class: `start()` binds a REP socket as
-    `zap_socket` and nothing answers until the application feeds each request to
+    Used directly it behaves like pyzmq's base class: `start()` binds `zap_socket` (a
+    ROUTER here, where pyzmq's is a REP) and nothing answers until the application feeds
+    each request to
     `await handle_zap_message(auth.zap_socket.recv_multipart())`. Most applications want
     `curvecert.compat.thread.ThreadAuthenticator` or
     `curvecert.compat.asyncio.AsyncioAuthenticator` instead.
@@ -126,6 +120,7 @@ class Authenticator(BaseAuthenticator):
         BaseAuthenticator.__init__(self, context, max_workers=max_workers)
         self._compat_init(encoding, log)
         self._manual_pool: WorkerPool | None = None
+        self._manual_lease: ZapLease | None = None
 
     def _compat_init(self, encoding: str, log: Any) -> None:
         self.encoding = encoding
@@ -147,28 +142,24 @@ class Authenticator(BaseAuthenticator):
         return self.running
 
     def start(self) -> None:
-        """pyzmq's base `start()`: bind a REP `zap_socket`; the caller answers requests."""
+        """pyzmq's base `start()`: bind `zap_socket`; the caller answers requests.
+
+        `zap_socket` is the context's guarded ZAP socket (`curvecert.auth.endpoint`): a
+        ROUTER, so each message read from it starts with its routing envelope, which
+        `handle_zap_message` uses to route the reply. `stop()` never unbinds it.
+        """
         if self.zap_socket is not None:
             return
-        sock = self.context.socket(zmq.REP, socket_class=zmq.Socket)
-        sock.linger = 0
-        try:
-            sock.bind(ZAP_ENDPOINT)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise OperationalError(f"cannot bind {ZAP_ENDPOINT}: {exc} (one ZAP handler "
-                                   "per context)") from exc
-        self.zap_socket = sock
+        self._manual_lease = acquire(self.context)
+        self.zap_socket = self._manual_lease.socket
 
     def stop(self) -> None:
-        """pyzmq's base `stop()`: unbind and close `zap_socket`; idempotent."""
-        sock, self.zap_socket = self.zap_socket, None
-        if sock is not None:
-            try:
-                sock.unbind(ZAP_ENDPOINT)
-            except zmq.ZMQError:
-                pass
-            sock.close(linger=0)
+        """pyzmq's base `stop()`; idempotent. The endpoint stays bound: a deny-all
+        responder answers 500 until the context terminates (close servers first)."""
+        lease, self._manual_lease = self._manual_lease, None
+        self.zap_socket = None
+        if lease is not None:
+            lease.release()
         pool, self._manual_pool = self._manual_pool, None
         if pool is not None:
             pool.shutdown()
@@ -185,11 +176,14 @@ class Authenticator(BaseAuthenticator):
         sock = self.zap_socket
         if sock is None:
             raise OperationalError("start() the authenticator before handling requests")
+        envelope: list[bytes] = []
+        if len(msg) > 2 and not msg[1]:  # read from the ROUTER: [routing id, b"", body...]
+            envelope, msg = list(msg[:2]), list(msg[2:])
         request, outcome = prepare(self._policy, msg)
         if isinstance(outcome, Pending):
             outcome = await run_pending(outcome, self._get_manual_pool)
         decision, reply = self._final(request, outcome, msg)
-        sock.send_multipart(reply)
+        sock.send_multipart(envelope + reply)
         self._after(request, decision)
 
     # --- configuration ------------------------------------------------------------------
@@ -218,7 +212,8 @@ class Authenticator(BaseAuthenticator):
         self._used_deny = self._used_deny or bool(addresses)
 
     def configure_plain(self, domain: str = ANY_DOMAIN, passwords: Mapping[Any, Any] | str
-                        | os.PathLike[str] | PasswordCheck | None = None) -> None:
+                        | os.PathLike[str] | PasswordCheck | None = None, *,
+                        user_id: bool | None = None) -> None:
         """PLAIN logins in `domain` checked against `passwords`.
 
         A dict is used by reference, as pyzmq does: later changes to it apply (an empty
@@ -231,7 +226,7 @@ class Authenticator(BaseAuthenticator):
         source: Any = passwords
         if isinstance(passwords, Mapping):
             source = _LivePasswords(passwords, self.encoding)
-        super().configure_plain(domain, source)
+        super().configure_plain(domain, source, user_id=user_id)
 
     def configure_curve(self, domain: str = ANY_DOMAIN,  # type: ignore[override]
                         location: str | os.PathLike[str] | KeyLookup = ".") -> None:

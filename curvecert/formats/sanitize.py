@@ -26,7 +26,7 @@ import re
 from typing import Any
 
 __all__ = ["UNSAFE", "EscapingFormatter", "escape", "field", "is_safe", "json_line",
-           "json_text", "unsafe_characters"]
+           "json_text", "unsafe_characters", "unsafe_summary"]
 
 #: Characters shown escaped: Cc (C0, DEL, C1), Cf (format: bidi, zero-width, tags, ...),
 #: Zl/Zp (U+2028/U+2029), Cs (lone surrogates from `surrogateescape`), and the backslash.
@@ -71,6 +71,22 @@ def unsafe_characters(text: str) -> list[tuple[int, str]]:
     For findings such as "metadata value holds U+202E at column 7" (`verify`, `store check`).
     """
     return [(m.start(), _visible(m)) for m in UNSAFE.finditer(text) if m.group() != "\\"]
+
+
+def unsafe_summary(text: str, *, shown: int = 3) -> str | None:
+    """None for safe text, else what `verify` and `store check` say about it.
+
+    `2 control, format or line-separator characters (U+001B at position 1, U+202E at
+    position 7)`: code points and 1-based positions, never the characters themselves.
+    """
+    found = [m for m in UNSAFE.finditer(text) if m.group() != "\\"]
+    if not found:
+        return None
+    where = ", ".join(f"U+{ord(m.group()):04X} at position {m.start() + 1}"
+                      for m in found[:shown])
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    noun = "character" if len(found) == 1 else "characters"
+    return f"{len(found)} control, format or line-separator {noun} ({where}{more})"
 
 
 def escape(text: str | bytes, *, limit: int | None = None) -> str:

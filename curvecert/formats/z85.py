@@ -58,11 +58,12 @@ def decode(text: str | bytes) -> bytes:
             n = (((value[text[i]] * 85 + value[text[i + 1]]) * 85 + value[text[i + 2]]) * 85
                  + value[text[i + 3]]) * 85 + value[text[i + 4]]
         except KeyError:
-            bad = next(c for c in text[i:i + 5] if c not in value)
-            raise InvalidKey(f"{bad!r} at position {text.index(bad, i) + 1} "
-                             "is not a Z85 character") from None
+            # Say where, never which character: the text may be a secret key.
+            at = next(j for j in range(i, i + 5) if text[j] not in value)
+            raise InvalidKey(f"the character at position {at + 1} is not a Z85 "
+                             "character") from None
         if n > _MAX32:
-            raise InvalidKey(f"Z85 group {text[i:i + 5]!r} at position {i + 1} overflows 32 bits")
+            raise InvalidKey(f"the Z85 group at positions {i + 1}-{i + 5} overflows 32 bits")
         words.append(n)
     return struct.pack(f">{len(words)}I", *words)
 

@@ -50,15 +50,25 @@ class Node:
     would add milliseconds to every `curvecert show` start-up.
     """
 
-    __slots__ = ("children", "line", "name", "value")
+    __slots__ = ("children", "column", "line", "name", "value")
 
     def __init__(self, name: str, value: str = "", children: list[Node] | None = None,
-                 line: int = 0) -> None:
-        """A node; `line` is the 1-based line it was parsed from (0 when built in code)."""
+                 line: int = 0, column: int = 0) -> None:
+        """A node; `line` is the 1-based line it was parsed from (0 when built in code),
+        `column` the 1-based column where its value starts (0 when unknown or empty).
+        Messages about a value point there instead of quoting it (it may be a secret)."""
         self.name = name
         self.value = value
         self.children: list[Node] = children if children is not None else []
         self.line = line
+        self.column = column
+
+    @property
+    def columns(self) -> str:
+        """`columns A-B` of the value, or `""` when unknown: where, never what."""
+        if not self.column:
+            return ""
+        return f"columns {self.column}-{self.column + max(len(self.value), 1) - 1}"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Node):
@@ -151,51 +161,62 @@ def parse(data: str | bytes, *, path: str | os.PathLike[str] | None = None) -> N
             what = "a property before any section" if len(stack) == 1 else "indented too deep"
             raise ZplSyntaxError(f"{what} (each level is 4 spaces under its parent)",
                                  line=number, path=path)
-        name, value = _parse_property(stripped, number, path)
-        node = Node(name, value, [], number)
+        name, value, column = _parse_property(stripped, number, path, indent)
+        node = Node(name, value, [], number, column)
         stack[depth].children.append(node)
         del stack[depth + 1:]
         stack.append(node)
     return root
 
 
-def _parse_property(s: str, number: int, path: str | os.PathLike[str] | None) -> tuple[str, str]:
+def _parse_property(s: str, number: int, path: str | os.PathLike[str] | None,
+                    indent: int = 0) -> tuple[str, str, int]:
+    # Errors give columns, never the text: a damaged secret-key line must not be quoted
+    # back into a terminal or a log (docs/security.md, "Secrets in messages").
+    def col(rest: str) -> int:
+        return indent + len(s) - len(rest) + 1
+
     m = _NAME_RE.match(s)
     if not m:
-        raise ZplSyntaxError(f"expected a property name, found {s[0]!r}", line=number, path=path)
+        raise ZplSyntaxError(f"column {indent + 1}: expected a property name (letters, digits "
+                             "and $ - _ @ . & + /)", line=number, path=path)
     name = m.group()
     if name.startswith("/") or name.endswith("/"):
-        raise ZplSyntaxError(f"name {name!r} may not start or end with '/'", line=number,
-                             path=path)
+        raise ZplSyntaxError(f"columns {indent + 1}-{indent + len(name)}: a property name may "
+                             "not start or end with '/'", line=number, path=path)
     rest = s[m.end():].lstrip(_WS)
     if not rest or rest[0] == "#":
-        return name, ""
+        return name, "", 0
     if rest[0] != "=":
-        raise ZplSyntaxError(f"after name {name!r}: expected '=', found {rest[0]!r}",
-                             line=number, path=path)
+        raise ZplSyntaxError(f"column {col(rest)}: expected '=' after the property name "
+                             f"(columns {indent + 1}-{indent + len(name)})", line=number,
+                             path=path)
     after_eq = rest[1:]
     rest = after_eq.lstrip(_WS)
     if not rest:
-        return name, ""
+        return name, "", 0
     quote = rest[0]
     if quote in "\"'":
         end = rest.find(quote, 1)
         if end < 0:
-            raise ZplSyntaxError(f"value of {name!r} has no closing {quote}", line=number,
-                                 path=path)
+            raise ZplSyntaxError(f"column {col(rest)}: the value has no closing {quote}",
+                                 line=number, path=path)
         tail = rest[end + 1:].lstrip(_WS)
         if tail and tail[0] != "#":
-            raise ZplSyntaxError(f"unexpected text after the quoted value of {name!r}: "
-                                 f"{tail[:20]!r}", line=number, path=path)
-        return name, rest[1:end]
+            raise ZplSyntaxError(f"columns {col(tail)}-{indent + len(s)}: unexpected text "
+                                 f"after the quoted value (columns {col(rest)}-"
+                                 f"{col(rest) + end})", line=number, path=path)
+        return name, rest[1:end], col(rest) + 1
     if rest[0] == "#":
         # CZMQ quirk (zconfig.c cuts at the '#' after walking back over whitespace): a bare
         # value that starts with '#' is kept whole after `= `, and is empty after `=#`.
-        return name, rest if after_eq[0] in _WS else ""
+        return (name, rest, col(rest)) if after_eq[0] in _WS else (name, "", 0)
+    start = col(rest)
     hash_at = rest.find("#")
     if hash_at >= 0:
         rest = rest[:hash_at]
-    return name, rest.rstrip(_WS)
+    value = rest.rstrip(_WS)
+    return name, value, start if value else 0
 
 
 def quote_value(value: str) -> str:

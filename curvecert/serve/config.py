@@ -99,6 +99,8 @@ class DomainConfig:
     mechanisms: tuple[str, ...] | None = None
     """Mechanisms admitted; None = those the settings above imply (CURVE with stores or
     `unsafe-allow-any`, PLAIN with a password file; NULL only when listed)."""
+    user_id: bool = True
+    """`user-id = false`: 200 replies carry an empty User-Id (for libzmq 4.3 REQ servers)."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,7 @@ def _domain(name: str, table: Mapping[str, Any], where: str, base: Path | None) 
     passwords = r.path("passwords")
     allow = tuple(check_address(a, where=f"{where}.allow") for a in r.strings("allow"))
     deny = tuple(check_address(a, where=f"{where}.deny") for a in r.strings("deny"))
+    user_id: bool = r.get("user-id", bool, True)
     mechs: tuple[str, ...] | None = None
     if "mechanisms" in table:
         mechs = tuple(m.upper() for m in r.strings("mechanisms"))
@@ -249,7 +252,7 @@ def _domain(name: str, table: Mapping[str, Any], where: str, base: Path | None) 
     if "PLAIN" in (mechs or ()) and passwords is None:
         raise ConfigError(f"{where}: PLAIN is enabled but no `passwords` file is given")
     return DomainConfig(name=name, stores=stores, curve=curve, passwords=passwords,
-                        allow=allow, deny=deny, mechanisms=mechs)
+                        allow=allow, deny=deny, mechanisms=mechs, user_id=user_id)
 
 
 def parse(text: str, *, path: str | os.PathLike[str] | None = None) -> DaemonConfig:

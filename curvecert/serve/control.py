@@ -41,7 +41,8 @@ from typing import Any, Protocol
 
 import zmq
 
-from curvecert.auth.policy import KeyChain, Policy
+from curvecert.auth.keylookup import KeyChain
+from curvecert.auth.policy import Policy
 from curvecert.certs import keys
 from curvecert.certs.validity import format_time
 from curvecert.errors import CurvecertError, OperationalError

@@ -18,6 +18,7 @@ file keeps the old policy and logs why.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -29,13 +30,17 @@ from typing import Any
 import zmq
 
 from curvecert.auth.authenticator import Authenticator
-from curvecert.auth.policy import Decision, Policy, respond
+from curvecert.auth.decision import Decision, encode
+from curvecert.auth.deferred import DeferredCalls
+from curvecert.auth.pending import Pending
+from curvecert.auth.policy import Policy, prepare
+from curvecert.auth.providers import resolve_now
 from curvecert.auth.records import decision_fields
 from curvecert.certs.cert import Certificate
-from curvecert.errors import CurvecertError
 from curvecert.serve.config import BACKLOG, DaemonConfig, DomainConfig
 from curvecert.serve.livepolicy import LivePolicy, build_policy
 from curvecert.serve.reloader import Reloader
+from curvecert.serve.reloading import Reloading
 from curvecert.serve.service import FORWARDER_DOMAIN, ZapService, ipc_path
 from curvecert.serve.systemd import sd_notify
 
@@ -56,7 +61,7 @@ _logger = logging.getLogger(__name__)
 Sink = Callable[[Mapping[str, Any]], None]
 
 
-class Daemon:
+class Daemon(Reloading):
     """`serve-auth`: a ZAP service (and optionally a gateway) driven by one configuration.
 
     `loader()` returns the configuration; it is called once at `start()` and again on every
@@ -100,6 +105,8 @@ class Daemon:
                                                                             self._wake)
         self._reloader.discard = lambda built: built[1].close()
         self._wake_r, self._wake_w = socket.socketpair()
+        # PLAIN checks and providers answered later, off this loop (curvecert.auth.plainpool)
+        self._deferred = DeferredCalls(self._wake)
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.counters: dict[str, int] = {"requests": 0, "200": 0, "300": 0, "400": 0,
@@ -220,7 +227,12 @@ class Daemon:
             timeout = None
             if next_stats is not None:
                 timeout = max(0, int((next_stats - time.monotonic()) * 1000) + 1)
+            later = self._deferred.timeout()
+            if later is not None:
+                ms = int(later * 1000) + 1 if later > 0 else 0
+                timeout = ms if timeout is None else min(timeout, ms)
             events = dict(poller.poll(timeout))
+            self._answer_due(self._deferred.due())
             if self._wake_r.fileno() in events:
                 self._drain_wake()
             if self._stop.is_set():
@@ -233,9 +245,10 @@ class Daemon:
             if done is not None:
                 self._reloaded(done)
             if self._service is not None and self._service.socket in events:
-                self._service.serve_ready(self._respond)
+                self._service.serve_routed(functools.partial(self._respond, self._service))
             if self._next_service is not None and self._next_service.socket in events:
-                self._next_service.serve_ready(self._respond)
+                self._next_service.serve_routed(
+                    functools.partial(self._respond, self._next_service))
             if ops is not None:
                 ops.serve(events)
             if next_stats is not None and time.monotonic() >= next_stats:
@@ -251,76 +264,6 @@ class Daemon:
         except (BlockingIOError, InterruptedError):
             pass
 
-    def reload(self) -> bool:
-        """Re-read the configuration and swap in a new policy, in the calling thread; keep
-        the old policy on any error (`run()` builds reloads off its loop instead)."""
-        began = time.monotonic()
-        self._notify_reloading()
-        try:
-            built = self._build()
-        except Exception as exc:  # RecursionError from a hostile config too
-            self._reload_failed(exc, began)
-            return False
-        self._apply(built, began)
-        return True
-
-    def _notify_reloading(self) -> None:
-        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={usec}")
-
-    def _build(self) -> tuple[DaemonConfig, LivePolicy]:
-        """Load the configuration and open its stores (may block; runs off the loop)."""
-        cfg = self._loader()
-        return cfg, build_policy(cfg.domains, etcd=cfg.etcd)
-
-    def _reloaded(self, done: tuple[Any, BaseException | None, float]) -> None:
-        """Apply (or report) a reload built by the background `Reloader`."""
-        built, error, began = done
-        if error is not None or built is None:
-            self._reload_failed(error or RuntimeError("no result"), began)
-            return
-        try:
-            self._apply(built, began)
-        except Exception as exc:  # pragma: no cover - defensive: keep serving
-            built[1].close()
-            self._reload_failed(exc, began)
-
-    def _reload_failed(self, exc: BaseException, began: float) -> None:
-        why = str(exc) if isinstance(exc, CurvecertError) else \
-            f"{type(exc).__name__}: {str(exc)[:200]}"
-        if self.ops is not None:
-            self.ops.reloaded(False, time.monotonic() - began, why)
-        self.counters["reload_errors"] += 1
-        _logger.error("reload failed, keeping the previous policy: %s", why)
-        sd_notify("READY=1\nSTATUS=reload failed; previous policy kept")
-
-    def _apply(self, built: tuple[DaemonConfig, LivePolicy], began: float) -> None:
-        cfg, live = built
-        old = self.config
-        assert old is not None
-        for what in ("zap_endpoint", "ipc_group", "server", "gateway", "next_zap_endpoint"):
-            if getattr(old, what) != getattr(cfg, what):
-                _logger.warning("reload: %s changed; restart serve-auth to apply it",
-                                what.replace("_", "-"))
-        self.config = DaemonConfig(domains=cfg.domains, zap_endpoint=old.zap_endpoint,
-                                   ipc_group=old.ipc_group, log_format=cfg.log_format,
-                                   log_stream=cfg.log_stream,
-                                   stats_interval=old.stats_interval, server=old.server,
-                                   gateway=old.gateway,
-                                   next_zap_endpoint=old.next_zap_endpoint, path=cfg.path,
-                                   etcd=cfg.etcd)
-        previous, self._live = self._live, live
-        if self._gateway is not None:
-            self._gateway.set_policy(live.policy)
-        if previous is not None:
-            previous.close()
-        self.counters["reloads"] += 1
-        self.generation += 1
-        if self.ops is not None:
-            self.ops.reloaded(True, time.monotonic() - began)
-        _logger.info("configuration reloaded: %d domain(s)", len(cfg.domains))
-        sd_notify("READY=1\nSTATUS=configuration reloaded")
-
     def close(self) -> None:
         """Stop everything, remove the ipc socket file, and free the context.
 
@@ -333,6 +276,7 @@ class Daemon:
         if self._gateway is not None:
             self._gateway.stop()
             self._gateway = None
+        self._answer_due(self._deferred.close())
         if self._service is not None:
             self._service.close()
             self._service = None
@@ -352,13 +296,27 @@ class Daemon:
 
     # --- answering ----------------------------------------------------------------------
 
-    def _respond(self, body: list[bytes]) -> list[bytes]:
+    def _respond(self, service: ZapService, envelope: list[bytes], body: list[bytes]
+                 ) -> list[bytes] | None:
         live = self._live
         assert live is not None
         began = time.monotonic()
-        _request, decision, reply = respond(live.policy, body)
+        request, outcome = prepare(live.policy, body)
+        if type(outcome) is Pending:
+            now = resolve_now(outcome)
+            if now is None:
+                self._deferred.start((service, envelope, request, body, began), outcome)
+                return None
+            outcome = now
+        decision, reply = encode(request, outcome, body)  # type: ignore[arg-type]
         self._record(decision, time.monotonic() - began)
         return reply
+
+    def _answer_due(self, due: list[tuple[Any, Pending, Decision]]) -> None:
+        for (service, envelope, request, body, began), _pending, outcome in due:
+            decision, reply = encode(request, outcome, body)
+            service.send(envelope, reply)  # a closed service drops it
+            self._record(decision, time.monotonic() - began)
 
     def live_policy(self) -> Policy | None:
         """The policy answering ZAP requests right now (None before `start()`)."""

@@ -112,11 +112,13 @@ class ZapForwarder:
         """
         if self._thread is not None:
             raise OperationalError("this ZapForwarder is already started")
-        if self._ipc is not None:
-            self._check_ipc()  # an impostor's directory or socket: refuse at once
+        # Bound first: even when start() fails below, servers in this context are refused
+        # (by the deny-all responder) rather than admitted.
         lease = acquire(self.context, self.zap_endpoint)
         made: list[zmq.Socket[Any]] = []
         try:
+            if self._ipc is not None:
+                self._check_ipc()  # an impostor's directory or socket: refuse at once
             control = self.context.socket(zmq.PAIR)
             made.append(control)
             control.linger = 0
@@ -138,6 +140,8 @@ class ZapForwarder:
             for sock in made:
                 sock.close(linger=0)
             lease.release()  # never unbind: the deny-all responder answers meanwhile
+            if isinstance(exc, OperationalError):
+                raise
             raise OperationalError(f"cannot start the ZAP forwarder on {self.zap_endpoint}: "
                                    f"{exc}") from exc
         self._control, self._thread = control, thread

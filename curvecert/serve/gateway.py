@@ -35,7 +35,8 @@ from typing import Any
 import zmq
 
 from curvecert.auth.authenticator import Authenticator
-from curvecert.auth.policy import Decision, Policy
+from curvecert.auth.decision import Decision
+from curvecert.auth.policy import Policy
 from curvecert.auth.recheck import Rechecker
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError

@@ -18,6 +18,8 @@ Control: the PAIR `pipe` accepts `TERMINATE`; counters are plain attributes read
 from __future__ import annotations
 
 import logging
+import math
+import time
 from typing import Any
 
 import zmq
@@ -75,7 +77,13 @@ class GatewayRelay:
         front, back, pipe = self.front, self.back, self.pipe
         checker, gated = self.rechecker, self.gated
         while True:
-            events = dict(poller.poll())
+            timeout = None
+            if checker is not None and checker.next_change != math.inf:
+                # a certificate expires then: wake up and re-check (issue 16)
+                timeout = max(0, int((checker.next_change - time.time()) * 1000) + 1)
+            events = dict(poller.poll(timeout))
+            if timeout is not None:
+                checker.expire_due()  # type: ignore[union-attr]
             if pipe in events and pipe.recv() == b"TERMINATE":
                 return
             if front in events:

@@ -26,7 +26,8 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from curvecert.auth.policy import Decision, Policy
+from curvecert.auth.decision import Decision
+from curvecert.auth.policy import Policy
 from curvecert.auth.stats import DecisionStats
 from curvecert.errors import OperationalError
 from curvecert.serve.control import (

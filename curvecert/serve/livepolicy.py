@@ -10,15 +10,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from curvecert.auth.addresses import AddressFilter
+from curvecert.auth.keylookup import KeyChain, KeyLookup, UnsafeAllowAny
 from curvecert.auth.passwords import PasswordFile
-from curvecert.auth.policy import (
-    AddressFilter,
-    DomainPolicy,
-    KeyChain,
-    KeyLookup,
-    Policy,
-    UnsafeAllowAny,
-)
+from curvecert.auth.policy import DomainPolicy, Policy
 from curvecert.serve.config import DomainConfig
 from curvecert.store.backend import StoreBackend, open_store
 from curvecert.store.etcdurl import EtcdOptions
@@ -89,4 +84,4 @@ def _domain_policy(dom: DomainConfig, stores: list[StoreBackend],
             curve = KeyChain(stores)
     plain = passwords if mechs is None or "PLAIN" in mechs else None
     return DomainPolicy(null=mechs is not None and "NULL" in mechs, plain=plain, curve=curve,
-                        addresses=AddressFilter.of(dom.allow, dom.deny))
+                        addresses=AddressFilter.of(dom.allow, dom.deny), user_id=dom.user_id)

@@ -19,7 +19,8 @@ import os
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-from curvecert.auth.policy import Decision, Policy
+from curvecert.auth.decision import Decision
+from curvecert.auth.policy import Policy
 from curvecert.certs import secretsource
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError

@@ -127,6 +127,12 @@ class ZapService:
 
     def serve_ready(self, respond: Callable[[list[bytes]], list[bytes]]) -> int:
         """Answer every request waiting on the socket without blocking; return how many."""
+        return self.serve_routed(lambda _envelope, body: respond(body))
+
+    def serve_routed(self, respond: Callable[[list[bytes], list[bytes]], list[bytes] | None]
+                     ) -> int:
+        """`serve_ready` for a `respond(envelope, body)` that may return None: it answers
+        later through `send(envelope, reply)` (a PLAIN check or a provider call)."""
         assert self.socket is not None
         n = 0
         while True:
@@ -139,13 +145,20 @@ class ZapService:
                 self.dropped += 1
                 continue
             envelope, body = parts
-            reply = respond(body)
-            try:
-                send_frames(self.socket, [*envelope, *reply], _NOBLOCK)
-            except zmq.ZMQError:  # the forwarder went away; it answers 500 itself
-                self.dropped += 1
+            reply = respond(envelope, body)
+            if reply is not None:
+                self.send(envelope, reply)
             n += 1
             self.requests += 1
+
+    def send(self, envelope: list[bytes], reply: list[bytes]) -> None:
+        """Send one reply; a peer that went away is counted in `dropped`, not raised."""
+        if self.socket is None:
+            return
+        try:
+            send_frames(self.socket, [*envelope, *reply], _NOBLOCK)
+        except zmq.ZMQError:  # the forwarder went away; it answers 500 itself
+            self.dropped += 1
 
     def close(self) -> None:
         """Close the socket and remove the ipc socket file if it is still ours."""

@@ -36,6 +36,7 @@ import struct
 from curvecert.certs.fileio import file_kind
 from curvecert.certs.keys import weak_public_key
 from curvecert.errors import CertificateError, CurvecertError, ZplSyntaxError
+from curvecert.formats.sanitize import is_safe, unsafe_summary
 from curvecert.store.fastparse import SECRET_REASON, encode_meta, fast_parse, parse_public
 from curvecert.store.state import Scanned, StoreFinding, make_finding, make_record
 
@@ -214,6 +215,7 @@ def parse_data(dir_b: bytes, rel: bytes, sig: bytes, data: bytes,
             dir_b, rel, "metadata-dropped",
             "metadata not sent in ZAP replies (reserved, duplicate after mapping to a "
             f"ZMTP name, or too large): {', '.join(dropped)}", severity="warning"),)
+    problems += unsafe_findings(dir_b, rel, items)
     if len(blob) > CZMQ_METADATA_LIMIT:
         problems += (make_finding(
             dir_b, rel, "czmq-metadata-overflow",
@@ -222,6 +224,23 @@ def parse_data(dir_b: bytes, rel: bytes, sig: bytes, data: bytes,
     record = make_record(sig, rel, blob)
     # sig None: it is the record's first bytes (no second object kept during a scan)
     return (rel, None, key, record, problems)
+
+
+def unsafe_findings(dir_b: bytes, rel: bytes,
+                    items: list[tuple[str, str]] | None) -> tuple[StoreFinding, ...]:
+    """Metadata or a file name with control, format or line-separator characters (issue
+    12): a warning each, by code point and position (`sanitize.unsafe_summary`)."""
+    out: tuple[StoreFinding, ...] = ()
+    checks = [("the file name", os.fsdecode(os.path.basename(rel)))]
+    checks += [(f"metadata item {i + 1} ({part})", text) for i, (name, value)
+               in enumerate(items or ()) for part, text in (("name", name), ("value", value))]
+    for what, text in checks:
+        if is_safe(text):
+            continue
+        out += (make_finding(dir_b, rel, "unsafe-text", f"{what} holds "
+                             f"{unsafe_summary(text)}; shown escaped by curvecert, raw by "
+                             "other tools", severity="warning"),)
+    return out
 
 
 def directory_finding(dir_b: bytes, rel: bytes, mode: int, *,

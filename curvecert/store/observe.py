@@ -36,7 +36,10 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-__all__ = ["REMOTE_FS", "DirectoryWatch", "filesystem_type"]
+from curvecert.store.files import SKIP_SUFFIXES
+
+__all__ = ["IGNORED", "K8S", "NOISE", "READ", "REMOTE_FS", "DirectoryWatch", "classify",
+           "filesystem_type"]
 
 _logger = logging.getLogger(__name__)
 
@@ -53,6 +56,22 @@ REMOTE_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "cep
 _EVENT_FILTER: list[type[FileSystemEvent]] = [
     FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileMovedEvent,
     DirMovedEvent, FileModifiedEvent, FileClosedEvent, FileAttribEvent, DirAttribEvent]
+
+
+# watchdog event types that cannot change what the store trusts
+NOISE = frozenset({"opened", "closed_no_write"})
+_SKIP_SUFFIXES = tuple(os.fsdecode(s) for s in SKIP_SUFFIXES)
+READ, IGNORED, K8S = 0, 1, 2
+
+
+def classify(rel: str) -> int:
+    """Whether an event's path (relative to the store) is READ, IGNORED, or a Kubernetes
+    `..`-name, K8S (a full rescan); the rules of `curvecert.store.files.is_ignored_name`."""
+    for part in rel.split(os.sep):
+        if (not part or part[0] == "." or part.endswith(_SKIP_SUFFIXES)
+                or (len(part) > 1 and part[0] == "#" and part[-1] == "#")):
+            return K8S if part.startswith("..") else IGNORED
+    return READ
 
 
 def filesystem_type(path: str) -> str | None:

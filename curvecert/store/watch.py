@@ -41,8 +41,7 @@ from collections.abc import Iterable
 from watchdog.events import FileSystemEvent
 
 from curvecert.errors import StoreError
-from curvecert.store.files import SKIP_SUFFIXES
-from curvecert.store.observe import DirectoryWatch
+from curvecert.store.observe import IGNORED, K8S, NOISE, DirectoryWatch, classify
 from curvecert.store.scan import ScanCancelled, Scanner
 from curvecert.store.snapshot import Snapshot
 from curvecert.store.view import ReloadCallback, SnapshotView, reload_callbacks
@@ -60,22 +59,6 @@ _REAPPEAR_CHECK = 0.2
 _MAX_DELAY_FACTOR = 10
 #: Paths applied per step of a big burst (a revocation waits for one step at most).
 _SLICE = 1024
-# watchdog event types that cannot change what the store trusts
-_NOISE = frozenset({"opened", "closed_no_write"})
-_SKIP_SUFFIXES = tuple(os.fsdecode(s) for s in SKIP_SUFFIXES)
-_READ, _IGNORED, _K8S = 0, 1, 2
-
-
-def _classify(rel: str) -> int:
-    """Whether an event's path (relative to the store) is read, ignored, or a Kubernetes
-    `..`-name (which calls for a full rescan); the rules of `files.is_ignored_name`."""
-    for part in rel.split(os.sep):
-        if (not part or part[0] == "." or part.endswith(_SKIP_SUFFIXES)
-                or (len(part) > 1 and part[0] == "#" and part[-1] == "#")):
-            return _K8S if part.startswith("..") else _IGNORED
-    return _READ
-
-
 class CertStore(SnapshotView):
     """A directory of trusted public certificates, kept current by watching it.
 
@@ -194,7 +177,7 @@ class CertStore(SnapshotView):
     def _on_event(self, event: FileSystemEvent) -> None:
         # Hot path: a burst of 20,000 files brings 40,000-100,000 events (issue 11 §6).
         etype = event.event_type
-        if etype in _NOISE or (etype == "modified" and event.is_directory):
+        if etype in NOISE or (etype == "modified" and event.is_directory):
             return  # directory "modified" = a child changed, and the child's event names it
         pending: list[str] = []
         urgent: list[str] = []
@@ -215,10 +198,10 @@ class CertStore(SnapshotView):
                 full = True
                 continue
             rel = path[len(self._prefix):]
-            kind = _classify(rel)
-            if kind == _IGNORED:
+            kind = classify(rel)
+            if kind == IGNORED:
                 continue
-            if kind == _K8S:
+            if kind == K8S:
                 full = True  # Kubernetes atomic writer: ..data, ..data_tmp, ..<ts>
             # a path a trusted key is read from (or a directory above one) may be a
             # revocation: it skips the quiet period and the queue
@@ -244,10 +227,14 @@ class CertStore(SnapshotView):
                 self._cond.notify_all()
 
     def _on_overflow(self) -> None:
-        """The kernel dropped events (one may be a revocation): rescan now, no quiet period."""
+        """The kernel dropped events (one may be a revocation): re-read every trusted file
+        at once, then rescan the whole store, with no quiet period."""
         _logger.warning("%s: inotify dropped events; rescanning the whole store",
                         self.directory)
+        # the trusted files first (as possible revocations), then everything
+        trusted = [os.path.join(self.directory, e.relpath) for e in self._snapshot]
         with self._cond:
+            self._urgent.update(trusted)
             self._full = self._dirty = self._overflowed = True
             self._cond.notify_all()
 
@@ -327,12 +314,28 @@ class CertStore(SnapshotView):
         return self._stopping
 
     def _reload(self, paths: set[str] | None) -> None:
-        with self._scan_lock:
-            if paths is None:
-                snap = self._scanner.scan(cancel=self._cancelled)
-            else:
-                snap = self._scanner.apply(sorted(paths), cancel=self._cancelled)
+        try:
+            with self._scan_lock:
+                if paths is None:
+                    snap = self._scanner.scan(cancel=self._preempt)
+                else:
+                    snap = self._scanner.apply(sorted(paths), cancel=self._preempt)
+        except ScanCancelled:
+            if self._stopping:
+                raise
+            # a possible revocation arrived during a long scan: it goes first, and the
+            # scan starts again afterwards (the stat cache keeps that cheap)
+            with self._cond:
+                if paths is None:
+                    self._full = True
+                else:
+                    self._pending.update(paths)
+                self._dirty = True
+            return
         self._publish(snap)
+
+    def _preempt(self) -> bool:
+        return self._stopping or bool(self._urgent)
 
     def _root_changed(self) -> bool:
         """True when the watch must be re-created: the directory went, came back, was

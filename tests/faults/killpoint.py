@@ -3,8 +3,9 @@
     python -m tests.faults.killpoint ARGS...        # like `python -m curvecert ARGS...`
 
 Every file curvecert writes goes through `curvecert.certs.fileio` (`atomic_write`) or, for
-batches, `curvecert.store.bulk`, so wrapping those modules' `os` calls (open, fchmod, write, fsync, close, replace, link, unlink)
-enumerates every step of every write. With `CURVECERT_KILL_TRACE=FILE` each call is
+batches, `curvecert.store.bulk`, so wrapping those modules' `os` calls (open, fchmod, write,
+fsync, close, replace, rename, link, unlink) enumerates every step of every write. With
+`CURVECERT_KILL_TRACE=FILE` each call is
 appended to FILE as one line (`op path-or-fd`); with `CURVECERT_KILL_AT=N` (N >= 1) the
 process sends itself SIGKILL immediately before call N, which is a real `kill -9` at an
 exact point of the write (no handler runs, no buffer is flushed, no `finally` executes).

@@ -24,7 +24,7 @@ def main() -> None:
                         format="%(name)s: %(message)s")
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     server_cert = Certificate.new()
-    fwd = ZapForwarder(ctx, sys.argv[1], timeout=0.3).start()
+    fwd = ZapForwarder(ctx, sys.argv[1], timeout=2.0).start()
     server = ctx.socket(zmq.ROUTER)
     server.linger = 0
     server_cert.apply_server(server)

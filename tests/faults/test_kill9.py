@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from curvecert import store
-from curvecert.auth import passwords
+from curvecert.auth import passwords, pwtable
 from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from curvecert.certs.verify import verify_file
@@ -243,7 +243,7 @@ def test_kill_passwd_add(tmp_path: Path, cli_env: Callable[..., dict[str, str]])
         if data == state["bytes"]:
             return "old"
         assert table.users() == ["alice", "bob", "carol"]
-        assert table.check("carol", f"carol-{i}".encode()) is passwords.CheckResult.OK
+        assert table.check("carol", f"carol-{i}".encode()) is pwtable.CheckResult.OK
         state["bytes"] = data
         return "new"
 

@@ -411,6 +411,7 @@ def test_remote_fd_exhaustion_during_daemon_outage(tmp_path: Path) -> None:
     from tests.conftest import ROOT
 
     endpoint = f"ipc://{tmp_path}/zap.sock"
+    hung = PolicyDaemon(endpoint, silent=True)  # up, key published, never answers
     child = subprocess.Popen([sys.executable, "-m", "tests.faults.rlimitchild", endpoint],
                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
@@ -434,17 +435,19 @@ def test_remote_fd_exhaustion_during_daemon_outage(tmp_path: Path) -> None:
             target=lambda: outcome(client_ctx, tcp, STRANGER, 5.0, server_key))
         first.start()
         assert lines.get(timeout=10) == "FORWARDED"
-        for _ in range(60):  # within the 0.3 s deadline: the reset then finds no descriptor
+        for _ in range(60):  # within the 2 s deadline: the reset then finds no descriptor
             host, port = tcp.removeprefix("tcp://").rsplit(":", 1)
             raw.append(socket.create_connection((host, int(port)), timeout=5))
         first.join(10)
-        wait_until(lambda: any("cannot open the link" in e for e in errors),
+        wait_until(lambda: any("cannot open the link" in e and "Too many open files" in e
+                               for e in errors),
                    message="the forwarder's link reset hit EMFILE")
         for s in raw:
             s.close()
         raw.clear()
-        for _ in range(3):  # daemon still down: denied (or stalled), never admitted
+        for _ in range(3):  # daemon still hung: denied (or stalled), never admitted
             assert outcome(client_ctx, tcp, STRANGER, 3.0, server_key) != 200
+        hung.close()
         daemon = PolicyDaemon(endpoint)
         known_admitted_again(client_ctx, tcp, 20.0, server_key)
         child.stdin.close()  # type: ignore[union-attr]
@@ -459,4 +462,66 @@ def test_remote_fd_exhaustion_during_daemon_outage(tmp_path: Path) -> None:
             child.wait()
         if daemon is not None:
             daemon.close()
+        if not hung._stop.is_set():
+            hung.close()
         client_ctx.destroy(linger=0)
+
+
+@pytest.mark.parametrize("kind", sorted(FAULTS))
+@pytest.mark.parametrize("site", ["recv", "send", "poll"])
+def test_deny_all_responder_faults(ctx: Ctx, monkeypatch: pytest.MonkeyPatch, site: str,
+                                   kind: str) -> None:
+    """The responder that holds the endpoint after stop() is a loop too."""
+    import curvecert.auth.endpoint as endpoint_mod
+
+    fault = Fault(monkeypatch, "curvecert-zap-deny-all")
+    if site == "poll":
+        fault.patch(zmq.Poller, "poll")
+    else:
+        patch_site(fault, site, endpoint_mod)
+    server, endpoint = server_socket(ctx)
+    try:
+        Authenticator(ctx).start().stop()
+        with fault.active(FAULTS[kind]):
+            stranger_never_admitted(ctx, endpoint, fault)
+        _refused_after_stop(ctx, endpoint)
+        with Authenticator(ctx) as auth:  # and it still hands over
+            auth.configure_provider("CURVE", known_only)
+            known_admitted_again(ctx, endpoint)
+    finally:
+        server.close(linger=0)
+
+
+def test_compat_manual_mode_answers_and_stop_keeps_the_door_shut(ctx: Ctx,
+                                                                tmp_path: Path) -> None:
+    """pyzmq's manual mode (`zap_socket` + `handle_zap_message`) on the guarded socket."""
+    from curvecert.compat.base import Authenticator as ManualAuthenticator
+
+    keys = tmp_path / "public"
+    keys.mkdir()
+    KNOWN.save_public(keys / "known.key")
+    auth = ManualAuthenticator(ctx)
+    auth.configure_curve(domain="*", location=str(keys))
+    auth.start()
+    stop = threading.Event()
+
+    def pump() -> None:  # what a pyzmq application's own loop does
+        sock = auth.zap_socket
+        assert sock is not None
+        while not stop.is_set():
+            if sock.poll(50):
+                asyncio.run(auth.handle_zap_message(sock.recv_multipart()))
+
+    t = threading.Thread(target=pump)
+    t.start()
+    server, endpoint = server_socket(ctx)
+    try:
+        known_admitted_again(ctx, endpoint)
+    finally:
+        stop.set()
+        t.join(10)
+    try:
+        auth.stop()
+        _refused_after_stop(ctx, endpoint)
+    finally:
+        server.close(linger=0)

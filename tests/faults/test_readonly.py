@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from curvecert import store
-from curvecert.auth import passwords
+from curvecert.auth import hashing
 from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
 from tests.faults.support import (
@@ -54,7 +54,7 @@ class Scene:
         self.pw_dir = base / "pw"
         self.pw_dir.mkdir()
         self.pwfile = self.pw_dir / "passwords"
-        self.pwfile.write_text(f"alice={passwords.hash_password('a', n=2, r=1, p=1)}\n")
+        self.pwfile.write_text(f"alice={hashing.hash_password('a', n=2, r=1, p=1)}\n")
         os.chmod(self.pwfile, 0o644)  # hashed only: readable is fine, and nobody can read
         self.certs = base / "certs"
         self.certs.mkdir()

@@ -15,7 +15,8 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys, answer
+from curvecert.auth.keylookup import StaticKeys
+from curvecert.auth.policy import DomainPolicy, Policy, answer
 from curvecert.certs.cert import Certificate
 from curvecert.serve.runtime import publish_key
 
@@ -79,7 +80,8 @@ def known_admitted_again(ctx: zmq.Context[Any], endpoint: str, timeout: float = 
 class PolicyDaemon:
     """A stand-in for `serve-auth`: a ROUTER in its own context answering with `POLICY`."""
 
-    def __init__(self, endpoint: str, server: Certificate | None = None) -> None:
+    def __init__(self, endpoint: str, server: Certificate | None = None, *,
+                 silent: bool = False) -> None:
         self.context: zmq.Context[Any] = zmq.Context()
         self.sock = self.context.socket(zmq.ROUTER)
         self.sock.linger = 0
@@ -90,6 +92,8 @@ class PolicyDaemon:
         self.sock.bind(endpoint)
         if endpoint.startswith("ipc://") and server is not None:
             publish_key(endpoint[len("ipc://"):], server.public_key)
+        self.silent = silent
+        self.seen = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run)
         self._thread.start()
@@ -99,6 +103,9 @@ class PolicyDaemon:
             if not self.sock.poll(20):
                 continue
             frames = self.sock.recv_multipart()
+            self.seen += 1
+            if self.silent:  # a hung daemon: swallows every request
+                continue
             split = frames.index(b"")
             self.sock.send_multipart([*frames[:split + 1], *answer(POLICY, frames[split + 1:])])
 

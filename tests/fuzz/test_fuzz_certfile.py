@@ -1,12 +1,12 @@
-"""Fuzz target: certificate files (`certfile.parse`, the store's `parse_public`, `verify`).
+"""Fuzz target: certificate files (`Certificate.parse`, the store's `parse_public`, `verify`).
 
 Properties, for any bytes and for mutations of real certificate files (curvecert's,
 CZMQ's and pyzmq's layouts, public and secret):
 
-- `certfile.parse` returns a `Certificate` or raises a `CurvecertError`; never another
+- `Certificate.parse` returns a `Certificate` or raises a `CurvecertError`; never another
   exception. A certificate it returns is consistent (a secret derives to the public key)
   and survives `dump` then `parse` unchanged (or `dump` refuses its metadata);
-- the store's fast reader `store.parse_public` agrees with `certfile.parse` on every
+- the store's fast reader `store.parse_public` agrees with `Certificate.parse` on every
   input: same key and metadata, the same refusal (a secret certificate is refused);
 - `verify.check_text` (behind `curvecert verify`) reports findings and never raises;
 - a CRLF copy of a valid file is the same certificate, and a truncated file is either

@@ -24,13 +24,13 @@ import tempfile
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from curvecert.auth import passwords
+from curvecert.auth import hashing, passwords, pwtable
 from curvecert.errors import PasswordFileError
 from tests.fuzz.conftest import FUZZ, scaled
 
 # Cheap scrypt parameters keep hashed entries affordable in a fuzz loop.
 _HASHED = {f"h{i}": f"hashed-pw-{i}" for i in range(3)}
-_HASHES = {u: passwords.hash_password(p, n=2, r=1, p=1) for u, p in _HASHED.items()}
+_HASHES = {u: hashing.hash_password(p, n=2, r=1, p=1) for u, p in _HASHED.items()}
 _USERS = ["alice", "bob", "carol", "#x", " alice", "alice ", "", "ü", "a=b", "h0", "h1"]
 
 
@@ -80,7 +80,7 @@ def password_files(draw: st.DrawFn) -> tuple[bytes, list[str]]:
     return data, [m for _l, m in lines if m]
 
 
-def _parse(data: bytes) -> passwords.PasswordTable | PasswordFileError:
+def _parse(data: bytes) -> pwtable.PasswordTable | PasswordFileError:
     try:
         return passwords.parse(data, path="pw.txt")
     except PasswordFileError as exc:
@@ -119,16 +119,16 @@ def test_parse_files_and_check(case: tuple[bytes, list[str]], guess: bytes, who:
     if isinstance(got, PasswordFileError):
         _check_error(data, got, markers)
         return
-    assert isinstance(got.check(who, guess), passwords.CheckResult)
+    assert isinstance(got.check(who, guess), pwtable.CheckResult)
     for user in got.users():
         entry = got.entries[user]
         if isinstance(entry, bytes):
-            assert got.check(user, entry) is passwords.CheckResult.OK
-            assert got.check(user, entry + b"!") is passwords.CheckResult.BAD_PASSWORD
+            assert got.check(user, entry) is pwtable.CheckResult.OK
+            assert got.check(user, entry + b"!") is pwtable.CheckResult.BAD_PASSWORD
         elif user in _HASHED:
-            assert got.check(user, _HASHED[user].encode()) is passwords.CheckResult.OK
+            assert got.check(user, _HASHED[user].encode()) is pwtable.CheckResult.OK
     same = _parse(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
-    assert isinstance(same, passwords.PasswordTable)
+    assert isinstance(same, pwtable.PasswordTable)
     assert same.users() == got.users()
 
 
@@ -153,11 +153,11 @@ def test_add_and_remove_rewrite_exactly(case: tuple[bytes, list[str]], user: str
         except PasswordFileError:
             with open(path, "rb") as fh:
                 assert fh.read() == data, "a refused change modified the file"
-            if isinstance(before, passwords.PasswordTable):
+            if isinstance(before, pwtable.PasswordTable):
                 # refused only for a reason that concerns the user asked for
                 assert (action == "add") == (user in before.users())
             return
-        assert isinstance(before, passwords.PasswordTable)
+        assert isinstance(before, pwtable.PasswordTable)
         with open(path, "rb") as fh:
             after = passwords.parse(fh.read())
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -168,7 +168,7 @@ def test_add_and_remove_rewrite_exactly(case: tuple[bytes, list[str]], user: str
         if action == "remove":
             assert user not in after.users()
         else:
-            assert after.check(user, b"new-pass") is passwords.CheckResult.OK
+            assert after.check(user, b"new-pass") is pwtable.CheckResult.OK
 
 
 # --- regressions found by the fuzzer ---------------------------------------------------------

@@ -29,20 +29,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from curvecert import store
+from curvecert.auth.addresses import AddressFilter
 from curvecert.auth.authenticator import format_decision
-from curvecert.auth.passwords import StaticPasswords
-from curvecert.auth.policy import (
-    AddressFilter,
-    DomainPolicy,
-    Grant,
-    KeyChain,
-    Policy,
-    Provider,
-    StaticKeys,
-    UnsafeAllowAny,
-    answer,
-    respond,
-)
+from curvecert.auth.keylookup import KeyChain, StaticKeys, UnsafeAllowAny
+from curvecert.auth.pending import Grant, Provider
+from curvecert.auth.policy import DomainPolicy, Policy, answer, respond
+from curvecert.auth.pwtable import StaticPasswords
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ZapError
 from curvecert.formats import z85, zap, zmtp

@@ -14,8 +14,11 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from curvecert.auth.authenticator import Authenticator, format_decision
+from curvecert.auth.decision import Decision
+from curvecert.auth.keylookup import StaticKeys, UnsafeAllowAny
 from curvecert.auth.passwords import PasswordFile
-from curvecert.auth.policy import Decision, DomainPolicy, Grant, Policy, StaticKeys, UnsafeAllowAny
+from curvecert.auth.pending import Grant
+from curvecert.auth.policy import DomainPolicy, Policy
 from curvecert.certs import keys
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError, OperationalError
@@ -58,7 +61,7 @@ def zap_req(ctx: Ctx) -> Iterator[Callable[[list[bytes]], list[bytes]]]:
 
 # --- lifecycle ------------------------------------------------------------------------------
 
-def test_start_answers_and_stop_unbinds(ctx: Ctx) -> None:
+def test_start_answers_and_stop_hands_over(ctx: Ctx) -> None:
     auth = Authenticator(ctx)
     auth.configure_null()
     assert auth.start() is auth and auth.running
@@ -71,7 +74,7 @@ def test_start_answers_and_stop_unbinds(ctx: Ctx) -> None:
     auth.stop()
     assert not auth.running
     auth.stop()  # idempotent
-    # The endpoint is free again at once: a new handler can bind in the same context.
+    # The endpoint stays bound (deny-all) and a new handler takes it over at once.
     with Authenticator(ctx) as again:
         assert again.running
 

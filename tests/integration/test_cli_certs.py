@@ -87,14 +87,14 @@ def test_new_json(run_cli: Run, tmp_path: Path) -> None:
     r = run_cli("new", str(tmp_path / "s"), "--name", "server", "--meta", "site=eu", "--json")
     assert r.code == 0, r.err
     data = json.loads(r.out)
-    assert set(data) == {"public_key", "fingerprint", "metadata", "not_before", "not_after",
-                         "public_file", "secret_file"}
+    assert set(data) == {"path", "secret_path", "public_key", "public_key_hex", "fingerprint",
+                         "metadata", "not_before", "not_after"}
     cert = Certificate.load(tmp_path / "s_secret")
     assert data["public_key"] == cert.public_txt
     assert data["fingerprint"] == cert.fingerprint
     assert data["metadata"] == {"name": "server", "site": "eu"}
-    assert data["public_file"] == str(tmp_path / "s")
-    assert data["secret_file"] == str(tmp_path / "s_secret")
+    assert data["path"] == str(tmp_path / "s")
+    assert data["secret_path"] == str(tmp_path / "s_secret")
     assert cert.secret_txt and cert.secret_txt not in r.out + r.err
 
 
@@ -229,7 +229,7 @@ def test_show_malformed_file_is_one_line_with_path_and_line(run_cli: Run,
 
 
 @pytest.mark.parametrize(("text", "where"), [
-    ('curve\n    public-key = "short"\n', ":2: public-key must be exactly 40"),
+    ('curve\n    public-key = "short"\n', ":2: public-key (columns 19-23) must be exactly 40"),
     ("metadata\n", ": no curve/public-key entry"),
     (f'curve\n    public-key = "{"0" * 40}"\n    secret-key = "{CLIENT_SECRET}"\n',
      ":3: secret-key does not belong to public-key")])
@@ -253,7 +253,7 @@ def test_show_warns_about_an_exposed_secret(run_cli: Run, pair: Path) -> None:
     os.chmod(pair.parent / "client_secret", 0o644)
     r = run_cli("show", str(pair.parent / "client_secret"))
     assert r.code == 0
-    assert "warning" in r.err and "chmod 600" in r.err
+    assert "curvecert: WARNING: " in r.err and "chmod 600" in r.err
 
 
 # --- verify -------------------------------------------------------------------------------
@@ -285,14 +285,14 @@ def test_verify_json(run_cli: Run, pair: Path) -> None:
     r = run_cli("verify", "--json", str(pair))
     assert r.code == 1
     data = json.loads(r.out)
-    assert data["ok"] is False and data["files"] == [str(pair)]
+    assert data["ok"] is False and data["items"] == [{"path": str(pair), "ok": False}]
     assert data["findings"] == [{"path": str(pair), "line": 9, "severity": "warning",
                                  "code": "meta-quote", "message": data["findings"][0]["message"]}]
     clean = pair.parent / "clean"
     Certificate.from_public(CLIENT_PUBLIC).save(clean)
     ok = run_cli("verify", "--json", str(clean))
-    assert ok.code == 0 and json.loads(ok.out) == {"ok": True, "files": [str(clean)],
-                                                   "findings": []}
+    assert ok.code == 0 and json.loads(ok.out) == {
+        "ok": True, "items": [{"path": str(clean), "ok": True}], "findings": []}
 
 
 def test_verify_stdin(run_cli: Run) -> None:
@@ -320,7 +320,7 @@ def test_keygen_plain(run_cli: Run) -> None:
 def test_keygen_json_is_fresh(run_cli: Run) -> None:
     first = json.loads(run_cli("keygen", "--json").out)
     second = json.loads(run_cli("keygen", "--json").out)
-    assert set(first) == {"public_key", "secret_key", "fingerprint"}
+    assert set(first) == {"public_key", "public_key_hex", "secret_key", "fingerprint"}
     cert = Certificate.from_secret(first["secret_key"])
     assert (cert.public_txt, cert.fingerprint) == (first["public_key"], first["fingerprint"])
     assert first["secret_key"] != second["secret_key"]
@@ -358,7 +358,7 @@ def test_public_from_a_certificate_on_stdin_and_json(run_cli: Run, pair: Path) -
     r = run_cli("public", "--json", input=(pair.parent / "client_secret").read_bytes())
     assert r.code == 0
     assert json.loads(r.out) == {
-        "public_key": CLIENT_PUBLIC,
+        "path": None, "public_key": CLIENT_PUBLIC,
         "public_key_hex": CLIENT_HEX,
         "fingerprint": Certificate.from_public(CLIENT_PUBLIC).fingerprint}
 

@@ -106,13 +106,15 @@ def test_list_json_shape(run_cli: Run, tmp_path: Path, certs: dict[str, Certific
     r = run_cli("store", "--store", str(d), "list", "--json")
     assert r.code == 0, r.err
     data = json.loads(r.out)
-    assert isinstance(data, list) and len(data) == 3
-    by_key = {item["public_key"]: item for item in data}
+    assert set(data) == {"items", "findings"} and len(data["items"]) == 3
+    assert [f["path"] for f in data["findings"]] == [str(d / "broken")]
+    by_key = {item["public_key"]: item for item in data["items"]}
     for c in certs.values():
         item = by_key[c.public_txt]
-        assert set(item) >= {"public_key", "fingerprint", "file", "metadata"}
+        assert set(item) >= {"public_key", "public_key_hex", "fingerprint", "path",
+                             "metadata"}
         assert item["fingerprint"] == c.fingerprint
-        assert item["file"] == str(d / store.store_filename(c.public_key))
+        assert item["path"] == str(d / store.store_filename(c.public_key))
         assert item["metadata"] == dict(c.meta)
     text = run_cli("store", "--store", str(d), "list")
     assert text.code == 0
@@ -169,7 +171,9 @@ def test_check_exit_codes_and_json(run_cli: Run, tmp_path: Path,
     (d / "secret").write_text(certfile.dump(certs["bob1"], secret=True))
     r = run_cli("store", "--store", str(d), "check", "--json")
     assert r.code == 1
-    found = json.loads(r.out)
+    doc = json.loads(r.out)
+    assert doc["ok"] is False and doc["path"] == str(d)
+    found = doc["findings"]
     assert {(Path(f["path"]).name, f["code"], f["severity"]) for f in found} == {
         ("bad", "invalid-certificate", "error"), ("zz-copy.key", "duplicate-key", "error"),
         ("secret", "secret-key", "error")}

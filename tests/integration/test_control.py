@@ -29,6 +29,7 @@ from curvecert import store
 from curvecert.certs.cert import Certificate
 from curvecert.serve.forwarder import ZapForwarder
 from tests.conftest import wait_until
+from tests.promtool import promtool
 from tests.serveproc import ServeAuth, Server, handshake
 
 Env = Callable[[dict[str, str] | None], dict[str, str]]
@@ -250,18 +251,7 @@ def test_metrics_over_http_move_with_handshakes(live: Live) -> None:
     count = next(s for s in families["curvecert_decision_duration_seconds"].samples
                  if s.name.endswith("_count"))
     assert count.value >= 2
-    promtool_check("metrics", stdin=text)
-
-
-def promtool_check(*args: str, stdin: str | None = None) -> None:
-    exe = shutil.which("promtool")
-    if exe is None:
-        if os.environ.get("CURVECERT_REQUIRE_PROMTOOL") == "1":
-            pytest.fail("promtool is required (CURVECERT_REQUIRE_PROMTOOL=1) but not found")
-        pytest.skip("promtool is not installed (Debian: prometheus)")
-    result = subprocess.run([exe, "check", *args], input=stdin, capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool("check", "metrics", stdin=text)
 
 
 def test_top_in_a_terminal_shows_the_counts(live: Live) -> None:
@@ -331,3 +321,18 @@ def test_status_reports_an_unhealthy_store(live: Live) -> None:
     assert text.returncode == 1 and "UNHEALTHY" in text.stdout
     assert handshake(live.srv, live.alice).status == 400
 
+
+
+def test_an_unsafe_control_directory_is_refused(tmp_path: Path, cli_env: Env) -> None:
+    clients = tmp_path / "clients"
+    store.add_certificate(clients, Certificate.new(name="x"))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # others may write: they could swap the socket file
+    with ServeAuth(["--store", str(clients), "--zap-endpoint", f"ipc://{tmp_path}/run/zap.sock",
+                    "--control", f"ipc://{shared}/control.sock"], cli_env(None),
+                   ready_timeout=0) as daemon:
+        assert daemon.wait_exit() == 3
+        errors = [line for line in daemon.err.lines if line.startswith("curvecert: error:")]
+        assert len(errors) == 1 and "group or others may write" in errors[0]
+    assert not (shared / "control.sock").exists()

@@ -15,7 +15,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from curvecert import store
-from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys
+from curvecert.auth.keylookup import StaticKeys
+from curvecert.auth.policy import DomainPolicy, Policy
 from curvecert.certs.cert import Certificate
 from curvecert.serve.gateway import Gateway
 from tests.conftest import wait_until

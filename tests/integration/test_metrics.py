@@ -21,7 +21,7 @@ from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError
 from curvecert.serve import metrics
 from curvecert.serve.forwarder import ZapForwarder
-from tests.integration.test_control import promtool_check
+from tests.promtool import promtool
 from tests.serveproc import Server, handshake
 
 RULES = Path(__file__).resolve().parents[2] / "examples" / "prometheus"
@@ -93,7 +93,7 @@ def test_embedded_authenticator(ctx: zmq.Context[Any], certs: dict[str, Any],
         certificates = samples["curvecert_store_certificates"][0]
         assert certificates.value == 1 and certificates.labels["domain"] == "*"
         assert samples["curvecert_store_healthy"][0].value == 1
-        promtool_check("metrics", stdin=scrape.text())
+        promtool("check", "metrics", stdin=scrape.text())
 
 
 def test_embedded_asyncio_authenticator(certs: dict[str, Any], scrape: Scrape) -> None:
@@ -138,7 +138,7 @@ def test_embedded_forwarder_counts_timeouts(ctx: zmq.Context[Any], certs: dict[s
     failed = samples["curvecert_forwarder_timeouts_total"][0].value \
         + samples["curvecert_forwarder_unreachable_total"][0].value
     assert failed >= 1
-    promtool_check("metrics", stdin=scrape.text())
+    promtool("check", "metrics", stdin=scrape.text())
 
 
 def test_register_refuses_other_objects() -> None:
@@ -158,12 +158,5 @@ def test_listen_address_rules() -> None:
 
 
 def test_alert_rules_are_valid_and_fire() -> None:
-    promtool_check("rules", str(RULES / "curvecert-rules.yml"))
-    import shutil
-    import subprocess
-
-    exe = shutil.which("promtool")
-    assert exe is not None  # promtool_check skipped otherwise
-    result = subprocess.run([exe, "test", "rules", "curvecert-rules.test.yml"], cwd=RULES,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool("check", "rules", str(RULES / "curvecert-rules.yml"))
+    promtool("test", "rules", "curvecert-rules.test.yml", cwd=RULES)

@@ -21,16 +21,15 @@ from zmq.utils.monitor import recv_monitor_message
 
 from curvecert.certs.cert import Certificate
 from curvecert.errors import CertificateError, ConfigError, OperationalError
-from curvecert.probe.core import (
+from curvecert.probe.advice import ProbeVerdict, classify
+from curvecert.probe.client import probe
+from curvecert.probe.wire import (
     Greeting,
     Observation,
     ProbeEvent,
-    ProbeVerdict,
-    classify,
     observe,
     parse_endpoint,
     parse_greeting,
-    probe,
 )
 from tests.conftest import wait_until
 
@@ -451,11 +450,20 @@ def test_socket_type_must_fit(ctx: Ctx, zap: Callable[[Rule], ZapHandler],
     result = probe(endpoint, server_key=server_cert.public_key, client_cert=client_cert,
                    timeout=FAST, server_type="PUB")
     assert result.verdict is V.ADMITTED
-    # With the default (a DEALER probe), libzmq drops the pair exactly like a wrong key.
+    # Told the wrong type (a DEALER probe), libzmq drops the pair exactly like a wrong key.
     mismatched = probe(endpoint, server_key=server_cert.public_key, client_cert=client_cert,
-                       timeout=FAST)
+                       timeout=FAST, server_type="ROUTER")
     assert mismatched.verdict is V.WRONG_SERVER_KEY
     assert "--server-type" in mismatched.fix
+    # Not told, the probe retries with the other client types and finds the PUB server.
+    found = probe(endpoint, server_key=server_cert.public_key, client_cert=client_cert,
+                  timeout=FAST)
+    assert found.verdict is V.ADMITTED and found.server_type_found == "PUB/XPUB"
+    assert [t for t, _ in found.attempts] == ["DEALER", "PULL", "SUB"]
+    # A wrong key is dropped whatever the type: every type is tried, then the verdict.
+    wrong = probe(endpoint, server_key=client_cert.public_key, timeout=FAST)
+    assert wrong.verdict is V.WRONG_SERVER_KEY
+    assert len(wrong.attempts) == 5 and "--server-type" not in wrong.fix
 
 
 def test_ipc_admitted(ctx: Ctx, tmp_path: Path, server_cert: Certificate) -> None:
@@ -477,7 +485,7 @@ def test_result_never_holds_the_client_secret(ctx: Ctx, zap: Callable[[Rule], Za
                    timeout=FAST)
     text = json.dumps(result.to_dict()) + repr(result)
     assert client_cert.secret_txt is not None and client_cert.secret_txt not in text
-    assert result.to_dict()["client_public_key"] == client_cert.public_txt
+    assert result.to_dict()["client"]["public_key"] == client_cert.public_txt
 
 
 # --- library: argument checks and pure parts --------------------------------------------
@@ -653,7 +661,7 @@ def test_cli_json_shape_for_server_error(ctx: Ctx, zap: Callable[[Rule], ZapHand
     doc = json.loads(r.out)
     assert doc["verdict"] == "server-error" and doc["ok"] is False
     assert doc["cause"] and doc["fix"] and doc["zap_domain"] == "global"
-    events = [(e["event"], e["value"]) for e in doc["events"]]
+    events = [(e["name"], e["value"]) for e in doc["events"]]
     assert ("HANDSHAKE_FAILED_AUTH", 500) in events
 
 
@@ -683,7 +691,8 @@ def test_cli_usage_errors(run_cli: Any, args: tuple[str, ...]) -> None:
 
 def test_cli_operational_errors(run_cli: Any, tmp_path: Path,
                                 cert_files: tuple[Path, Path]) -> None:
-    assert run_cli("probe", "tcp://127.0.0.1", "--timeout", "1").code == 3
+    # A malformed endpoint is a usage error (a value given on the command line).
+    assert run_cli("probe", "tcp://127.0.0.1", "--timeout", "1").code == 2
     missing = run_cli("probe", "tcp://127.0.0.1:1", "--server-cert", str(tmp_path / "nope"))
     assert missing.code == 3 and "nope" in missing.err
     public_only = run_cli("probe", "tcp://127.0.0.1:1", "--server-cert", str(cert_files[0]),
@@ -705,3 +714,21 @@ def test_classify_table(obs: Observation, greeting: Greeting, mechanism: str,
     got, cause, fix = classify(obs, greeting, mechanism=mechanism, endpoint="tcp://h:1",
                                timeout=1.0)
     assert got is verdict and cause and fix
+
+
+def test_advice_fits_the_transport(tmp_path: Path) -> None:
+    ipc = probe(f"ipc://{tmp_path}/nobody-here.sock", timeout=FAST)
+    assert ipc.verdict is V.NOTHING_LISTENING
+    assert "ipc path" in ipc.cause and "port" not in ipc.fix
+    tcp = classify(Observation("refused"), Greeting("skipped"), mechanism="NULL",
+                   endpoint="tcp://127.0.0.1:1", transport="tcp")
+    assert "port" in tcp[2]
+
+
+def test_throwaway_refusal_does_not_ask_to_store_the_key() -> None:
+    verdict, cause, fix = classify(Observation("auth", 400), Greeting("skipped"),
+                                   mechanism="CURVE", throwaway=True)
+    assert verdict is V.REFUSED and "throwaway" in cause
+    assert "store add" not in fix and "--cert" in fix
+    _, _, known = classify(Observation("auth", 400), Greeting("skipped"), mechanism="CURVE")
+    assert "store add" in known

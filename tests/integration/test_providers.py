@@ -22,7 +22,8 @@ from zmq.utils.monitor import parse_monitor_message
 
 from curvecert.auth.aio import AsyncioAuthenticator
 from curvecert.auth.authenticator import Authenticator, BaseAuthenticator
-from curvecert.auth.policy import Grant, StaticKeys
+from curvecert.auth.keylookup import StaticKeys
+from curvecert.auth.pending import Grant
 from curvecert.formats.zap import ZAP_ENDPOINT, ZapRequest
 
 WAIT = 10.0

@@ -192,6 +192,50 @@ def test_sighup_reloads_config_and_keeps_old_on_error(setup: Setup, app: Callabl
         assert handshake(srv, setup.bob).status == 200
 
 
+def test_sighup_keeps_old_policy_on_hostile_config(setup: Setup, app: Callable[..., Server],
+                                                   cli_env: Env) -> None:
+    """inf, nan, a huge number, nesting beyond the TOML reader, a missing store, a FIFO:
+    each reload is refused with the file named, and the running policy keeps answering."""
+    conf = setup.tmp / "serve-auth.toml"
+    good = (f'zap-endpoint = "{setup.ipc}"\nlog-format = "json"\nlog-stream = "stdout"\n'
+            f'[domains."*"]\nstores = ["{setup.store}"]\n')
+    conf.write_text(good)
+    hostile = [good.replace('log-format', 'stats-interval = inf\nlog-format'),
+               good.replace('log-format', 'stats-interval = nan\nlog-format'),
+               good.replace('log-format', 'stats-interval = 1e300\nlog-format'),
+               good.replace('log-format', 'stats-interval = ' + '[' * 3000 + ']' * 3000
+                            + '\nlog-format'),
+               good.replace(str(setup.store), str(setup.tmp / "gone"))]
+    with ServeAuth(["--config", str(conf)], cli_env(None)) as daemon:
+        srv = app(setup.ipc)
+        assert handshake(srv, setup.alice).status == 200
+        for text in hostile:
+            n = len(daemon.err.lines)
+            conf.write_text(text)
+            daemon.send_signal(signal.SIGHUP)
+            line = daemon.wait_stderr("reload failed", start=n)
+            assert str(conf) in line and line.startswith("curvecert: ERROR: ")
+            assert handshake(srv, setup.alice).status == 200
+            assert handshake(srv, setup.bob).status == 400
+        n = len(daemon.err.lines)
+        conf.unlink()
+        os.mkfifo(conf)  # a FIFO with no writer: refused at once, never waited on
+        daemon.send_signal(signal.SIGHUP)
+        assert "FIFO" in daemon.wait_stderr("reload failed", start=n)
+        assert handshake(srv, setup.alice).status == 200
+
+
+def test_config_store_missing_is_a_start_up_error(setup: Setup, cli_env: Env) -> None:
+    conf = setup.tmp / "serve-auth.toml"
+    conf.write_text(f'zap-endpoint = "{setup.ipc}"\n[domains."*"]\nstores = ["gone"]\n')
+    proc = subprocess.run([sys.executable, "-m", "curvecert", "serve-auth", "--config",
+                           str(conf)], capture_output=True, text=True, env=cli_env(None),
+                          timeout=30)
+    assert proc.returncode == 3
+    assert proc.stderr.startswith(f"curvecert: error: {conf}: domains.\"*\".stores[0]: ")
+    assert "does not exist" in proc.stderr and proc.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly_and_removes_socket(setup: Setup, cli_env: Env, sig: int) -> None:
     with serve(setup, cli_env) as daemon:
@@ -330,3 +374,40 @@ def test_refuses_to_replace_a_regular_file(setup: Setup, cli_env: Env) -> None:
                        capture_output=True, text=True, env=cli_env(None), timeout=30)
     assert r.returncode == 3 and "not a socket" in r.stderr
     assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_hostile_plain_user_name_stays_one_inert_line(setup: Setup, ctx: zmq.Context[Any],
+                                                      cli_env: Env, fmt: str) -> None:
+    """The issue-12 attack: a PLAIN user name that forges a log line and drives the
+    terminal. Through a real PLAIN handshake, the daemon's log keeps one clean record."""
+    pw = setup.tmp / "passwords"
+    pw.write_text("admin=secret\n")
+    pw.chmod(0o600)
+    user = ("x\x1b[2J\x1b]0;owned\x07\n12:00:00 ✓ ALLOWED (PLAIN) status=200 user_id=admin"
+            "\u2028\u202e\x85")
+    with ServeAuth(["--store", str(setup.store), "--zap-endpoint", setup.ipc, "--passwords",
+                    str(pw), "--log-format", fmt], cli_env(None)) as daemon:
+        fwd = ZapForwarder(ctx, setup.ipc).start()
+        srv = ctx.socket(zmq.PULL)
+        srv.plain_server = True
+        mon = srv.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        port = srv.bind_to_random_port("tcp://127.0.0.1")
+        cli = ctx.socket(zmq.PUSH)
+        cli.plain_username = user.encode("utf-8")
+        cli.plain_password = b"wrong"
+        cli.connect(f"tcp://127.0.0.1:{port}")
+        try:
+            assert mon.poll(10_000), "no handshake verdict"
+            line = daemon.wait_stderr("PLAIN" if fmt == "text" else '"mechanism":"PLAIN"')
+        finally:
+            for s in (cli, mon, srv):
+                s.close(linger=0)
+            fwd.stop()
+        lines = [ln for ln in daemon.err.lines if "PLAIN" in ln]
+        assert lines == [line]  # one record, one line: nothing forged
+        assert not any(ch in line for ch in "\x1b\x07\u2028\u202e\x85\r")
+        if fmt == "json":
+            assert json.loads(line)["user_id"] == user and json.loads(line)["status"] == 400
+        else:
+            assert "DENIED (PLAIN) status=400" in line and "\\x1b[2J" in line

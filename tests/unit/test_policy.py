@@ -6,23 +6,12 @@ from collections.abc import Mapping
 
 import pytest
 
-from curvecert.auth.passwords import CheckResult, StaticPasswords
-from curvecert.auth.policy import (
-    AddressFilter,
-    Decision,
-    DomainPolicy,
-    Grant,
-    KeyChain,
-    KeyEntry,
-    Pending,
-    Policy,
-    Provider,
-    StaticKeys,
-    UnsafeAllowAny,
-    decide,
-    resolve,
-    respond,
-)
+from curvecert.auth.addresses import AddressFilter
+from curvecert.auth.decision import Decision
+from curvecert.auth.keylookup import KeyChain, KeyEntry, StaticKeys, UnsafeAllowAny
+from curvecert.auth.pending import Grant, Pending, Provider
+from curvecert.auth.policy import DomainPolicy, Policy, decide, resolve, respond
+from curvecert.auth.pwtable import CheckResult, StaticPasswords
 from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError
 from curvecert.formats import z85, zmtp
@@ -190,7 +179,7 @@ def test_plain_source_failures_are_500() -> None:
 
 
 def test_plain_with_hashed_static_passwords() -> None:
-    from curvecert.auth.passwords import hash_password
+    from curvecert.auth.hashing import hash_password
 
     source = StaticPasswords({"admin": hash_password("secret", n=16)})
     assert decide(plain(), one(DomainPolicy(plain=source))).allowed

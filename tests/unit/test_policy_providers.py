@@ -10,20 +10,9 @@ from typing import Any
 
 import pytest
 
-from curvecert.auth.policy import (
-    Decision,
-    DomainPolicy,
-    Grant,
-    Pending,
-    Policy,
-    Provider,
-    ResultCache,
-    decide,
-    encode,
-    prepare,
-    respond,
-    run_inline,
-)
+from curvecert.auth.decision import Decision, encode
+from curvecert.auth.pending import Grant, Pending, Provider, ResultCache, run_inline
+from curvecert.auth.policy import DomainPolicy, Policy, decide, prepare, respond
 from curvecert.errors import ConfigError
 from curvecert.formats import z85
 from curvecert.formats.zap import ZapRequest, parse_request

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from curvecert.auth import recheck
-from curvecert.auth.passwords import StaticPasswords
-from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys, UnsafeAllowAny
+from curvecert.auth.keylookup import StaticKeys, UnsafeAllowAny
+from curvecert.auth.policy import DomainPolicy, Policy
+from curvecert.auth.pwtable import StaticPasswords
 from curvecert.auth.recheck import Rechecker
 from curvecert.certs.cert import Certificate
 

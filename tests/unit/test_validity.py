@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys, decide
+from curvecert.auth.keylookup import StaticKeys
+from curvecert.auth.policy import DomainPolicy, Policy, decide
 from curvecert.certs import certfile, validity
 from curvecert.certs.cert import Certificate
 from curvecert.errors import CertificateError

@@ -196,7 +196,8 @@ def test_metadata_names_from_code(name: str, code: str) -> None:
 
 
 def test_metadata_values_from_code() -> None:
-    assert [f.code for f in check_metadata([("a", "x\ny")], "f")] == ["meta-unwritable"]
+    assert [f.code for f in check_metadata([("a", "x\ny")], "f")] == ["meta-unsafe-text",
+                                                                    "meta-unwritable"]
     assert check_metadata([("a", "  spaces, #, =, ünï  ")], "f") == []
 
 

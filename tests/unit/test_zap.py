@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from curvecert.auth.passwords import StaticPasswords
-from curvecert.auth.policy import DomainPolicy, Policy, StaticKeys, answer, respond
+from curvecert.auth.keylookup import StaticKeys
+from curvecert.auth.policy import DomainPolicy, Policy, answer, respond
+from curvecert.auth.pwtable import StaticPasswords
 from curvecert.errors import ZapError
 from curvecert.formats import zap
 
