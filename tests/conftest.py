@@ -101,3 +101,11 @@ def run_cli() -> Callable[..., CliResult]:
 def cli_env() -> Callable[[dict[str, str] | None], dict[str, str]]:
     """The environment `run_cli` uses, for tests that start `curvecert` with Popen."""
     return _cli_env
+
+
+@pytest.fixture(scope="session")
+def etcd_cluster() -> Iterator[object]:
+    """A real three-member etcd cluster for the whole run (tests/etcdcluster.py)."""
+    from tests.etcdcluster import cluster_fixture
+
+    yield from cluster_fixture()

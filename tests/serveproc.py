@@ -123,6 +123,10 @@ class ServeAuth:
         """The first stdout line (from index `start`) matching `pattern`, waiting for it."""
         return self._wait(self.out, pattern, timeout, start)
 
+    def drain(self) -> None:
+        """Read what the process wrote so far (a full pipe would block its logging)."""
+        self._pump(0)
+
     def json_lines(self) -> list[dict[str, Any]]:
         """Every stdout line parsed as JSON (each must parse)."""
         self._pump(0)

@@ -321,14 +321,10 @@ def _user_id(user_id: bool | None) -> dict[str, bool]:
 
 
 def _open_store(directory: str | os.PathLike[str]) -> Any:
-    try:
-        from curvecert.store.watch import CertStore
-    except ImportError as exc:  # pragma: no cover - the store ships with curvecert
-        raise ConfigError("curvecert.store.watch.CertStore is not available; pass a KeyLookup "
-                          "instead of a directory") from exc
-    store = CertStore(directory, watch=True)
-    store.start()
-    return store
+    """A started live store: a watched directory, or an `etcd://` URL (issue 17)."""
+    from curvecert.store.backend import open_store
+
+    return open_store(directory)
 
 
 def _stop_quietly(store: Any, timeout: float = 5.0) -> None:

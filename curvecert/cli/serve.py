@@ -27,6 +27,7 @@ from curvecert.errors import ConfigError
 from curvecert.formats.sanitize import escape, field, json_line
 from curvecert.serve import config as cfgmod
 from curvecert.serve.config import DaemonConfig, DomainConfig, GatewayConfig, ServerConfig
+from curvecert.store.etcdurl import is_etcd_url, parse_url
 
 __all__ = ["serve_auth"]
 
@@ -46,11 +47,12 @@ def _options_config(*, stores: tuple[str, ...], zap_endpoint: str | None,
         cfgmod.check_address(a, where="--allow")
     for d in deny:
         cfgmod.check_address(d, where="--deny")
-    store_paths = tuple(Path(s).expanduser() for s in stores)
+    store_paths: tuple[Path | str, ...] = tuple(
+        str(parse_url(s)) if is_etcd_url(s) else Path(s).expanduser() for s in stores)
     if not store_paths and not allow_any:
         store_paths = (cfgmod.default_store_dir(),)
     for p in store_paths:
-        if not p.is_dir():
+        if isinstance(p, Path) and not p.is_dir():
             raise ConfigError(f"{p}: the certificate store does not exist (create it with "
                               "`curvecert store add`, or give --store DIR)")
     mechs: list[str] = ["CURVE"]
@@ -186,7 +188,8 @@ Docs: docs/serve-auth.md""")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML configuration (several domains); excludes the policy options.")
 @click.option("--store", "stores", multiple=True, type=click.Path(file_okay=False),
-              help="Trusted client certificate directory (repeatable). "
+              help="Trusted client certificate directory or etcd://HOST:PORT[,...]/PREFIX "
+                   "(repeatable; docs/etcd.md). "
                    "Default: $CURVECERT_STORE, else ~/.config/curvecert/store.")
 @click.option("--zap-endpoint", metavar="EP",
               help="ipc://PATH or tcp://HOST:PORT for forwarders. Default: "

@@ -37,10 +37,12 @@ from curvecert.cli import Verdict, render
 from curvecert.errors import CertificateError, StoreError
 from curvecert.formats.sanitize import escape, field
 from curvecert.store import bulk
+from curvecert.store.etcdurl import is_etcd_url
 
 __all__ = ["store"]
 
-_STORE_HELP = ("Store directory. Default: $CURVECERT_STORE, else "
+_STORE_HELP = ("Store directory, or etcd://HOST:PORT[,...]/PREFIX (docs/etcd.md). "
+               "Default: $CURVECERT_STORE, else "
                "$XDG_CONFIG_HOME/curvecert/store (~/.config/curvecert/store).")
 
 
@@ -70,6 +72,10 @@ def _progress(directory: str) -> Iterator[Callable[[int], None] | None]:
 
 def _scan(directory: str, *, must_exist: bool = True,
           strict: bool = False) -> store_mod.Snapshot:
+    if is_etcd_url(directory):  # an etcd prefix (issue 17): read once
+        from curvecert.cli import storeetcd
+
+        return storeetcd.snapshot(directory)
     if not must_exist and not os.path.lexists(directory):
         return store_mod.Snapshot.empty(directory)  # `add` creates it
     with _progress(directory) as progress:
@@ -108,8 +114,11 @@ Examples:
 """)
 @click.option("--store", "store_dir", metavar="DIR", envvar="CURVECERT_STORE", default=None,
               type=click.Path(file_okay=False), help=_STORE_HELP)
+@click.option("--etcd-password-file", metavar="FILE", default=None,
+              type=click.Path(dir_okay=False),
+              help="File holding the etcd password (for etcd:// stores; docs/etcd.md).")
 @click.pass_context
-def store(ctx: click.Context, store_dir: str | None) -> None:
+def store(ctx: click.Context, store_dir: str | None, etcd_password_file: str | None) -> None:
     """Manage a directory of trusted public certificates (CZMQ- and pyzmq-readable).
 
     Every readable certificate file in the directory (sub-directories too) is trusted,
@@ -118,6 +127,7 @@ def store(ctx: click.Context, store_dir: str | None) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["store_dir"] = store_dir
+    ctx.obj["etcd_password_file"] = etcd_password_file
 
 
 def _bar(total_hint: str) -> Any:
@@ -185,9 +195,14 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_js
                 render.status("WARNING", f"{label} holds a SECRET key; only its public part "
                               "is stored (keep the secret file out of the store)")
         certs.append((label, cert))
-    snap = _scan(directory, must_exist=False)
+    etcd = is_etcd_url(directory)  # issue 17: an etcd prefix, one transaction per key
+    snap = None if etcd else _scan(directory, must_exist=False)
     bar = _bar("writing") if len(certs) > 1000 else None
-    if bar is None:
+    if etcd:
+        from curvecert.cli import storeetcd
+
+        items = storeetcd.add(directory, certs, force=force)
+    elif bar is None:
         items = bulk.import_certificates(directory, certs, force=force, snapshot=snap)
     else:
         with bar:
@@ -196,7 +211,7 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_js
                 directory, certs, force=force, snapshot=snap,
                 progress=lambda n, total: bar.update(task, completed=n, total=total))
     if as_json:
-        render.print_json({"store": os.path.abspath(directory),
+        render.print_json({"store": directory if etcd else os.path.abspath(directory),
                            "items": [_item_json(i) for i in items],
                            "findings": render.findings_to_json(warnings)})
         return
@@ -239,10 +254,16 @@ def remove(ctx: click.Context, selectors: tuple[str, ...], as_json: bool,
     the candidates are listed) or none (exit 3), nothing is removed.
     """
     directory = _store_dir(ctx, store_dir)
-    snap = _scan(directory)
-    removed = store_mod.remove(directory, list(selectors), snapshot=snap)
+    etcd = is_etcd_url(directory)
+    if etcd:  # issue 17: the keys, deleted in one transaction
+        from curvecert.cli import storeetcd
+
+        removed = storeetcd.remove(directory, list(selectors))
+    else:
+        snap = _scan(directory)
+        removed = store_mod.remove(directory, list(selectors), snapshot=snap)
     if as_json:
-        render.print_json({"store": os.path.abspath(directory),
+        render.print_json({"store": directory if etcd else os.path.abspath(directory),
                            "items": [{"path": p} for p in removed]})
         return
     for path in removed:
@@ -389,3 +410,12 @@ def export(ctx: click.Context, fmt: str, output: str | None, as_json: bool,
                            "count": count})
     else:
         render.status("INFO", f"exported {count} certificate(s) from {directory}")
+
+
+def _register_sync() -> None:
+    from curvecert.cli.storeetcd import sync
+
+    store.add_command(sync)
+
+
+_register_sync()  # `store sync SRC DST` (issue 17)

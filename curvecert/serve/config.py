@@ -30,6 +30,7 @@ from curvecert import store
 from curvecert.certs.fileio import read_bytes
 from curvecert.errors import ConfigError, CurvecertError
 from curvecert.serve.tomlreader import LIMITS, MAX_ITEMS, MAX_TEXT, TableReader
+from curvecert.store.etcdurl import EtcdOptions, is_etcd_url, parse_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,8 +86,8 @@ class DomainConfig:
     name: str
     """The ZAP domain; `"*"` is the fallback for every domain without its own table
     (libzmq sends `""` for sockets without `ZMQ_ZAP_DOMAIN`)."""
-    stores: tuple[Path, ...] = ()
-    """Directories of trusted client public certificates (CURVE)."""
+    stores: tuple[Path | str, ...] = ()
+    """Directories of trusted client public certificates (CURVE), or `etcd://` URLs (str)."""
     curve: str = "store"
     """`store` (only keys in `stores`) or `unsafe-allow-any` (any CURVE key; insecure)."""
     passwords: Path | None = None
@@ -154,6 +155,8 @@ class DaemonConfig:
     """A second tcp:// ZAP endpoint served with `server.next_cert` (rotation overlap)."""
     path: Path | None = field(default=None, compare=False)
     """The file this came from, if any (for messages and SIGHUP reloads)."""
+    etcd: EtcdOptions | None = None
+    """How to reach etcd for `etcd://` stores (`[etcd]` table); None = from the environment."""
 
 
 # --- defaults ----------------------------------------------------------------------------
@@ -226,7 +229,8 @@ def _secret_ref(reader: TableReader, key: str) -> Path | None:
 
 def _domain(name: str, table: Mapping[str, Any], where: str, base: Path | None) -> DomainConfig:
     r = TableReader(table, where, base)
-    stores = tuple(r.resolve(s) for s in r.strings("stores"))
+    stores = tuple(str(parse_url(s)) if is_etcd_url(s) else r.resolve(s)
+                   for s in r.strings("stores"))
     curve = r.choice("curve", CURVE_MODES, "store")
     passwords = r.path("passwords")
     allow = tuple(check_address(a, where=f"{where}.allow") for a in r.strings("allow"))
@@ -331,12 +335,29 @@ def _parse(data: Mapping[str, Any], base: Path | None, path: Path | None) -> Dae
     next_zap = r.get("next-zap-endpoint", str)
     if next_zap is not None:
         check_endpoint(next_zap, where="next-zap-endpoint")
+    etcd = _etcd_options(r.table_of("etcd"), base)
     r.finish()
     cfg = DaemonConfig(domains=tuple(domains), zap_endpoint=zap, ipc_group=ipc_group,
                        log_format=log_format, log_stream=log_stream, stats_interval=stats,
-                       server=server, gateway=gateway, next_zap_endpoint=next_zap, path=path)
+                       server=server, gateway=gateway, next_zap_endpoint=next_zap, path=path,
+                       etcd=etcd)
     validate(cfg)
     return cfg
+
+
+def _etcd_options(table: Mapping[str, Any] | None, base: Path | None) -> EtcdOptions | None:
+    """The `[etcd]` table over the `CURVECERT_ETCD_*` environment (docs/etcd.md)."""
+    if table is None:
+        return None
+    er = TableReader(table, "etcd", base)
+    files = {name: er.path(name) for name in ("ca", "cert", "key")}
+    user = er.get("user", str)
+    password_file = er.path("password-file")
+    staleness = er.get("staleness", float)
+    er.finish()
+    options = EtcdOptions.from_env().with_password_file(password_file)
+    return options.merged(**{k: str(v) for k, v in files.items() if v is not None},
+                          user=user, staleness=staleness)
 
 
 def validate(cfg: DaemonConfig) -> None:
@@ -386,6 +407,8 @@ def check_paths(cfg: DaemonConfig) -> None:
     where_file = f"{cfg.path}: " if cfg.path is not None else ""
     for dom in cfg.domains:
         for i, directory in enumerate(dom.stores):
+            if isinstance(directory, str):  # an etcd:// URL: followed live, fails closed
+                continue
             if not directory.is_dir():
                 raise ConfigError(f"{where_file}domains.{_toml_key(dom.name)}.stores[{i}]: "
                                   f"{directory}: the certificate store does not exist or is "

@@ -150,7 +150,7 @@ class Daemon(Reloading):
         """Load the configuration, open the policy, bind the sockets, announce readiness."""
         cfg = self._loader()
         self.config = cfg
-        self._live = build_policy(cfg.domains)
+        self._live = build_policy(cfg.domains, etcd=cfg.etcd)
         ops = self.ops
         if cfg.zap_endpoint is not None:
             server_cert = None

@@ -15,7 +15,8 @@ from curvecert.auth.keylookup import KeyChain, KeyLookup, UnsafeAllowAny
 from curvecert.auth.passwords import PasswordFile
 from curvecert.auth.policy import DomainPolicy, Policy
 from curvecert.serve.config import DomainConfig
-from curvecert.store.watch import CertStore
+from curvecert.store.backend import StoreBackend, open_store
+from curvecert.store.etcdurl import EtcdOptions
 
 __all__ = ["LivePolicy", "build_policy"]
 
@@ -27,7 +28,7 @@ class LivePolicy:
     """A policy plus the live parts (watched stores, password files) it reads from."""
 
     policy: Policy
-    stores: list[CertStore] = field(default_factory=list)
+    stores: list[StoreBackend] = field(default_factory=list)
     passwords: list[PasswordFile] = field(default_factory=list)
 
     def close(self) -> None:
@@ -39,7 +40,8 @@ class LivePolicy:
                 _logger.exception("stopping a certificate store watcher failed")
 
 
-def build_policy(domains: tuple[DomainConfig, ...]) -> LivePolicy:
+def build_policy(domains: tuple[DomainConfig, ...], *,
+                 etcd: EtcdOptions | None = None) -> LivePolicy:
     """Open the stores and password files of `domains` and build one `Policy`.
 
     Everything is opened before anything is returned: on any error the watchers started
@@ -52,8 +54,7 @@ def build_policy(domains: tuple[DomainConfig, ...]) -> LivePolicy:
         for dom in domains:
             stores = []
             for directory in dom.stores:
-                store = CertStore(directory, watch=True)
-                store.start()
+                store = open_store(directory, etcd=etcd)  # a directory or etcd:// URL
                 live.stores.append(store)
                 stores.append(store)
             passwords = None
@@ -68,7 +69,7 @@ def build_policy(domains: tuple[DomainConfig, ...]) -> LivePolicy:
     return live
 
 
-def _domain_policy(dom: DomainConfig, stores: list[CertStore],
+def _domain_policy(dom: DomainConfig, stores: list[StoreBackend],
                    passwords: PasswordFile | None) -> DomainPolicy:
     mechs = dom.mechanisms
     curve: UnsafeAllowAny | KeyLookup | None = None

@@ -55,7 +55,7 @@ class Reloading:
     def _build(self) -> tuple[DaemonConfig, LivePolicy]:
         """Load the configuration and open its stores (may block; runs off the loop)."""
         cfg = self._loader()
-        return cfg, build_policy(cfg.domains)
+        return cfg, build_policy(cfg.domains, etcd=cfg.etcd)
 
     def _reloaded(self, done: tuple[Any, BaseException | None, float]) -> None:
         """Apply (or report) a reload built by the background `Reloader`."""
@@ -91,7 +91,8 @@ class Reloading:
                                    log_stream=cfg.log_stream,
                                    stats_interval=old.stats_interval, server=old.server,
                                    gateway=old.gateway,
-                                   next_zap_endpoint=old.next_zap_endpoint, path=cfg.path)
+                                   next_zap_endpoint=old.next_zap_endpoint, path=cfg.path,
+                                   etcd=cfg.etcd)
         previous, self._live = self._live, live
         if self._gateway is not None:
             self._gateway.set_policy(live.policy)

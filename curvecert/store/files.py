@@ -41,7 +41,7 @@ from curvecert.store.fastparse import SECRET_REASON, encode_meta, fast_parse, pa
 from curvecert.store.state import Scanned, StoreFinding, make_finding, make_record
 
 __all__ = ["CZMQ_METADATA_LIMIT", "MAX_FILE_SIZE", "FileReader", "is_ignored_name",
-           "sig_of", "writable_message"]
+           "parse_data", "sig_of", "writable_message"]
 
 _logger = logging.getLogger(__name__)
 
@@ -170,48 +170,60 @@ class FileReader:
         finally:
             os.close(fd)
         self.parsed += 1
-        fast = None
-        try:
-            fast = fast_parse(data.decode("utf-8"))
-        except UnicodeDecodeError:
-            pass
-        try:
-            if fast is None:
-                fast = parse_public(data, path=os.fsdecode(os.path.join(dir_b, rel)))
-            key, items = fast
-        except ZplSyntaxError as exc:
-            return (rel, sig, None, None, (make_finding(
-                dir_b, rel, "unparsable", exc.reason, line=exc.line),))
-        except CertificateError as exc:
-            code = "secret-key" if exc.reason == SECRET_REASON else "invalid-certificate"
-            return (rel, sig, None, None, (make_finding(
-                dir_b, rel, code, exc.reason, line=exc.line),))
-        except CurvecertError as exc:  # any other parser complaint: still only a finding
-            return (rel, sig, None, None, (make_finding(dir_b, rel, "invalid-certificate",
-                                                    str(exc)),))
-        weak = weak_public_key(key)
-        if weak is not None:
-            return (rel, sig, None, None, (make_finding(
-                dir_b, rel, "weak-key", f"public-key is {weak}; never trusted"),))
-        blob, dropped = encode_meta(items) if items else (b"", [])
-        problems: tuple[StoreFinding, ...] = ()
+        notes: tuple[StoreFinding, ...] = ()
         if writable:
-            problems = (make_finding(dir_b, rel, "writable-file", writable_message(
+            notes = (make_finding(dir_b, rel, "writable-file", writable_message(
                 "file", os.fsdecode(path), st.st_mode, strict=False), severity="warning"),)
-        if dropped:
-            problems += (make_finding(
-                dir_b, rel, "metadata-dropped",
-                "metadata not sent in ZAP replies (reserved, duplicate after mapping to a "
-                f"ZMTP name, or too large): {', '.join(dropped)}", severity="warning"),)
-        problems += unsafe_findings(dir_b, rel, items)
-        if len(blob) > CZMQ_METADATA_LIMIT:
-            problems += (make_finding(
-                dir_b, rel, "czmq-metadata-overflow",
-                f"metadata encodes to {len(blob)} bytes; CZMQ's zauth corrupts its heap above "
-                f"{CZMQ_METADATA_LIMIT} (fine for curvecert)", severity="warning"),)
-        record = make_record(sig, rel, blob)
-        # sig None: it is the record's first bytes (no second object kept during a scan)
-        return (rel, None, key, record, problems)
+        return parse_data(dir_b, rel, sig, data, notes)
+
+
+def parse_data(dir_b: bytes, rel: bytes, sig: bytes, data: bytes,
+               notes: tuple[StoreFinding, ...] = ()) -> Scanned:
+    """Parse the bytes of one store file (or etcd value) named `rel` into a scan result.
+
+    `sig` is the 32-byte change signature the record keeps (a file's stat signature; for
+    etcd, the value's revisions); `notes` are warnings already known about it. Bad content
+    is never raised: it becomes an error finding about `dir_b/rel`.
+    """
+    fast = None
+    try:
+        fast = fast_parse(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        pass
+    try:
+        if fast is None:
+            fast = parse_public(data, path=os.fsdecode(os.path.join(dir_b, rel)))
+        key, items = fast
+    except ZplSyntaxError as exc:
+        return (rel, sig, None, None, (make_finding(
+            dir_b, rel, "unparsable", exc.reason, line=exc.line),))
+    except CertificateError as exc:
+        code = "secret-key" if exc.reason == SECRET_REASON else "invalid-certificate"
+        return (rel, sig, None, None, (make_finding(
+            dir_b, rel, code, exc.reason, line=exc.line),))
+    except CurvecertError as exc:  # any other parser complaint: still only a finding
+        return (rel, sig, None, None, (make_finding(dir_b, rel, "invalid-certificate",
+                                                str(exc)),))
+    weak = weak_public_key(key)
+    if weak is not None:
+        return (rel, sig, None, None, (make_finding(
+            dir_b, rel, "weak-key", f"public-key is {weak}; never trusted"),))
+    blob, dropped = encode_meta(items) if items else (b"", [])
+    problems = notes
+    if dropped:
+        problems += (make_finding(
+            dir_b, rel, "metadata-dropped",
+            "metadata not sent in ZAP replies (reserved, duplicate after mapping to a "
+            f"ZMTP name, or too large): {', '.join(dropped)}", severity="warning"),)
+    problems += unsafe_findings(dir_b, rel, items)
+    if len(blob) > CZMQ_METADATA_LIMIT:
+        problems += (make_finding(
+            dir_b, rel, "czmq-metadata-overflow",
+            f"metadata encodes to {len(blob)} bytes; CZMQ's zauth corrupts its heap above "
+            f"{CZMQ_METADATA_LIMIT} (fine for curvecert)", severity="warning"),)
+    record = make_record(sig, rel, blob)
+    # sig None: it is the record's first bytes (no second object kept during a scan)
+    return (rel, None, key, record, problems)
 
 
 def unsafe_findings(dir_b: bytes, rel: bytes,

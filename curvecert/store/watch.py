@@ -36,21 +36,20 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
-from types import TracebackType
+from collections.abc import Iterable
 
 from watchdog.events import FileSystemEvent
 
 from curvecert.errors import StoreError
 from curvecert.store.observe import IGNORED, K8S, NOISE, DirectoryWatch, classify
 from curvecert.store.scan import ScanCancelled, Scanner
-from curvecert.store.snapshot import Entry, Snapshot, StoreFinding
+from curvecert.store.snapshot import Snapshot
+from curvecert.store.view import ReloadCallback, SnapshotView, reload_callbacks
 
 __all__ = ["CertStore", "ReloadCallback"]
 
 _logger = logging.getLogger(__name__)
 
-ReloadCallback = Callable[[Snapshot], None]
 
 #: Seconds between checks that the watched directory is still the same directory.
 _ROOT_CHECK = 1.0
@@ -60,7 +59,7 @@ _REAPPEAR_CHECK = 0.2
 _MAX_DELAY_FACTOR = 10
 #: Paths applied per step of a big burst (a revocation waits for one step at most).
 _SLICE = 1024
-class CertStore:
+class CertStore(SnapshotView):
     """A directory of trusted public certificates, kept current by watching it.
 
     ```python
@@ -100,12 +99,7 @@ class CertStore:
         self._debounce = debounce
         self._max_delay = max(debounce * _MAX_DELAY_FACTOR, 0.25)
         self._rescan_interval = rescan_interval
-        if on_reload is None:
-            self.on_reload: list[ReloadCallback] = []
-        elif callable(on_reload):
-            self.on_reload = [on_reload]
-        else:
-            self.on_reload = list(on_reload)
+        self.on_reload: list[ReloadCallback] = reload_callbacks(on_reload)
 
         self._scanner = Scanner(self.directory, strict=strict_modes)
         self._snapshot: Snapshot = self._scanner.snapshot
@@ -164,66 +158,12 @@ class CertStore:
                 _logger.warning("store reload thread did not stop within %.1fs", timeout)
         self._dirwatch.stop(max(0.1, deadline - time.monotonic()))
 
-    def __enter__(self) -> CertStore:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
     # --- reading ----------------------------------------------------------------------------
-
-    @property
-    def snapshot(self) -> Snapshot:
-        """The current snapshot (immutable; keep it to get a consistent view)."""
-        return self._snapshot
-
-    def lookup(self, key: bytes | str) -> Entry | None:
-        """The trusted entry for a public key (32 bytes or Z85), or None. No disk access."""
-        return self._snapshot.lookup(key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._snapshot
-
-    def __len__(self) -> int:
-        return len(self._snapshot)
-
-    @property
-    def generation(self) -> int:
-        """Number of snapshots built so far; goes up by one on every reload."""
-        return self._snapshot.generation
-
-    @property
-    def findings(self) -> tuple[StoreFinding, ...]:
-        """Problems found by the last scan (files not trusted, dropped metadata...)."""
-        return self._snapshot.findings
-
-    @property
-    def healthy(self) -> bool:
-        """False when the directory could not be read: then nothing is trusted."""
-        return self._snapshot.healthy
-
-    @property
-    def problem(self) -> str | None:
-        """Why the store is unhealthy, or None."""
-        return self._snapshot.problem
 
     @property
     def polling(self) -> bool:
         """True when changes are detected by polling rather than by inotify."""
         return self._dirwatch.polling
-
-    def wait_for_generation(self, generation: int, timeout: float | None = None) -> bool:
-        """Block until `generation` reaches `generation`; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._snapshot.generation >= generation,
-                                       timeout)
-
-    def wait_for(self, predicate: Callable[[Snapshot], object],
-                 timeout: float | None = None) -> bool:
-        """Block until `predicate(snapshot)` is true, re-checked on each new snapshot."""
-        with self._cond:
-            return self._cond.wait_for(lambda: bool(predicate(self._snapshot)), timeout)
 
     def reload(self) -> Snapshot:
         """Rescan the whole directory now (stat cache: only changed files are parsed)."""
@@ -419,20 +359,6 @@ class CertStore:
         if self._dirwatch.watched_id is None:
             _logger.debug("%s is not there; checking again in %.1fs", self.directory,
                           _REAPPEAR_CHECK)
-
-    # --- publication ------------------------------------------------------------------------
-
-    def _publish(self, snap: Snapshot) -> None:
-        with self._cond:
-            if snap.generation < self._snapshot.generation:
-                return  # a concurrent reload() already published a newer snapshot
-            self._snapshot = snap
-            self._cond.notify_all()
-        for callback in list(self.on_reload):
-            try:
-                callback(snap)
-            except Exception:
-                _logger.exception("on_reload callback %r failed", callback)
 
     def __repr__(self) -> str:
         mode = "polling" if self._dirwatch.polling else "inotify"

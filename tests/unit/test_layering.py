@@ -35,6 +35,7 @@ RANK = {
 #: third-party package -> curvecert packages allowed to import it at module level
 THIRD_PARTY = {
     "watchdog": {"store"},
+    "etcd3gw": {"store"},
     "rich": {"cli"},
     "click": {"cli"},
 }
