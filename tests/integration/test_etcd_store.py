@@ -109,7 +109,8 @@ def test_cli_add_list_check_remove(url: str, tmp_path: Path, run_cli: Callable[.
     assert r.code == 0 and "replaced" in r.err
     r = run_cli("store", "list", "--json", "--store", url)
     assert r.code == 0, r.err
-    [item] = json.loads(r.out)
+    listed = json.loads(r.out)
+    [item] = listed["items"] if isinstance(listed, dict) else listed
     assert item["public_key"] == alice.public_txt and item["metadata"]["role"] == "admin"
     assert run_cli("store", "check", "--store", url).code == 0
     _put_raw(url, "zz", b"junk")
