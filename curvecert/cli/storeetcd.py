@@ -146,7 +146,7 @@ Examples:
 """)
 @click.argument("source", metavar="SRC")
 @click.argument("destination", metavar="DST")
-@click.option("-n", "--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
 @click.option("--delete", is_flag=True,
               help="Also remove from DST the certificates that SRC does not have.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the plan).")
