@@ -11,7 +11,7 @@ no secret is ever taken from the command line.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,8 +22,10 @@ from curvecert.cli import render
 from curvecert.errors import FileExists, StoreError
 from curvecert.formats import z85
 from curvecert.store import bulk
-from curvecert.store.etcdops import EtcdWriter, same_certificate
 from curvecert.store.etcdurl import EtcdOptions, is_etcd_url, parse_url
+
+if TYPE_CHECKING:  # etcd3gw (via etcdops) is imported only when an etcd store is used
+    from curvecert.store.etcdops import EtcdWriter
 
 __all__ = ["add", "options", "remove", "snapshot", "sync"]
 
@@ -36,6 +38,8 @@ def options(ctx: click.Context | None = None) -> EtcdOptions:
 
 
 def _writer(url: str) -> EtcdWriter:
+    from curvecert.store.etcdops import EtcdWriter
+
     return EtcdWriter(parse_url(url), options())
 
 
@@ -107,7 +111,7 @@ def _plan(src: _Certs, dst: _Certs, delete: bool) -> _Plan:
     for key, (cert, raw, _file) in sorted(src.items()):
         have = dst.get(key)
         action = ("add" if have is None else
-                  "unchanged" if same_certificate(have[0], cert) else "update")
+                  "unchanged" if _same(have[0], cert) else "update")
         plan.append((action, key, cert, raw))
     if delete:
         plan.extend(("delete", key, dst[key][0], b"") for key in sorted(set(dst) - set(src)))
@@ -182,3 +186,9 @@ def sync(source: str, destination: str, dry_run: bool, delete: bool, as_json: bo
 def _item(action: str, key: bytes, cert: Certificate) -> dict[str, Any]:
     return {"action": action, "public_key": cert.public_txt, "public_key_hex": key.hex(),
             "fingerprint": cert.fingerprint, "metadata": dict(cert.meta)}
+
+
+def _same(a: Certificate, b: Certificate) -> bool:
+    from curvecert.store.etcdops import same_certificate
+
+    return same_certificate(a, b)

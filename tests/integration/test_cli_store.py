@@ -271,3 +271,19 @@ def test_on_a_terminal_a_progress_bar_and_a_table(
     assert "scanning" in text  # the progress line (transient, on stderr)
     assert "public key (Z85)" in text and "terminal-user" in text and c.public_txt in text
     assert "600 finding(s)" in text
+
+
+def test_directory_store_commands_never_need_the_etcd_client(tmp_path: Path) -> None:
+    """A directory store works even where etcd3gw cannot be imported (it is loaded only
+    for an etcd:// store): the README's first command once failed on exactly this."""
+    Certificate.new(name="alice").save(tmp_path / "alice")
+    code = ("import sys; sys.modules['etcd3gw'] = None\n"
+            "from curvecert.cli import main\n"
+            "main(sys.argv[1:])")
+    for argv in (["store", "add", "--store", str(tmp_path / "st"), str(tmp_path / "alice")],
+                 ["store", "list", "--json", "--store", str(tmp_path / "st")],
+                 ["store", "check", "--store", str(tmp_path / "st")]):
+        proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, (argv, proc.stderr)
+        assert "etcd3gw" not in proc.stderr
