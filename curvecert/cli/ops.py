@@ -56,6 +56,28 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 # --- status ---------------------------------------------------------------------------------
 
+def _number(value: Any, fmt: str) -> str:
+    """A number from the daemon formatted, anything else escaped (never trusted as text)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return format(value, fmt)
+        except ValueError:  # e.g. a float where an integer was expected
+            pass
+    return escape(str(value))
+
+
+def _etcd_line(store: dict[str, Any]) -> str:
+    """`etcd revision 42, lag 0.3 s (bound 30 s), watch connected, 0 reconnect(s), 1 full
+    read(s)` for an etcd store's status entry."""
+    lag = store.get("lag_seconds")
+    lag_text = "never confirmed" if lag is None else f"lag {_number(lag, '.1f')} s"
+    watch = "watch connected" if store.get("connected") else "watch DISCONNECTED"
+    return (f"etcd revision {_number(store.get('revision'), 'd')}, {lag_text} (bound "
+            f"{_number(store.get('staleness_seconds'), 'g')} s), {watch}, "
+            f"{_number(store.get('reconnects'), 'd')} reconnect(s), "
+            f"{_number(store.get('full_reads'), 'd')} full read(s)")
+
+
 def status_lines(st: dict[str, Any]) -> list[str]:
     """Plain-text status, every value from the daemon escaped."""
     head = "healthy" if st.get("healthy") else "UNHEALTHY"
@@ -72,6 +94,8 @@ def status_lines(st: dict[str, Any]) -> list[str]:
             lines.append(f"  store {escape(str(store.get('path')))}: "
                          f"{store.get('certificates')} certificate(s), {state}, "
                          f"{store.get('finding_count')} finding(s)")
+            if store.get("backend") == "etcd":
+                lines.append(f"    {_etcd_line(store)}")
     decisions = st.get("decisions", {})
     if decisions:
         for mech, by_status in sorted(decisions.items()):

@@ -61,6 +61,8 @@ __all__ = [
     "DecisionRing",
     "check_runtime_dir",
     "control_endpoint_for",
+    "etcd_summary",
+    "is_etcd_store",
     "iso_time",
     "policy_stores",
     "store_summary",
@@ -184,14 +186,38 @@ def policy_stores(policy: Policy) -> Iterator[tuple[str, Any]]:
                 yield name, item
 
 
+def is_etcd_store(store: Any) -> bool:
+    """True for a live etcd store (`curvecert.store.etcd.EtcdStore`), told by its attributes
+    so that directory-only processes never import the etcd modules."""
+    return all(hasattr(store, a) for a in ("revision", "cluster_revision", "staleness",
+                                           "reconnects", "full_reads"))
+
+
+def etcd_summary(store: Any) -> dict[str, Any]:
+    """The etcd state of a live etcd store (issue 17): revision, lag_seconds (None before
+    the first confirmation), staleness_seconds (the bound), connected, reconnects,
+    full_reads."""
+    lag = store.lag
+    return {"revision": int(store.revision),
+            "lag_seconds": None if lag is None else round(float(lag), 3),
+            "staleness_seconds": float(store.staleness), "connected": bool(store.connected),
+            "reconnects": int(store.reconnects), "full_reads": int(store.full_reads)}
+
+
 def store_summary(store: Any) -> dict[str, Any]:
-    """Health and size of one store: path, certificates, healthy, problem, generation."""
+    """Health and size of one store: path, backend, certificates, healthy, problem,
+    generation, finding_count, next_expiry; for an etcd store also `etcd_summary`."""
     snap = store.snapshot
     soonest = getattr(snap, "next_expiry", None)  # issue 16: the earliest not-after to come
-    return {"path": store.directory, "certificates": len(snap), "healthy": snap.healthy,
-            "problem": snap.problem, "generation": snap.generation,
-            "finding_count": len(snap.findings),
-            "next_expiry": None if soonest is None else format_time(soonest)}
+    etcd = is_etcd_store(store)
+    out = {"path": store.directory, "backend": "etcd" if etcd else "directory",
+           "certificates": len(snap), "healthy": snap.healthy,
+           "problem": snap.problem, "generation": snap.generation,
+           "finding_count": len(snap.findings),
+           "next_expiry": None if soonest is None else format_time(soonest)}
+    if etcd:
+        out.update(etcd_summary(store))
+    return out
 
 
 def trusted_entries(policy: Policy, domain: str | None = None) -> list[dict[str, Any]]:

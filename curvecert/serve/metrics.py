@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 from curvecert.auth.policy import Policy
 from curvecert.auth.stats import LATENCY_BUCKETS, DecisionStats
 from curvecert.errors import ConfigError, OperationalError
-from curvecert.serve.control import policy_stores
+from curvecert.serve.control import is_etcd_store, policy_stores
 
 __all__ = ["CurvecertCollector", "Sources", "parse_listen", "register", "serve_http"]
 
@@ -126,8 +126,8 @@ def _store_families(policy: Policy) -> Iterator[Metric]:
                                  "Files of the store with a finding (not trusted, or warned).",
                                  labels=["domain", "store"])
     healthy = GaugeMetricFamily("curvecert_store_healthy",
-                                "1 when the store directory could be read, else 0 (trusts "
-                                "nothing).", labels=["domain", "store"])
+                                "1 when the store (directory or etcd prefix) could be read, "
+                                "else 0 (trusts nothing).", labels=["domain", "store"])
     generation = GaugeMetricFamily("curvecert_store_generation",
                                    "Snapshot generation (goes up on every reload).",
                                    labels=["domain", "store"])
@@ -135,6 +135,27 @@ def _store_families(policy: Policy) -> Iterator[Metric]:
                                "Earliest not-after still to come among the trusted "
                                "certificates (absent when none has one).",
                                labels=["domain", "store"])
+    # issue 17: etcd stores only (a directory has no revision); yielded when there is one
+    revision = GaugeMetricFamily("curvecert_store_revision",
+                                 "etcd revision the live snapshot reflects (etcd stores).",
+                                 labels=["domain", "store"])
+    lag = GaugeMetricFamily("curvecert_store_lag_seconds",
+                            "Seconds since etcd last confirmed the snapshot current (etcd "
+                            "stores; absent until the first confirmation).",
+                            labels=["domain", "store"])
+    staleness = GaugeMetricFamily("curvecert_store_staleness_seconds",
+                                  "Staleness bound: past this lag the store trusts nothing "
+                                  "(etcd stores).", labels=["domain", "store"])
+    connected = GaugeMetricFamily("curvecert_store_connected",
+                                  "1 while the etcd watch is established, else 0 (etcd "
+                                  "stores).", labels=["domain", "store"])
+    reconnects = CounterMetricFamily("curvecert_store_reconnects",
+                                     "etcd watch streams lost and re-established (etcd "
+                                     "stores).", labels=["domain", "store"])
+    full_reads = CounterMetricFamily("curvecert_store_full_reads",
+                                     "Complete reads of the etcd prefix: start, compaction, "
+                                     "recovery (etcd stores).", labels=["domain", "store"])
+    any_etcd = False
     for domain, store in policy_stores(policy):
         snap = store.snapshot
         labels = [domain, store.directory]
@@ -145,7 +166,19 @@ def _store_families(policy: Policy) -> Iterator[Metric]:
         soonest = getattr(snap, "next_expiry", None)  # issue 16: certs.validity
         if soonest is not None:
             expiry.add_metric(labels, soonest)
+        if is_etcd_store(store):
+            any_etcd = True
+            revision.add_metric(labels, store.revision)
+            seconds = store.lag
+            if seconds is not None:  # unknown: no sample rather than NaN
+                lag.add_metric(labels, seconds)
+            staleness.add_metric(labels, store.staleness)
+            connected.add_metric(labels, 1 if store.connected else 0)
+            reconnects.add_metric(labels, store.reconnects)
+            full_reads.add_metric(labels, store.full_reads)
     yield from (certs, findings, healthy, generation, expiry)
+    if any_etcd:
+        yield from (revision, lag, staleness, connected, reconnects, full_reads)
 
 
 def _reload_families(info: Mapping[str, float]) -> Iterator[Metric]:

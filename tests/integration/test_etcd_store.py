@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,10 +35,13 @@ from curvecert.store.etcdclient import EtcdClient
 from curvecert.store.etcdops import EtcdWriter, certificate_value
 from curvecert.store.etcdurl import EtcdOptions, parse_url
 from curvecert.store.watch import CertStore
+from tests.conftest import wait_until
 from tests.etcdcluster import EtcdCluster
+from tests.promtool import promtool
 from tests.serveproc import ServeAuth, Server, handshake, retry_until
 
 SCHEMA = Path(__file__).resolve().parents[2] / "curvecert" / "schemas" / "store-sync.json"
+STATUS_SCHEMA = SCHEMA.with_name("status.json")
 
 
 @pytest.fixture
@@ -236,3 +241,77 @@ def _outcome(status: int) -> Any:
     from tests.serveproc import Outcome
 
     return Outcome(status)
+
+
+# --- status and metrics of a daemon on an etcd store (issue 17) ------------------------------
+
+def test_status_and_metrics_show_revision_and_lag(url: str, tmp_path: Path,
+                                                  run_cli: Callable[..., Any],
+                                                  cli_env: Callable[..., dict[str, str]]
+                                                  ) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    schema = json.loads(STATUS_SCHEMA.read_text())
+    control = f"ipc://{tmp_path}/run/control.sock"
+    with ServeAuth(["--store", url, "--zap-endpoint", f"ipc://{tmp_path}/run/zap.sock",
+                    "--metrics", "127.0.0.1:0"], cli_env(None)) as daemon:
+        line = daemon.wait_stderr(r"metrics http://")
+        metrics_url = re.search(r"metrics (http://\S+)", line).group(1)  # type: ignore[union-attr]
+
+        def status() -> dict[str, Any]:
+            r = run_cli("status", "--json", "--endpoint", control)
+            assert r.code == 0, r.err
+            out: dict[str, Any] = json.loads(r.out)
+            jsonschema.Draft202012Validator(schema).validate(out)
+            [entry] = out["domains"][0]["stores"]
+            assert isinstance(entry, dict)
+            return entry
+
+        def scrape() -> dict[str, Any]:
+            with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+                scraped.append(resp.read().decode())
+            return {f.name: f for f in text_string_to_metric_families(scraped[-1])}
+
+        scraped: list[str] = []
+
+        before = status()
+        assert (before["backend"], before["path"], before["certificates"]) == ("etcd", url, 0)
+        assert before["revision"] > 0 and before["full_reads"] >= 1
+        assert before["staleness_seconds"] > 0 and before["reconnects"] >= 0
+        assert before["lag_seconds"] is None or before["lag_seconds"] >= 0
+
+        def confirmed() -> bool:
+            now = status()
+            return bool(now["connected"]) and now["lag_seconds"] is not None
+
+        wait_until(confirmed, interval=0.1, message="watch connected and confirmed")
+
+        alice = Certificate.new(name="alice")
+        alice.save(tmp_path / "alice")
+        assert run_cli("store", "--store", url, "add", str(tmp_path / "alice")).code == 0
+        wait_until(lambda: status()["certificates"] == 1, interval=0.1,
+                   message="the added key in status")
+        after = status()
+        assert after["revision"] > before["revision"] and after["backend"] == "etcd"
+        assert after["lag_seconds"] is not None and \
+            after["lag_seconds"] <= after["staleness_seconds"]
+
+        families = scrape()
+        [revision] = families["curvecert_store_revision"].samples
+        assert revision.labels == {"domain": "*", "store": url}
+        assert revision.value >= after["revision"]
+        [lag] = families["curvecert_store_lag_seconds"].samples
+        assert 0 <= lag.value <= after["staleness_seconds"]
+        [healthy] = families["curvecert_store_healthy"].samples
+        assert healthy.value == 1 and healthy.labels["store"] == url
+        for name, sample in (("curvecert_store_reconnects", "curvecert_store_reconnects_total"),
+                             ("curvecert_store_full_reads", "curvecert_store_full_reads_total")):
+            [found] = families[name].samples
+            assert found.name == sample and found.value >= 0
+
+        text = run_cli("status", "--endpoint", control)
+        assert text.code == 0, text.err
+        assert re.search(r"^    etcd revision \d+, lag [0-9.]+ s \(bound [0-9.]+ s\), watch "
+                         r"(connected|DISCONNECTED), \d+ reconnect\(s\), \d+ full read\(s\)$",
+                         text.out, re.MULTILINE), text.out
+    promtool("check", "metrics", stdin=scraped[-1])  # last: it skips without promtool
