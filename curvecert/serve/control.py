@@ -10,7 +10,10 @@ name, mode 0600, then renamed into place). Access control is the file system: th
 is owner-only and a directory that group or others may write to is refused
 (`check_runtime_dir`), so only the daemon's user (and root) can connect. No peer
 credentials (SO_PEERCRED) are consulted: libzmq does not expose them per message, and the
-permission bits already decide who can `connect(2)`.
+permission bits already decide who can `connect(2)`. The client checks who answers before
+it connects (`ControlClient`, with the forwarder's `curvecert.serve.runtime` checks: the
+directory and the socket owned by this user or root, the directory not writable by group
+or others) and refuses a reply of the wrong shape (`curvecert.serve.controlreply`).
 
 Protocol: one request frame, one reply frame, both a JSON object (UTF-8, the request at
 most `MAX_REQUEST` bytes). Requests (`parse_request` is the strict, pure parser):
@@ -47,6 +50,8 @@ from curvecert.certs import keys
 from curvecert.certs.validity import format_time
 from curvecert.errors import CurvecertError, OperationalError
 from curvecert.formats import z85
+from curvecert.serve.controlreply import reply_problem
+from curvecert.serve.runtime import check_directory, check_socket, default_owners
 
 __all__ = [
     "COMMANDS",
@@ -350,8 +355,20 @@ class ControlClient:
         self._sock: zmq.Socket[Any] | None = None
         self._lock = threading.Lock()
 
+    def _check_owner(self) -> None:
+        """Know who answers: refuse a socket directory or socket that another user owns
+        or that group or others can write to (`curvecert.serve.runtime`, the forwarder's
+        checks, owners: this user and root). A forged reply is never read."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if os.path.lexists(directory):
+            check_directory(directory, default_owners())
+        if not check_socket(self.path, default_owners()):
+            raise OperationalError(f"{self.path}: no control socket (is serve-auth "
+                                   "running? see --endpoint)")
+
     def _probe(self) -> None:
         """Fail fast with a clear reason: libzmq retries a refused ipc connect forever."""
+        self._check_owner()
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(self.timeout)
         try:
@@ -393,7 +410,14 @@ class ControlClient:
             why = reply.get("error", "?") if isinstance(reply, dict) else "?"
             raise OperationalError(f"{self.path}: the daemon refused the request: {why}")
         result = reply.get("result")
-        return result if isinstance(result, dict) else {}
+        if not isinstance(result, dict):
+            raise OperationalError(f"{self.path}: the daemon sent a malformed reply: "
+                                   "result is not an object")
+        problem = reply_problem(str(obj.get("command")), result)
+        if problem is not None:
+            raise OperationalError(f"{self.path}: the daemon sent a malformed reply: "
+                                   f"{problem}")
+        return result
 
     def close(self) -> None:
         """Close the socket and its context."""
