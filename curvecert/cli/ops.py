@@ -18,7 +18,8 @@ from typing import Any
 
 import click
 
-from curvecert.formats.sanitize import escape, field, json_line
+from curvecert.cli.replytext import as_list, dicts, items_of, number, shown
+from curvecert.formats.sanitize import field, json_line
 from curvecert.serve import config as cfgmod
 from curvecert.serve.control import ControlClient, control_endpoint_for
 
@@ -56,57 +57,51 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 # --- status ---------------------------------------------------------------------------------
 
-def _number(value: Any, fmt: str) -> str:
-    """A number from the daemon formatted, anything else escaped (never trusted as text)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        try:
-            return format(value, fmt)
-        except ValueError:  # e.g. a float where an integer was expected
-            pass
-    return escape(str(value))
-
-
 def _etcd_line(store: dict[str, Any]) -> str:
     """`etcd revision 42, lag 0.3 s (bound 30 s), watch connected, 0 reconnect(s), 1 full
     read(s)` for an etcd store's status entry."""
     lag = store.get("lag_seconds")
-    lag_text = "never confirmed" if lag is None else f"lag {_number(lag, '.1f')} s"
+    lag_text = "never confirmed" if lag is None else f"lag {number(lag, '.1f')} s"
     watch = "watch connected" if store.get("connected") else "watch DISCONNECTED"
-    return (f"etcd revision {_number(store.get('revision'), 'd')}, {lag_text} (bound "
-            f"{_number(store.get('staleness_seconds'), 'g')} s), {watch}, "
-            f"{_number(store.get('reconnects'), 'd')} reconnect(s), "
-            f"{_number(store.get('full_reads'), 'd')} full read(s)")
+    return (f"etcd revision {number(store.get('revision'), 'd')}, {lag_text} (bound "
+            f"{number(store.get('staleness_seconds'), 'g')} s), {watch}, "
+            f"{number(store.get('reconnects'), 'd')} reconnect(s), "
+            f"{number(store.get('full_reads'), 'd')} full read(s)")
 
 
 def status_lines(st: dict[str, Any]) -> list[str]:
     """Plain-text status, every value from the daemon escaped."""
-    head = "healthy" if st.get("healthy") else "UNHEALTHY"
-    lines = [f"serve-auth pid {st.get('pid')}: {head}, up {st.get('uptime', 0):.1f} s, "
-             f"policy generation {st.get('generation')}"]
-    for problem in st.get("problems", []):
-        lines.append(f"  problem: {escape(str(problem))}")
-    for dom in st.get("domains", []):
-        mechs = ", ".join(escape(m) for m in dom.get("mechanisms", [])) or "none"
+    head = "healthy" if st.get("healthy") is True else "UNHEALTHY"
+    lines = [f"serve-auth pid {number(st.get('pid'))}: {head}, "
+             f"up {number(st.get('uptime', 0), '.1f')} s, "
+             f"policy generation {number(st.get('generation'))}"]
+    for problem in as_list(st.get("problems", [])):
+        lines.append(f"  problem: {shown(problem)}")
+    for dom in dicts(st.get("domains", [])):
+        mechs = ", ".join(shown(m) for m in as_list(dom.get("mechanisms", []))) or "none"
         lines.append(f"domain {field(str(dom.get('name')))}: {mechs}")
-        for store in dom.get("stores", []):
-            state = "healthy" if store.get("healthy") else \
-                f"UNHEALTHY ({escape(str(store.get('problem')))})"
-            lines.append(f"  store {escape(str(store.get('path')))}: "
-                         f"{store.get('certificates')} certificate(s), {state}, "
-                         f"{store.get('finding_count')} finding(s)")
+        for store in dicts(dom.get("stores", [])):
+            state = "healthy" if store.get("healthy") is True else \
+                f"UNHEALTHY ({shown(store.get('problem'))})"
+            lines.append(f"  store {shown(store.get('path'))}: "
+                         f"{number(store.get('certificates'))} certificate(s), {state}, "
+                         f"{number(store.get('finding_count'))} finding(s)")
             if store.get("backend") == "etcd":
                 lines.append(f"    {_etcd_line(store)}")
     decisions = st.get("decisions", {})
-    if decisions:
-        for mech, by_status in sorted(decisions.items()):
-            counts = " ".join(f"{s}={n}" for s, n in sorted(by_status.items()))
-            lines.append(f"decisions {escape(mech)}: {counts}")
+    if isinstance(decisions, dict) and decisions:
+        for mech, by_status in sorted(decisions.items(), key=lambda kv: str(kv[0])):
+            pairs = sorted(by_status.items(), key=lambda kv: str(kv[0])) \
+                if isinstance(by_status, dict) else []
+            counts = " ".join(f"{shown(s)}={number(n)}" for s, n in pairs)
+            lines.append(f"decisions {shown(mech)}: {counts}")
     else:
         lines.append("decisions: none yet")
-    lines.append(f"findings: {len(st.get('findings', []))}")
+    lines.append(f"findings: {len(as_list(st.get('findings', [])))}")
     fw = st.get("forwarders", {})
-    lines.append(f"forwarders: {fw.get('connected', 0)} connected, "
-                 f"{fw.get('seen', 0)} seen, {fw.get('refused', 0)} refused")
+    fw = fw if isinstance(fw, dict) else {}
+    lines.append(f"forwarders: {number(fw.get('connected', 0))} connected, "
+                 f"{number(fw.get('seen', 0))} seen, {number(fw.get('refused', 0))} refused")
     return lines
 
 
@@ -151,9 +146,14 @@ def trusted(endpoint: str | None, domain: str | None, as_json: bool) -> None:
     if as_json:
         _emit_json(result)
         return
-    for item in result.get("items", []):
-        click.echo(f"{field(str(item['domain']))}  {item['fingerprint']}  "
-                   f"{field(str(item.get('name') or '-'))}  {escape(str(item['path']))}")
+    for item in items_of(result):
+        click.echo(trusted_line(item))
+
+
+def trusted_line(item: dict[str, Any]) -> str:
+    """One trusted key as sanitized text: domain, fingerprint, name, file."""
+    return (f"{field(str(item.get('domain')))}  {shown(item.get('fingerprint'))}  "
+            f"{field(str(item.get('name') or '-'))}  {shown(item.get('path'))}")
 
 
 # --- decisions ------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ def trusted(endpoint: str | None, domain: str | None, as_json: bool) -> None:
 def decision_line(d: dict[str, Any]) -> str:
     """One decision as sanitized text."""
     who = d.get("user_id") or d.get("subject") or ""
-    parts = [escape(str(d.get("time"))), str(d.get("status")), escape(str(d.get("mechanism"))),
+    parts = [shown(d.get("time")), number(d.get("status")), shown(d.get("mechanism")),
              f"address={field(str(d.get('address') or ''))}",
              f"domain={field(str(d.get('domain') or ''))}"]
     if who:
@@ -169,7 +169,7 @@ def decision_line(d: dict[str, Any]) -> str:
     if d.get("name"):
         parts.append(f"name={field(str(d['name']))}")
     if d.get("fingerprint"):
-        parts.append(str(d["fingerprint"]))
+        parts.append(shown(d["fingerprint"]))
     if d.get("reason"):
         parts.append(f"reason={field(str(d['reason']))}")
     return " ".join(parts)
@@ -199,11 +199,11 @@ def decisions(endpoint: str | None, last: int, denied: bool, follow: bool, inter
             if as_json:
                 _emit_json(result)
             else:
-                for item in result.get("items", []):
+                for item in items_of(result):
                     click.echo(decision_line(item))
             return
         cursor = int(result.get("cursor", 0))
-        items = result.get("items", [])
+        items = items_of(result)
         try:
             with _sigterm_as_interrupt():
                 while True:
@@ -217,7 +217,7 @@ def decisions(endpoint: str | None, last: int, denied: bool, follow: bool, inter
                     result = client.request({"command": "decisions", "after": cursor,
                                              "last": 100_000, "denied": denied})
                     cursor = int(result.get("cursor", cursor))
-                    items = result.get("items", [])
+                    items = items_of(result)
         except KeyboardInterrupt:
             return
 

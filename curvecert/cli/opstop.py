@@ -14,6 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from curvecert.cli.replytext import dicts, number
 from curvecert.formats.sanitize import escape
 from curvecert.serve.control import ControlClient
 
@@ -34,9 +35,11 @@ class Rates:
     def totals(st: dict[str, Any]) -> dict[str, int]:
         """Decisions since start by status, summed over mechanisms."""
         out = dict.fromkeys(_STATUSES, 0)
-        for by_status in st.get("decisions", {}).values():
-            for status, n in by_status.items():
-                out[status] = out.get(status, 0) + int(n)
+        decisions = st.get("decisions", {})
+        for by_status in (decisions.values() if isinstance(decisions, dict) else ()):
+            for status, n in (by_status.items() if isinstance(by_status, dict) else ()):
+                if isinstance(n, int) and not isinstance(n, bool):
+                    out[str(status)] = out.get(str(status), 0) + n
         return out
 
     def update(self, st: dict[str, Any], now: float) -> dict[str, float]:
@@ -53,18 +56,19 @@ class Rates:
 
 def _plain(st: dict[str, Any], totals: dict[str, int], rates: dict[str, float],
            denials: list[dict[str, Any]]) -> str:
-    head = "healthy" if st.get("healthy") else "UNHEALTHY"
-    lines = [f"serve-auth pid {st.get('pid')} {head} up {st.get('uptime', 0):.0f}s "
-             f"generation {st.get('generation')}",
+    head = "healthy" if st.get("healthy") is True else "UNHEALTHY"
+    lines = [f"serve-auth pid {number(st.get('pid'))} {head} "
+             f"up {number(st.get('uptime', 0), '.0f')}s "
+             f"generation {number(st.get('generation'))}",
              "decisions " + " ".join(f"{s}={totals.get(s, 0)} ({rates.get(s, 0.0):.1f}/s)"
                                      for s in _STATUSES)]
-    for dom in st.get("domains", []):
-        for store in dom.get("stores", []):
-            ok = "healthy" if store.get("healthy") else "UNHEALTHY"
+    for dom in dicts(st.get("domains", [])):
+        for store in dicts(dom.get("stores", [])):
+            ok = "healthy" if store.get("healthy") is True else "UNHEALTHY"
             lines.append(f"store {escape(str(store.get('path')))} "
-                         f"{store.get('certificates')} certs {ok}")
-    for d in denials:
-        lines.append(f"denied {d.get('status')} {escape(str(d.get('mechanism')))} "
+                         f"{number(store.get('certificates'))} certs {ok}")
+    for d in dicts(denials):
+        lines.append(f"denied {number(d.get('status'))} {escape(str(d.get('mechanism')))} "
                      f"{escape(str(d.get('address') or '?'))} "
                      f"{escape(str(d.get('reason') or ''))}")
     return "\n".join(lines)
@@ -74,10 +78,11 @@ def _rich(st: dict[str, Any], totals: dict[str, int], rates: dict[str, float],
           denials: list[dict[str, Any]]) -> Group:
     head = Text()
     head.append("serve-auth ", style="bold")
-    head.append(f"pid {st.get('pid')}  ")
-    head.append("healthy" if st.get("healthy") else "UNHEALTHY",
-                style="green" if st.get("healthy") else "bold red")
-    head.append(f"  up {st.get('uptime', 0):.0f}s  generation {st.get('generation')}")
+    healthy = st.get("healthy") is True
+    head.append(f"pid {number(st.get('pid'))}  ")
+    head.append("healthy" if healthy else "UNHEALTHY", style="green" if healthy else "bold red")
+    head.append(f"  up {number(st.get('uptime', 0), '.0f')}s  "
+                f"generation {number(st.get('generation'))}")
     counts = Table(title="decisions", title_justify="left", expand=False)
     counts.add_column("status")
     counts.add_column("total", justify="right")
@@ -88,21 +93,23 @@ def _rich(st: dict[str, Any], totals: dict[str, int], rates: dict[str, float],
     stores = Table(title="stores", title_justify="left")
     for col in ("domain", "path", "certs", "health"):
         stores.add_column(col)
-    for dom in st.get("domains", []):
-        for store in dom.get("stores", []):
-            ok = bool(store.get("healthy"))
-            stores.add_row(escape(str(dom.get("name"))), escape(str(store.get("path"))),
-                           str(store.get("certificates")),
+    for dom in dicts(st.get("domains", [])):
+        for store in dicts(dom.get("stores", [])):
+            ok = store.get("healthy") is True
+            # Text, never a markup string: "[link=...]" from a reply must stay text
+            stores.add_row(Text(escape(str(dom.get("name")))), Text(escape(str(store.get("path")))),
+                           Text(number(store.get("certificates"))),
                            Text("healthy" if ok else "UNHEALTHY",
                                 style="green" if ok else "bold red"))
     last = Table(title="last denials", title_justify="left")
     for col in ("time", "status", "mech", "address", "reason"):
         last.add_column(col)
-    for d in denials:
-        last.add_row(escape(str(d.get("time", "?")))[11:23],
-                     Text(str(d.get("status")), style=_STYLE.get(str(d.get("status")), "")),
-                     escape(str(d.get("mechanism"))), escape(str(d.get("address") or "?")),
-                     escape(str(d.get("reason") or "")))
+    for d in dicts(denials):
+        last.add_row(Text(escape(str(d.get("time", "?")))[11:23]),
+                     Text(number(d.get("status")), style=_STYLE.get(str(d.get("status")), "")),
+                     Text(escape(str(d.get("mechanism")))),
+                     Text(escape(str(d.get("address") or "?"))),
+                     Text(escape(str(d.get("reason") or ""))))
     return Group(head, counts, stores, last)
 
 

@@ -10,7 +10,10 @@ name, mode 0600, then renamed into place). Access control is the file system: th
 is owner-only and a directory that group or others may write to is refused
 (`check_runtime_dir`), so only the daemon's user (and root) can connect. No peer
 credentials (SO_PEERCRED) are consulted: libzmq does not expose them per message, and the
-permission bits already decide who can `connect(2)`.
+permission bits already decide who can `connect(2)`. The client checks who answers before
+it connects (`ControlClient`, with the forwarder's `curvecert.serve.runtime` checks: the
+directory and the socket owned by this user or root, the directory not writable by group
+or others) and refuses a reply of the wrong shape (`curvecert.serve.controlreply`).
 
 Protocol: one request frame, one reply frame, both a JSON object (UTF-8, the request at
 most `MAX_REQUEST` bytes). Requests (`parse_request` is the strict, pure parser):
@@ -35,18 +38,24 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import zmq
 
-from curvecert.auth.keylookup import KeyChain
 from curvecert.auth.policy import Policy
-from curvecert.certs import keys
-from curvecert.certs.validity import format_time
 from curvecert.errors import CurvecertError, OperationalError
-from curvecert.formats import z85
+from curvecert.serve.controlreply import reply_problem
+from curvecert.serve.policyview import (
+    certificate_of,
+    etcd_summary,
+    is_etcd_store,
+    policy_stores,
+    store_summary,
+    trusted_entries,
+)
+from curvecert.serve.runtime import check_directory, check_socket, default_owners
 
 __all__ = [
     "COMMANDS",
@@ -168,90 +177,6 @@ class DecisionRing:
         if denied:
             items = [it for it in items if str(it[1].get("status")) != "200"]
         return items[-last:], cursor
-
-
-# --- reading a live policy ------------------------------------------------------------------
-
-def policy_stores(policy: Policy) -> Iterator[tuple[str, Any]]:
-    """`(domain, store)` for every watched certificate store a policy reads from.
-
-    A store is anything with `directory` and `snapshot` (a `CertStore`); key chains are
-    walked, other key lookups and providers are skipped.
-    """
-    for name, dp in policy.domains.items():
-        lookups: Iterable[Any] = dp.curve.lookups if isinstance(dp.curve, KeyChain) \
-            else (dp.curve,)
-        for item in lookups:
-            if hasattr(item, "snapshot") and hasattr(item, "directory"):
-                yield name, item
-
-
-def is_etcd_store(store: Any) -> bool:
-    """True for a live etcd store (`curvecert.store.etcd.EtcdStore`), told by its attributes
-    so that directory-only processes never import the etcd modules."""
-    return all(hasattr(store, a) for a in ("revision", "cluster_revision", "staleness",
-                                           "reconnects", "full_reads"))
-
-
-def etcd_summary(store: Any) -> dict[str, Any]:
-    """The etcd state of a live etcd store (issue 17): revision, lag_seconds (None before
-    the first confirmation), staleness_seconds (the bound), connected, reconnects,
-    full_reads."""
-    lag = store.lag
-    return {"revision": int(store.revision),
-            "lag_seconds": None if lag is None else round(float(lag), 3),
-            "staleness_seconds": float(store.staleness), "connected": bool(store.connected),
-            "reconnects": int(store.reconnects), "full_reads": int(store.full_reads)}
-
-
-def store_summary(store: Any) -> dict[str, Any]:
-    """Health and size of one store: path, backend, certificates, healthy, problem,
-    generation, finding_count, next_expiry; for an etcd store also `etcd_summary`."""
-    snap = store.snapshot
-    soonest = getattr(snap, "next_expiry", None)  # issue 16: the earliest not-after to come
-    etcd = is_etcd_store(store)
-    out = {"path": store.directory, "backend": "etcd" if etcd else "directory",
-           "certificates": len(snap), "healthy": snap.healthy,
-           "problem": snap.problem, "generation": snap.generation,
-           "finding_count": len(snap.findings),
-           "next_expiry": None if soonest is None else format_time(soonest)}
-    if etcd:
-        out.update(etcd_summary(store))
-    return out
-
-
-def trusted_entries(policy: Policy, domain: str | None = None) -> list[dict[str, Any]]:
-    """Every key the live snapshots trust (of one domain, or all), sorted by domain, file."""
-    out = []
-    for name, store in policy_stores(policy):
-        if domain is not None and name != domain:
-            continue
-        for entry in store.snapshot:
-            meta = entry.meta
-            out.append({"domain": name, "name": meta.get("name"), "public_key": entry.public_txt,
-                        "fingerprint": entry.fingerprint, "path": entry.file, "metadata": meta})
-    out.sort(key=lambda e: (e["domain"], e["path"]))
-    return out
-
-
-def certificate_of(policy: Policy, domain: str, key_text: str) -> dict[str, Any]:
-    """`{"name", "fingerprint"}` for a Z85 key under the live policy (name None if unknown)."""
-    try:
-        key = z85.decode(key_text)
-    except (CurvecertError, ValueError):
-        return {"name": None, "fingerprint": None}
-    if len(key) != 32:
-        return {"name": None, "fingerprint": None}
-    name = None
-    dp = policy.for_domain(domain)
-    lookup = getattr(dp, "curve", None)
-    try:
-        entry = lookup.lookup(key) if lookup is not None and hasattr(lookup, "lookup") else None
-        if entry is not None and hasattr(entry, "meta"):
-            name = entry.meta.get("name")
-    except Exception:  # a failing lookup only costs the name
-        name = None
-    return {"name": name, "fingerprint": keys.fingerprint(key)}
 
 
 # --- the server side ------------------------------------------------------------------------
@@ -376,8 +301,20 @@ class ControlClient:
         self._sock: zmq.Socket[Any] | None = None
         self._lock = threading.Lock()
 
+    def _check_owner(self) -> None:
+        """Know who answers: refuse a socket directory or socket that another user owns
+        or that group or others can write to (`curvecert.serve.runtime`, the forwarder's
+        checks, owners: this user and root). A forged reply is never read."""
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if os.path.lexists(directory):
+            check_directory(directory, default_owners())
+        if not check_socket(self.path, default_owners()):
+            raise OperationalError(f"{self.path}: no control socket (is serve-auth "
+                                   "running? see --endpoint)")
+
     def _probe(self) -> None:
         """Fail fast with a clear reason: libzmq retries a refused ipc connect forever."""
+        self._check_owner()
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(self.timeout)
         try:
@@ -419,7 +356,14 @@ class ControlClient:
             why = reply.get("error", "?") if isinstance(reply, dict) else "?"
             raise OperationalError(f"{self.path}: the daemon refused the request: {why}")
         result = reply.get("result")
-        return result if isinstance(result, dict) else {}
+        if not isinstance(result, dict):
+            raise OperationalError(f"{self.path}: the daemon sent a malformed reply: "
+                                   "result is not an object")
+        problem = reply_problem(str(obj.get("command")), result)
+        if problem is not None:
+            raise OperationalError(f"{self.path}: the daemon sent a malformed reply: "
+                                   f"{problem}")
+        return result
 
     def close(self) -> None:
         """Close the socket and its context."""

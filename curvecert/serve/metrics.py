@@ -36,7 +36,7 @@ from prometheus_client.registry import Collector
 from curvecert.auth.policy import Policy
 from curvecert.auth.stats import LATENCY_BUCKETS, DecisionStats
 from curvecert.errors import ConfigError, OperationalError
-from curvecert.serve.control import is_etcd_store, policy_stores
+from curvecert.serve.policyview import is_etcd_store, policy_stores
 
 __all__ = ["CurvecertCollector", "Sources", "parse_listen", "register", "serve_http"]
 

@@ -336,3 +336,163 @@ def test_an_unsafe_control_directory_is_refused(tmp_path: Path, cli_env: Env) ->
         errors = [line for line in daemon.err.lines if line.startswith("curvecert: error:")]
         assert len(errors) == 1 and "group or others may write" in errors[0]
     assert not (shared / "control.sock").exists()
+
+
+#: A forging daemon for the control channel, standard library only (it runs as nobody): a
+#: minimal ZMTP 3.0 NULL ROUTER at argv[1] that logs every connection to argv[2] and answers
+#: every request with a forged reply full of terminal escapes and a fake line.
+FORGER = r"""
+import json, os, socket, struct, sys, threading
+path, log = sys.argv[1], sys.argv[2]
+EVIL = "\x1b]0;pwned\x07\x1b[2J\ncurvecert: all clear\u2028"
+REPLIES = {
+    "status": {"healthy": True, "pid": EVIL, "uptime": EVIL, "generation": EVIL,
+               "problems": [], "domains": [], "findings": [], "decisions": {},
+               "forwarders": {}},
+    "trusted": {"items": [{"domain": "global", "fingerprint": EVIL, "name": "x",
+                           "path": "/x"}]},
+}
+def note(text):
+    with open(log, "a") as f:
+        f.write(text + "\n")
+def recv_exact(conn, n):
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+def frame(conn):
+    flags = recv_exact(conn, 1)[0]
+    size = struct.unpack(">Q", recv_exact(conn, 8))[0] if flags & 2 else recv_exact(conn, 1)[0]
+    return flags, recv_exact(conn, size)
+def send(conn, flags, body):
+    conn.sendall(bytes([flags, len(body)]) + body if len(body) < 256
+                 else bytes([flags | 2]) + struct.pack(">Q", len(body)) + body)
+def serve(conn):
+    try:
+        greeting = b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\0") \
+            + b"\0" + b"\0" * 31
+        conn.sendall(greeting)
+        recv_exact(conn, 64)
+        send(conn, 4, b"\x05READY\x0bSocket-Type" + struct.pack(">I", 6) + b"ROUTER")
+        frame(conn)  # the peer's READY
+        while True:
+            parts = []
+            while True:
+                flags, body = frame(conn)
+                parts.append(body)
+                if not flags & 1:
+                    break
+            note("REQUEST " + repr(parts))
+            cmd = json.loads(parts[-1]).get("command")
+            reply = json.dumps({"ok": True, "result": REPLIES.get(cmd, {})}).encode()
+            send(conn, 1, b"")
+            send(conn, 0, reply)
+    except (EOFError, OSError, ValueError):
+        pass
+    finally:
+        conn.close()
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(path)
+os.chmod(path, 0o777)
+srv.listen(16)
+print("READY", flush=True)
+while True:
+    conn, _ = srv.accept()
+    note("CONNECT")
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+
+
+def _open_for_nobody(tmp: Path) -> Path:
+    """A directory both users can use, like /tmp (world-writable, sticky)."""
+    for parent in [tmp, *tmp.parents]:
+        if parent != Path("/"):
+            os.chmod(parent, stat.S_IMODE(os.stat(parent).st_mode) | 0o001)
+    shared = tmp / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    return shared
+
+
+def test_the_client_refuses_a_control_socket_of_another_user(
+        tmp_path: Path, ctx: zmq.Context[Any], cli_env: Env) -> None:
+    """Know who answers: a runtime directory pre-created 0777 by another user, who binds a
+    forging listener at control.sock. `status` (default endpoint, via XDG_RUNTIME_DIR) and
+    `trusted` (--endpoint) exit 3 with one error line; the forger is never contacted."""
+    _as_nobody("/usr/bin/true")  # skips without root, setpriv or the system Python
+    shared = _open_for_nobody(tmp_path)
+    run_dir = shared / "curvecert"  # the default directory under XDG_RUNTIME_DIR=shared
+    assert _as_nobody("mkdir", "-m", "0777", str(run_dir)).returncode == 0
+    log = tmp_path / "forger.log"
+    log.touch()
+    log.chmod(0o666)
+    sock_path = run_dir / "control.sock"
+    forger = _forger(sock_path, log)
+    try:
+        assert os.stat(sock_path).st_uid == 65534
+        # the threat is real: a client that does not check gets the forged reply
+        probe = ctx.socket(zmq.DEALER)
+        probe.linger = 0
+        probe.connect(f"ipc://{sock_path}")
+        try:
+            probe.send_multipart([b"", b'{"command": "status"}'])
+            assert probe.poll(10_000), "the forger did not answer"
+            assert "pwned" in json.loads(probe.recv_multipart()[-1])["result"]["pid"]
+        finally:
+            probe.close(linger=0)
+        log.write_text("")
+
+        env = cli_env({"XDG_RUNTIME_DIR": str(shared)})
+        for args in (["status"], ["trusted", "--endpoint", f"ipc://{sock_path}"],
+                     ["decisions", "--endpoint", f"ipc://{sock_path}"]):
+            result = subprocess.run([sys.executable, "-m", "curvecert", *args],
+                                    capture_output=True, text=True, env=env, timeout=60)
+            assert result.returncode == 3, (args, result)
+            assert result.stdout == "", (args, result.stdout)
+            errors = result.stderr.splitlines()
+            assert len(errors) == 1 and errors[0].startswith("curvecert: error: "), errors
+            assert f"{run_dir}: the socket directory is owned by" in errors[0]
+            assert "pwned" not in result.stderr and "\x1b" not in result.stderr
+        assert log.read_text() == "", "the forger was contacted"
+    finally:
+        forger.kill()
+        forger.wait(10)
+
+
+def _forger(sock_path: Path, log: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             "/usr/bin/python3", "-c", FORGER, str(sock_path), str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "READY"
+    return proc
+
+
+def test_the_client_refuses_a_swapped_control_socket(tmp_path: Path, cli_env: Env) -> None:
+    """Our own directory, but group/others may write (0777): another user binds there.
+    Refused for the directory; with the directory fixed, refused for the socket's owner."""
+    _as_nobody("/usr/bin/true")
+    run_dir = _open_for_nobody(tmp_path) / "ours"
+    run_dir.mkdir()
+    run_dir.chmod(0o777)
+    log = tmp_path / "forger.log"
+    log.touch()
+    log.chmod(0o666)
+    sock_path = run_dir / "control.sock"
+    forger = _forger(sock_path, log)
+    try:
+        for mode, why in ((0o777, "writable by group or others"),
+                          (0o755, f"{sock_path}: the socket is owned by")):
+            run_dir.chmod(mode)
+            result = subprocess.run([sys.executable, "-m", "curvecert", "status", "--endpoint",
+                                     f"ipc://{sock_path}"], capture_output=True, text=True,
+                                    env=cli_env(None), timeout=60)
+            assert (result.returncode, result.stdout) == (3, ""), result
+            errors = result.stderr.splitlines()
+            assert len(errors) == 1 and why in errors[0], errors
+        assert log.read_text() == "", "the forger was contacted"
+    finally:
+        forger.kill()
+        forger.wait(10)
