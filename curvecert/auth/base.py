@@ -239,16 +239,21 @@ class BaseAuthenticator(RecheckMixin):
 
     def configure_curve(self, domain: str = ANY_DOMAIN,
                         store: str | os.PathLike[str] | KeyLookup | None = None, *,
-                        user_id: bool | None = None) -> None:
+                        user_id: bool | None = None, strict_modes: bool = False) -> None:
         """Accept the CURVE clients whose keys `store` knows (Ironhouse) in `domain`.
 
         `store` is a directory (opened as a watched `curvecert.CertStore`, stopped with
         this authenticator), a `CertStore` or any `KeyLookup`; None turns CURVE off.
+        `strict_modes=True` (sshd's StrictModes) opens a directory store so that files,
+        sub-directories and a store directory that group/others can write are not
+        trusted (without it they are trusted with a WARNING). It applies only when
+        `store` is a path; `etcd://` URLs ignore it (no file modes), and a `CertStore`
+        passed in keeps its own setting.
         """
         source: Any = store
         opened = None
         if isinstance(store, (str, os.PathLike)):
-            opened = _open_store(store)
+            opened = _open_store(store, strict_modes=strict_modes)
             source = opened
         try:
             self._update(domain, curve=source, **_user_id(user_id))
@@ -320,11 +325,11 @@ def _user_id(user_id: bool | None) -> dict[str, bool]:
     return {} if user_id is None else {"user_id": user_id}
 
 
-def _open_store(directory: str | os.PathLike[str]) -> Any:
+def _open_store(directory: str | os.PathLike[str], *, strict_modes: bool = False) -> Any:
     """A started live store: a watched directory, or an `etcd://` URL (issue 17)."""
     from curvecert.store.backend import open_store
 
-    return open_store(directory)
+    return open_store(directory, strict_modes=strict_modes)
 
 
 def _stop_quietly(store: Any, timeout: float = 5.0) -> None:

@@ -41,7 +41,8 @@ def _options_config(*, stores: tuple[str, ...], zap_endpoint: str | None,
                     server_cert: str | None, forwarders: str | None, front: str | None,
                     back: str | None, pattern: str | None, next_front: str | None = None,
                     next_server_cert: str | None = None,
-                    next_zap_endpoint: str | None = None) -> DaemonConfig:
+                    next_zap_endpoint: str | None = None,
+                    strict_modes: bool = False) -> DaemonConfig:
     """A configuration from command-line options (defaults documented in --help)."""
     for a in allow:
         cfgmod.check_address(a, where="--allow")
@@ -63,7 +64,8 @@ def _options_config(*, stores: tuple[str, ...], zap_endpoint: str | None,
     dom = DomainConfig(name=domain, stores=() if allow_any else store_paths,
                        curve="unsafe-allow-any" if allow_any else "store",
                        passwords=Path(passwords) if passwords else None,
-                       allow=allow, deny=deny, mechanisms=tuple(mechs))
+                       allow=allow, deny=deny, mechanisms=tuple(mechs),
+                       strict_modes=strict_modes)
     gateway = None
     if front is not None:
         if back is None or pattern is None or server_cert is None:
@@ -191,6 +193,11 @@ Docs: docs/serve-auth.md""")
               help="Trusted client certificate directory or etcd://HOST:PORT[,...]/PREFIX "
                    "(repeatable; docs/etcd.md). "
                    "Default: $CURVECERT_STORE, else ~/.config/curvecert/store.")
+@click.option("--strict-modes", is_flag=True,
+              help="Do not trust certificate files or store directories that group/others "
+                   "can write (like sshd's StrictModes; default: trusted with a warning). "
+                   "etcd:// stores ignore it. With --config: `strict-modes = true` per "
+                   "domain.")
 @click.option("--zap-endpoint", metavar="EP",
               help="ipc://PATH or tcp://HOST:PORT for forwarders. Default: "
                    "ipc://$XDG_RUNTIME_DIR/curvecert/zap.sock, else "
@@ -247,7 +254,8 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
                log_stream: str | None, stats_interval: float | None,
                control: str | None = None, metrics_at: str | None = None,
                metrics_allow_remote: bool = False, next_server_cert: str | None = None,
-               next_front: str | None = None, next_zap_endpoint: str | None = None) -> None:
+               next_front: str | None = None, next_zap_endpoint: str | None = None,
+               strict_modes: bool = False) -> None:
     """Answer ZAP requests for forwarders, and/or run a CURVE gateway, until stopped."""
     from curvecert.serve.daemon import Daemon
 
@@ -273,7 +281,8 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
                        "--pattern": pattern, "--forwarders": forwarders,
                        "--zap-endpoint": zap_endpoint, "--ipc-group": ipc_group,
                        "--server-cert": server_cert, "--next-server-cert": next_server_cert,
-                       "--next-front": next_front, "--next-zap-endpoint": next_zap_endpoint}
+                       "--next-front": next_front, "--next-zap-endpoint": next_zap_endpoint,
+                       "--strict-modes": strict_modes}
         used = [name for name, value in policy_opts.items() if value]
         if used or domain != "*":
             clash = ", ".join(used) or "--domain"
@@ -289,7 +298,8 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
             passwords=passwords, allow_any=allow_any, null=null, domain=domain,
             ipc_group=ipc_group, server_cert=server_cert, forwarders=forwarders, front=front,
             back=back, pattern=pattern, next_front=next_front,
-            next_server_cert=next_server_cert, next_zap_endpoint=next_zap_endpoint),
+            next_server_cert=next_server_cert, next_zap_endpoint=next_zap_endpoint,
+            strict_modes=strict_modes),
             **overrides)
 
         def loader() -> DaemonConfig:

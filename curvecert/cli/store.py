@@ -173,7 +173,8 @@ def add(ctx: click.Context, files: tuple[str, ...], force: bool, fmt: str, as_js
     """Trust certificates: store the PUBLIC part of each one given (stdin for -).
 
     A FILE is a certificate, a tar archive or JSON lines ({"public_key": Z85, "metadata":
-    {...}} per line); a DIR is read with the store's rules. Each certificate goes to
+    {...}} per line); a DIR is read with the store's rules (a file in it that does not
+    parse or is not a regular file is an error, as is a DIR with none). Each goes to
     <store>/<hex public key>.key, a name CZMQ and pyzmq both read; a secret certificate is
     accepted with a warning and only its public part is written. All are written as one
     batch with one disk barrier, never a partial file. Nothing is written if any input

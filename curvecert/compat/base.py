@@ -229,17 +229,20 @@ class Authenticator(BaseAuthenticator):
         super().configure_plain(domain, source, user_id=user_id)
 
     def configure_curve(self, domain: str = ANY_DOMAIN,  # type: ignore[override]
-                        location: str | os.PathLike[str] | KeyLookup = ".") -> None:
+                        location: str | os.PathLike[str] | KeyLookup = ".", *,
+                        strict_modes: bool = False) -> None:
         """CURVE clients in `domain` checked against the public certificates in directory
         `location`, or any key with `location=CURVE_ALLOW_ANY` (for this domain only).
 
         The directory is watched (`curvecert.CertStore`): adding or removing a file takes
         effect without calling this again (calling it again is harmless).
+        `strict_modes=True` (a curvecert extension) refuses files and store directories
+        that group/others can write, as `curvecert.Authenticator.configure_curve` does.
         """
         if isinstance(location, str) and location == CURVE_ALLOW_ANY:
             self.configure_curve_unsafe_allow_any(domain)
             return
-        super().configure_curve(domain, location)
+        super().configure_curve(domain, location, strict_modes=strict_modes)
 
     def configure_curve_callback(self, domain: str = ANY_DOMAIN,
                                  credentials_provider: Any = None, *,

@@ -101,6 +101,10 @@ class DomainConfig:
     `unsafe-allow-any`, PLAIN with a password file; NULL only when listed)."""
     user_id: bool = True
     """`user-id = false`: 200 replies carry an empty User-Id (for libzmq 4.3 REQ servers)."""
+    strict_modes: bool = False
+    """`strict-modes = true` (sshd's StrictModes): certificate files, sub-directories and
+    store directories that group/others can write are not trusted (without it they are
+    trusted and logged at WARNING). `etcd://` stores have no file modes and ignore it."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,7 @@ def _domain(name: str, table: Mapping[str, Any], where: str, base: Path | None) 
     allow = tuple(check_address(a, where=f"{where}.allow") for a in r.strings("allow"))
     deny = tuple(check_address(a, where=f"{where}.deny") for a in r.strings("deny"))
     user_id: bool = r.get("user-id", bool, True)
+    strict_modes: bool = r.get("strict-modes", bool, False)
     mechs: tuple[str, ...] | None = None
     if "mechanisms" in table:
         mechs = tuple(m.upper() for m in r.strings("mechanisms"))
@@ -252,7 +257,8 @@ def _domain(name: str, table: Mapping[str, Any], where: str, base: Path | None) 
     if "PLAIN" in (mechs or ()) and passwords is None:
         raise ConfigError(f"{where}: PLAIN is enabled but no `passwords` file is given")
     return DomainConfig(name=name, stores=stores, curve=curve, passwords=passwords,
-                        allow=allow, deny=deny, mechanisms=mechs, user_id=user_id)
+                        allow=allow, deny=deny, mechanisms=mechs, user_id=user_id,
+                        strict_modes=strict_modes)
 
 
 def parse(text: str, *, path: str | os.PathLike[str] | None = None) -> DaemonConfig:

@@ -54,7 +54,9 @@ def build_policy(domains: tuple[DomainConfig, ...], *,
         for dom in domains:
             stores = []
             for directory in dom.stores:
-                store = open_store(directory, etcd=etcd)  # a directory or etcd:// URL
+                # a directory or an etcd:// URL (which has no file modes: strict_modes
+                # applies to directories only)
+                store = open_store(directory, etcd=etcd, strict_modes=dom.strict_modes)
                 live.stores.append(store)
                 stores.append(store)
             passwords = None

@@ -77,11 +77,13 @@ def store_name(spec: StoreSpec) -> str:
 
 
 def open_store(spec: StoreSpec, *, etcd: EtcdOptions | None = None,
-               watch: bool = True) -> StoreBackend:
+               watch: bool = True, strict_modes: bool = False) -> StoreBackend:
     """A started live store for `spec` (a directory, or an `etcd://` URL).
 
     `etcd` options apply to etcd URLs (default: from the environment,
-    `EtcdOptions.from_env`). Raises `ConfigError` for a malformed etcd URL.
+    `EtcdOptions.from_env`). `strict_modes` (sshd's StrictModes, see `CertStore`) refuses
+    group/other-writable files and store directories; etcd URLs have no file modes and
+    ignore it. Raises `ConfigError` for a malformed etcd URL.
     """
     if is_etcd_url(spec):
         from curvecert.store.etcd import EtcdStore
@@ -90,4 +92,4 @@ def open_store(spec: StoreSpec, *, etcd: EtcdOptions | None = None,
         return EtcdStore(str(spec), options).start()
     from curvecert.store.watch import CertStore
 
-    return CertStore(spec, watch=watch).start()
+    return CertStore(spec, watch=watch, strict_modes=strict_modes).start()

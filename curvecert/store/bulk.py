@@ -142,10 +142,26 @@ def _one(data: bytes, label: str) -> Iterator[Source]:
     yield label, cert
 
 
+#: Findings that make a directory given to `read_sources` an error: a file that does not
+#: parse, is not a regular file, is too large or holds an unusable key. (Skipped by name
+#: as in a store: dot-files, *_secret, temporaries; a repeated key is imported once.)
+_BAD_INPUT = frozenset({"unparsable", "invalid-certificate", "not-regular-file", "too-large",
+                        "weak-key", "unreadable-directory"})
+
+
 def _directory(path: str) -> Iterator[Source]:
     snap = scan(path, log_findings=False)
     if not snap.healthy:
         raise OperationalError(snap.problem or f"{path}: cannot read the directory")
+    bad = sorted((f for f in snap.findings if f.code in _BAD_INPUT),
+                 key=lambda f: (f.path, f.line or 0))
+    if bad:
+        first = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise CertificateError(f"{first.message} [{first.code}]{more}", path=first.path,
+                               line=first.line)
+    if not len(snap):
+        raise OperationalError(f"no certificates in {path}")
     for entry in snap:
         yield entry.file, Certificate.load(entry.file)
 
@@ -155,8 +171,10 @@ def read_sources(names: Iterable[str], *, fmt: Format = "auto",
     """Certificates from files, directories, tar archives or JSON lines (`-`: `stdin`).
 
     `fmt` forces how files and stdin are read ("auto" guesses: `detect_format`).
-    Raises `CertificateError`/`ZplSyntaxError` naming `path[:line]` for bad input and
-    `OperationalError` for what cannot be read (a FIFO is refused at once).
+    Raises `CertificateError`/`ZplSyntaxError` naming `path[:line]` for bad input (in a
+    directory too: a file that does not parse or is not a regular file) and
+    `OperationalError` for what cannot be read (a FIFO is refused at once) or a directory
+    without any certificate.
     """
     for name in names:
         if name == "-":

@@ -79,6 +79,46 @@ def test_add_refuses_unparsable_input_and_writes_nothing(run_cli: Run, tmp_path:
     assert files(d) == set()
 
 
+def test_add_refuses_a_directory_whose_files_do_not_parse(run_cli: Run, tmp_path: Path,
+                                                          certs: dict[str, Certificate]
+                                                          ) -> None:
+    """Finding B: a directory input is not a silent success when nothing in it parses."""
+    d = tmp_path / "st"
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "x.key").write_text("garbage\n")
+    os.mkfifo(src / "f.key")
+    r = run_cli("store", "add", "--store", str(d), str(src))
+    assert r.code == 3, (r.code, r.err)
+    assert "Traceback" not in r.err and r.out == ""
+    assert str(src / "f.key") in r.err  # the first bad file is named (a FIFO, never read)
+    assert "1 more" in r.err
+    assert not d.exists()
+    # one good certificate next to a bad one: still nothing written
+    (src / "f.key").unlink()
+    (tmp_path / "certs" / "alice").rename(src / "alice")
+    r = run_cli("store", "add", "--store", str(d), str(src))
+    assert r.code == 3, (r.code, r.err)
+    assert str(src / "x.key") in r.err and "Traceback" not in r.err
+    assert not d.exists()
+    # only good files: imported
+    (src / "x.key").unlink()
+    r = run_cli("store", "add", "--store", str(d), str(src))
+    assert r.code == 0, r.err
+    assert files(d) == {store.store_filename(certs["alice"].public_key)}
+
+
+def test_add_refuses_an_empty_directory(run_cli: Run, tmp_path: Path) -> None:
+    d = tmp_path / "st"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".hidden").write_text("ignored like in a store\n")
+    r = run_cli("store", "add", "--store", str(d), str(empty))
+    assert r.code == 3, (r.code, r.err)
+    assert f"no certificates in {empty}" in r.err and "Traceback" not in r.err
+    assert not d.exists()
+
+
 def test_add_refuses_to_replace_a_different_file_without_force(
         run_cli: Run, tmp_path: Path, certs: dict[str, Certificate]) -> None:
     d = tmp_path / "store"

@@ -93,6 +93,8 @@ def test_minimal_defaults() -> None:
      "server.extra: unknown key"),
     ('zap-endpoint = "ipc:///x"\n[domains.a\n', "not valid TOML"),
     ('zap-endpoint = true\n[domains.a]\n', "expected a string"),
+    ('zap-endpoint = "ipc:///x"\n[domains.a]\nstrict-modes = "yes"\n',
+     "domains.a.strict-modes: expected true or false"),
 ])
 def test_errors_name_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
     path = tmp_path / "bad.toml"
@@ -101,6 +103,12 @@ def test_errors_name_file_and_key(tmp_path: Path, text: str, needle: str) -> Non
         config.load(path)
     assert str(info.value).startswith(f"{path}: ")
     assert needle in str(info.value)
+
+
+def test_strict_modes_per_domain() -> None:
+    cfg = config.parse('zap-endpoint = "ipc:///x"\n[domains.a]\nstores = ["/s"]\n'
+                       'strict-modes = true\n[domains.b]\nstores = ["/t"]\n')
+    assert [d.strict_modes for d in cfg.domains] == [True, False]
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -137,7 +145,8 @@ def test_parse_never_raises_anything_but_config_error(text: str) -> None:
         pass
 
 
-KNOWN = {"stores", "curve", "passwords", "allow", "deny", "mechanisms"}
+KNOWN = {"stores", "curve", "passwords", "allow", "deny", "mechanisms", "user-id",
+         "strict-modes"}
 
 
 @settings(max_examples=100)
