@@ -18,11 +18,21 @@ written `./env:...` or `file:env:...`.
 The secret never appears in an error: a damaged value is reported by its reference, what
 kind of damage (length, character class, line number), never by its characters. Nothing
 here logs. Only the reference (a variable name, a descriptor number) is ever on argv.
+
+An `fd:` read is bounded: the data must end (the writer closes its end) within
+`FD_TIMEOUT` seconds in total and hold at most `MAX_SECRET` bytes, or the reference is
+refused with a one-line `OperationalError`; a pipe that is never closed cannot hang the
+process. The wait is a `poll`, so a signal handler that raises (SIGINT's default,
+`serve-auth` during start-up) ends it at once. `file:` and `cred:` paths are opened
+non-blocking and must be regular files (`fileio.read_bytes`), so a FIFO there is refused.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import select
+import time
 
 from curvecert.certs.cert import Certificate
 from curvecert.certs.fileio import read_bytes
@@ -38,6 +48,8 @@ MAX_SECRET = 64 * 1024
 # fd: references already read in this process: a descriptor can be read only once, and
 # a configuration reload asks again.
 _FD_CACHE: dict[int, Certificate] = {}
+#: The longest an `fd:` read waits, in total, for the end of the data (seconds).
+FD_TIMEOUT = 5.0
 
 
 def split(ref: str) -> tuple[str, str]:
@@ -93,11 +105,25 @@ def _read(ref: str) -> bytes:
 
 
 def _read_fd(fd: int, label: str) -> bytes:
+    """Descriptor `fd` read to its end and closed: at most `MAX_SECRET` bytes, and the end
+    must come within `FD_TIMEOUT` seconds (a pipe nobody closes is refused, not waited on).
+    No message carries any of the bytes read."""
     chunks: list[bytes] = []
     size = 0
+    deadline = time.monotonic() + FD_TIMEOUT
     try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)  # HUP, ERR, NVAL: always
         while True:
-            chunk = os.read(fd, 8192)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poller.poll(math.ceil(remaining * 1000)):
+                raise OperationalError(f"{label}: no end of data within {FD_TIMEOUT:g} s; a "
+                                       "secret source must be a file or a pipe that is "
+                                       "closed after the secret")
+            try:
+                chunk = os.read(fd, min(8192, MAX_SECRET + 1 - size))
+            except BlockingIOError:  # an O_NONBLOCK pipe polled ready, then drained
+                continue
             if not chunk:
                 break
             chunks.append(chunk)

@@ -9,7 +9,6 @@ object per line with `--log-format json` (an audit stream). Everything else live
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import sys
@@ -237,7 +236,7 @@ Docs: docs/serve-auth.md""")
 @click.option("--log-stream", type=click.Choice(["stdout", "stderr"]),
               help="Where the decision log goes (default stderr).")
 @click.option("--stats-interval", type=click.FloatRange(min=0, max=86400), metavar="SECONDS",
-              help="Log counters every SECONDS (0 = never; at most 86400).")
+              help="Log counters every SECONDS (0 = never, else 1 to 86400).")
 @click.option("--control", metavar="EP",
               help="Control socket for status/trusted/decisions/top: ipc://PATH, or 'none'. "
                    "Default: control.sock next to the ZAP socket (docs/operations.md).")
@@ -268,8 +267,9 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
     if log_stream is not None:
         overrides["log_stream"] = log_stream
     if stats_interval is not None:
-        if not math.isfinite(stats_interval):
-            raise click.BadParameter("must be a number from 0 to 86400",
+        if not cfgmod.in_range("stats-interval", stats_interval):
+            raise click.BadParameter(f"{stats_interval:g}: must be "
+                                     f"{cfgmod.range_text('stats-interval')} (seconds)",
                                      param_hint="--stats-interval")
         overrides["stats_interval"] = stats_interval
 
@@ -318,7 +318,11 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
     ops, metrics_server = operations_for(first.zap_endpoint, control, metrics_at,
                                          metrics_allow_remote)
 
+    starting = True  # until ready: SIGTERM/SIGINT end start-up at once (a secret wait)
+
     def ready(where: str) -> None:
+        nonlocal starting
+        starting = False  # from here on a stop signal only asks run() to return
         extras = [f"control {ops.control_endpoint}" if ops.control_endpoint else "",
                   f"metrics {ops.metrics_address}" if ops.metrics_address else ""]
         if any(extras):
@@ -332,6 +336,8 @@ def serve_auth(config_file: str | None, stores: tuple[str, ...], zap_endpoint: s
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         daemon.request_stop()
+        if starting:  # start() may be waiting on a secret (fd:, bounded): end it now
+            raise KeyboardInterrupt
 
     def on_hup(signum: int, frame: FrameType | None) -> None:
         daemon.request_reload()

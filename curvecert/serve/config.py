@@ -18,7 +18,6 @@ length, nesting that defeats the TOML reader is a `ConfigError` too.
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import sys
 from collections.abc import Mapping
@@ -29,7 +28,14 @@ from typing import Any
 from curvecert import store
 from curvecert.certs.fileio import read_bytes
 from curvecert.errors import ConfigError, CurvecertError
-from curvecert.serve.tomlreader import LIMITS, MAX_ITEMS, MAX_TEXT, TableReader
+from curvecert.serve.tomlreader import (
+    LIMITS,
+    MAX_ITEMS,
+    MAX_TEXT,
+    TableReader,
+    in_range,
+    range_text,
+)
 from curvecert.store.etcdurl import EtcdOptions, is_etcd_url, parse_url
 
 if sys.version_info >= (3, 11):
@@ -50,6 +56,8 @@ __all__ = [
     "LIMITS",
     "MAX_ITEMS",
     "MAX_TEXT",
+    "in_range",
+    "range_text",
     "check_address",
     "check_endpoint",
     "check_paths",
@@ -152,7 +160,7 @@ class DaemonConfig:
     log_stream: str = "stderr"
     """Where JSON decision lines go: `stdout` or `stderr`."""
     stats_interval: float = 0.0
-    """Seconds between counter log lines; 0 = never."""
+    """Seconds between counter log lines; 0 = never, otherwise 1 to 86400 (`LIMITS`)."""
     server: ServerConfig | None = None
     gateway: GatewayConfig | None = None
     next_zap_endpoint: str | None = None
@@ -382,10 +390,9 @@ def validate(cfg: DaemonConfig) -> None:
     if cfg.server is not None and not (cfg.zap_endpoint or "").startswith("tcp://"):
         raise ConfigError("server: only applies to a tcp:// zap-endpoint (forwarders on ipc "
                           "reach the daemon through the socket file)")
-    if not (math.isfinite(cfg.stats_interval)
-            and LIMITS["stats-interval"][0] <= cfg.stats_interval <= LIMITS["stats-interval"][1]):
+    if not in_range("stats-interval", cfg.stats_interval):
         raise ConfigError(f"stats-interval: {cfg.stats_interval!r} is out of range; expected "
-                          "a number from 0 to 86400")
+                          f"{range_text('stats-interval')}")
     if cfg.next_zap_endpoint is not None and not (
             cfg.next_zap_endpoint.startswith("tcp://") and cfg.server is not None
             and cfg.server.next_cert is not None

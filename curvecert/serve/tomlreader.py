@@ -15,14 +15,31 @@ from typing import Any
 
 from curvecert.errors import ConfigError
 
-__all__ = ["LIMITS", "MAX_ITEMS", "MAX_TEXT", "TableReader"]
+__all__ = ["LIMITS", "MAX_ITEMS", "MAX_TEXT", "OFF_AT_ZERO", "TableReader", "in_range",
+           "range_text"]
 
 #: Documented ranges of the numeric options (docs/serve-auth.md, "Configuration file"):
 #: name -> (lowest, highest), both inclusive. Anything else (inf, nan, negative, huge)
 #: is refused with the file and the key.
 LIMITS: dict[str, tuple[float, float]] = {
-    "stats-interval": (0.0, 86_400.0),  # seconds; 0 = off; at most a day
+    "stats-interval": (1.0, 86_400.0),  # seconds; at least 1 (else a log flood), a day
 }
+#: Numeric options that also take 0, meaning "off" (below their `LIMITS` range).
+OFF_AT_ZERO = frozenset({"stats-interval"})
+
+
+def in_range(key: str, value: float) -> bool:
+    """True when `value` is finite and allowed for the numeric option `key`."""
+    low, high = LIMITS[key]
+    return math.isfinite(value) and (low <= value <= high
+                                     or (value == 0 and key in OFF_AT_ZERO))
+
+
+def range_text(key: str) -> str:
+    """What `key` accepts, in words: `0 (off) or a number from 1 to 86400`."""
+    low, high = LIMITS[key]
+    off = "0 (off) or " if key in OFF_AT_ZERO else ""
+    return f"{off}a number from {low:g} to {high:g}"
 #: Longest text value accepted (a path, an endpoint, a group or domain name).
 MAX_TEXT = 4096
 #: Longest list (stores, allow, deny, mechanisms).
@@ -61,12 +78,11 @@ class TableReader:
         return value
 
     def number(self, key: str, default: float) -> float:
-        """A finite number within `LIMITS[key]`."""
+        """A finite number within `LIMITS[key]` (or 0 for a key in `OFF_AT_ZERO`)."""
         value: float = self.get(key, float, default)
-        low, high = LIMITS[key]
-        if not math.isfinite(value) or not low <= value <= high:
-            raise ConfigError(f"{self._key(key)}: {value!r} is out of range; expected a "
-                              f"number from {low:g} to {high:g}")
+        if not in_range(key, value):
+            raise ConfigError(f"{self._key(key)}: {value!r} is out of range; expected "
+                              f"{range_text(key)}")
         return value
 
     def strings(self, key: str) -> tuple[str, ...]:

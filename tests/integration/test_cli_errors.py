@@ -48,6 +48,8 @@ ROWS: list[tuple[list[str], int, str | None]] = [
     (["passwd", "list", "--bogus"], USAGE, None),
     (["serve-auth", "--log-format", "xml"], USAGE, None),
     (["serve-auth", "--stats-interval", "soon"], USAGE, None),
+    (["serve-auth", "--stats-interval", "1e-9"], USAGE, None),
+    (["serve-auth", "--stats-interval", "0.5"], USAGE, None),
     (["probe"], USAGE, None),
     (["probe", "tcp://host-without-port"], USAGE, None),
     (["probe", "tcp://127.0.0.1:1", "--timeout", "0"], USAGE, None),

@@ -90,7 +90,7 @@ def test_rotation_with_overlap(tmp_path: Path, ctx: zmq.Context[Any], run_cli: R
                          "--next-front", "tcp://127.0.0.1:*",
                          "--next-server-cert", gw + ".next_secret", *common,
                          "--log-format", "json", "--log-stream", "stdout",
-                         "--stats-interval", "0.2"],
+                         "--stats-interval", "1"],
                         cli_env({"GW_SECRET": old_secret}))
     with overlap:
         with open(f"/proc/{overlap.proc.pid}/cmdline", "rb") as fh:

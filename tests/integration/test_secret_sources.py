@@ -135,3 +135,109 @@ def test_serve_auth_gateway_key_from_a_descriptor(
     finally:
         os.close(read_end)
         ctx.destroy(linger=0)
+
+
+# --- an fd: source that never ends (a FIFO the test holds open) --------------------------
+
+def _held_fifo(tmp_path: Path) -> int:
+    """A FIFO opened read-write by the test: never at end of data while the test lives."""
+    path = tmp_path / "secret.fifo"
+    os.mkfifo(path)
+    return os.open(path, os.O_RDWR)
+
+
+def _queued(fd: int) -> int:
+    import fcntl
+    import termios
+
+    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+
+
+def _fd_timeout_message(fd: int) -> str:
+    from curvecert.certs.secretsource import FD_TIMEOUT
+
+    return (f"fd:{fd}: no end of data within {FD_TIMEOUT:g} s; a secret source must be a "
+            "file or a pipe that is closed after the secret")
+
+
+def test_a_pipe_that_never_closes_is_refused_within_the_bound(
+        tmp_path: Path, cli_env: Callable[[dict[str, str] | None], dict[str, str]],
+        cert: Certificate) -> None:
+    from curvecert.certs.secretsource import FD_TIMEOUT
+
+    secret = cert.secret_txt or ""
+    fd = _held_fifo(tmp_path)
+    try:
+        os.write(fd, secret.encode())  # the whole key, but the writer never closes
+        proc = subprocess.run([sys.executable, "-m", "curvecert", "public", "--secret-from",
+                               f"fd:{fd}"], pass_fds=(fd,), capture_output=True, text=True,
+                              env=cli_env(None), timeout=FD_TIMEOUT + 30)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr == f"curvecert: error: {_fd_timeout_message(fd)}\n"
+    assert proc.stdout == ""
+    assert_no_secret(proc.stderr, secret)
+
+
+def test_file_and_cred_sources_refuse_a_fifo_at_once(tmp_path: Path, run_cli: Run) -> None:
+    fd = _held_fifo(tmp_path)  # a writer exists: a blocking open would succeed and hang
+    try:
+        for ref in (f"file:{tmp_path / 'secret.fifo'}", str(tmp_path / "secret.fifo")):
+            r = run_cli("public", "--secret-from", ref, timeout=30)
+            assert r.code == 3 and "is a FIFO, not a regular file" in r.err, r.err
+        r = run_cli("public", "--secret-from", "cred:secret.fifo", timeout=30,
+                    env={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+        assert r.code == 3 and "is a FIFO, not a regular file" in r.err, r.err
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("stop", ["timeout", "SIGTERM", "SIGINT"])
+def test_serve_auth_waiting_on_a_descriptor_stops(
+        tmp_path: Path, cli_env: Callable[[dict[str, str] | None], dict[str, str]],
+        cert: Certificate, stop: str) -> None:
+    """serve-auth --server-cert fd:N on a pipe nobody closes: refused after FD_TIMEOUT,
+    and SIGTERM/SIGINT during the wait end it at once (docs/security.md, "Signals")."""
+    import signal
+    import time
+
+    from curvecert.certs.secretsource import FD_TIMEOUT
+
+    secret = cert.secret_txt or ""
+    clients = tmp_path / "clients"
+    clients.mkdir()
+    fd = _held_fifo(tmp_path)
+    try:
+        os.write(fd, secret.encode())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "curvecert", "serve-auth", "--front", "tcp://127.0.0.1:*",
+             "--back", "tcp://127.0.0.1:9", "--pattern", "push-pull", "--server-cert",
+             f"fd:{fd}", "--store", str(clients), "--control", "none"],
+            pass_fds=(fd,), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=cli_env(None))
+        try:
+            if stop == "timeout":
+                _, err = proc.communicate(timeout=FD_TIMEOUT + 30)
+                assert proc.returncode == 3, err
+                assert err.splitlines()[-1] == f"curvecert: error: {_fd_timeout_message(fd)}"
+            else:
+                # The daemon has read what was written: it is in the fd: wait, with its
+                # signal handlers installed (they are set before start-up reads secrets).
+                deadline = time.monotonic() + 30
+                while _queued(fd):
+                    assert time.monotonic() < deadline and proc.poll() is None
+                    time.sleep(0.01)
+                sent = time.monotonic()
+                proc.send_signal(getattr(signal, stop))
+                _, err = proc.communicate(timeout=FD_TIMEOUT + 30)
+                assert proc.returncode == 130, err
+                assert err.splitlines()[-1] == "curvecert: error: interrupted"
+                assert time.monotonic() - sent < FD_TIMEOUT  # the signal, not the deadline
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    finally:
+        os.close(fd)
+    assert_no_secret(err, secret)

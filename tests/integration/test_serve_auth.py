@@ -312,7 +312,7 @@ def test_defaults_and_sd_notify(tmp_path: Path, cli_env: Env) -> None:
 
 def test_stats_and_text_log(setup: Setup, app: Callable[..., Server], cli_env: Env) -> None:
     with ServeAuth(["--store", str(setup.store), "--zap-endpoint", setup.ipc,
-                    "--stats-interval", "0.2"], cli_env(None)) as daemon:
+                    "--stats-interval", "1"], cli_env(None)) as daemon:
         srv = app(setup.ipc)
         assert handshake(srv, setup.bob).status == 400
         line = daemon.wait_stderr(r"✗ DENIED \(CURVE\) status=400 .*address=127\.0\.0\.1")

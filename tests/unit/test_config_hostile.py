@@ -35,6 +35,8 @@ HOSTILE = {
     "-inf": "-inf",
     "nan": "nan",
     "negative": "-1",
+    "tiny": "1e-9",  # a stats line every nanosecond floods the log
+    "below-one": "0.5",
     "huge-int": "9" * 40,
     "huge-float": "1e308",
     "nested-table": "{ a = { b = 1 } }",
@@ -103,13 +105,31 @@ def test_stats_interval_is_finite_and_in_range(value: float) -> None:
                      else {"inf": "inf", "-inf": "-inf", "nan": "nan"}.get(repr(value),
                                                                           repr(value)))
     low, high = config.LIMITS["stats-interval"]
+    assert (low, high) == (1, 86400)
     try:
         cfg = config.parse(text, path="c.toml")
     except ConfigError as exc:
         assert "stats-interval" in str(exc)
-        assert not (low <= value <= high)
+        assert not (value == 0 or low <= value <= high)
     else:
-        assert low <= cfg.stats_interval <= high
+        assert cfg.stats_interval == 0 or low <= cfg.stats_interval <= high
+
+
+@pytest.mark.parametrize(("literal", "accepted"), [
+    ("0", True), ("0.0", True), ("1", True), ("1.0", True), ("86400", True),
+    ("1e-9", False), ("0.5", False), ("0.999", False), ("-0.5", False), ("86400.5", False)])
+def test_stats_interval_is_off_or_at_least_a_second(tmp_path: Path, literal: str,
+                                                    accepted: bool) -> None:
+    path = tmp_path / "c.toml"
+    text = _document("", "stats-interval", literal)
+    if accepted:
+        assert config.parse(text, path=path).stats_interval == float(literal)
+        return
+    with pytest.raises(ConfigError) as info:
+        config.parse(text, path=path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: stats-interval: ")
+    assert "expected 0 (off) or a number from 1 to 86400" in message
 
 
 def test_a_store_missing_from_a_file_is_a_start_up_error(tmp_path: Path) -> None:
