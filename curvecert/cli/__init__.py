@@ -32,7 +32,6 @@ import click
 
 from curvecert import __version__
 from curvecert.errors import AmbiguousMatch, CurvecertError, OperationalError
-from curvecert.formats import sanitize
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_NEGATIVE", "EXIT_OK", "EXIT_OPERATIONAL", "EXIT_USAGE",
            "UsageProblem", "Verdict", "cli", "main"]
@@ -236,6 +235,8 @@ def _exit_code_for(exc: BaseException) -> int:
 
 def _one_line(message: str) -> str:
     """`message` on one line, with anything that could steer a terminal made visible."""
+    from curvecert.formats import sanitize  # only when there is an error to print
+
     text = " ".join(part.strip() for part in message.strip().splitlines() if part.strip())
     return sanitize.escape(text)
 

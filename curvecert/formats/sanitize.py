@@ -20,7 +20,7 @@ running Python's `unicodedata` categories (Cc, Cf, Zl, Zp, Cs).
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import re
 from typing import Any
@@ -41,11 +41,17 @@ UNSAFE = re.compile(f"[{_CLASS}]")
 _QUOTE_NEEDED = re.compile(r'[\s"=]')
 #: In JSON text these may stand raw only inside strings; escaping them there keeps the
 #: record one line for every reader and hides nothing from a terminal.
-_JSON_UNSAFE = re.compile(f"[{_CLASS[2:]}]")
+#: (Compiled on first use: the CLI's start-up only needs `UNSAFE`.)
+@functools.cache
+def _json_unsafe() -> re.Pattern[str]:
+    return re.compile(f"[{_CLASS[2:]}]")
+
+
 #: For indented JSON: the same minus the newline between items (json.dumps escapes C0
 #: characters inside strings itself, so a raw newline is always structure).
-_JSON_TEXT_UNSAFE = re.compile("[" + _CLASS[2:].replace("\x00-\x1f", "\x00-\x09\x0b-\x1f", 1)
-                               + "]")
+@functools.cache
+def _json_text_unsafe() -> re.Pattern[str]:
+    return re.compile("[" + _CLASS[2:].replace("\x00-\x1f", "\x00-\x09\x0b-\x1f", 1) + "]")
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -141,8 +147,10 @@ def json_line(obj: Any) -> str:
     Non-ASCII text stays readable; C1 controls, format characters and the Unicode line
     separators inside strings are written as `\\uXXXX` escapes, which JSON decoders undo.
     """
+    import json  # lazily: `import curvecert.cli` stays cheap
+
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    return _JSON_UNSAFE.sub(_json_escape, text)
+    return _json_unsafe().sub(_json_escape, text)
 
 
 def json_text(obj: Any, *, indent: int = 2) -> str:
@@ -150,8 +158,10 @@ def json_text(obj: Any, *, indent: int = 2) -> str:
 
     The structure's own newlines stay; every string is free of controls and separators.
     """
+    import json
+
     text = json.dumps(obj, indent=indent, ensure_ascii=False)
-    return _JSON_TEXT_UNSAFE.sub(_json_escape, text)
+    return _json_text_unsafe().sub(_json_escape, text)
 
 
 class EscapingFormatter(logging.Formatter):
