@@ -1,10 +1,10 @@
 """`curvecert probe ENDPOINT`: connect once and say why a handshake fails, or that it works.
 
-The work happens in `curvecert.probe.core`; this module gathers the options, reads a PLAIN
-password from a hidden prompt or stdin (never the command line), prints the one verdict
-with its cause and fix (or `--json`), and ends with exit 0 when the outcome is the expected
-one (admitted; with `--stranger`, refused) and `Verdict` (exit 1) when not. The client's
-secret key and the password are never printed.
+The work happens in `curvecert.probe` (`client`, `wire`, `advice`); this module gathers
+the options, reads a PLAIN password from a hidden prompt or stdin (never the command
+line), prints the one verdict with its cause and fix (or `--json`), and ends with exit 0
+when the outcome is the expected one (admitted; with `--stranger`, refused) and `Verdict`
+(exit 1) when not. The client's secret key and the password are never printed.
 """
 
 from __future__ import annotations

@@ -118,67 +118,65 @@ def _decision_families(all_stats: list[DecisionStats]) -> Iterator[Metric]:
                             value=min(s.started for s in all_stats))
 
 
+#: Per-store series: (variable, family class, name, help). Every one is labelled by ZAP
+#: domain and store; the etcd ones are yielded only when an etcd store exists (issue 17).
+_STORE_SERIES = (
+    ("certs", GaugeMetricFamily, "curvecert_store_certificates",
+     "Certificates the live snapshot trusts."),
+    ("findings", GaugeMetricFamily, "curvecert_store_findings",
+     "Files of the store with a finding (not trusted, or warned)."),
+    ("healthy", GaugeMetricFamily, "curvecert_store_healthy",
+     "1 when the store (directory or etcd prefix) could be read, else 0 (trusts nothing)."),
+    ("generation", GaugeMetricFamily, "curvecert_store_generation",
+     "Snapshot generation (goes up on every reload)."),
+    ("expiry", GaugeMetricFamily, "curvecert_store_next_expiry_timestamp_seconds",
+     "Earliest not-after still to come among the trusted certificates (absent when none "
+     "has one)."),
+)
+_ETCD_SERIES = (
+    ("revision", GaugeMetricFamily, "curvecert_store_revision",
+     "etcd revision the live snapshot reflects (etcd stores)."),
+    ("lag", GaugeMetricFamily, "curvecert_store_lag_seconds",
+     "Seconds since etcd last confirmed the snapshot current (etcd stores; absent until the "
+     "first confirmation)."),
+    ("staleness", GaugeMetricFamily, "curvecert_store_staleness_seconds",
+     "Staleness bound: past this lag the store trusts nothing (etcd stores)."),
+    ("connected", GaugeMetricFamily, "curvecert_store_connected",
+     "1 while the etcd watch is established, else 0 (etcd stores)."),
+    ("reconnects", CounterMetricFamily, "curvecert_store_reconnects",
+     "etcd watch streams lost and re-established (etcd stores)."),
+    ("full_reads", CounterMetricFamily, "curvecert_store_full_reads",
+     "Complete reads of the etcd prefix: start, compaction, recovery (etcd stores)."),
+)
+
+
 def _store_families(policy: Policy) -> Iterator[Metric]:
-    certs = GaugeMetricFamily("curvecert_store_certificates",
-                              "Certificates the live snapshot trusts.",
-                              labels=["domain", "store"])
-    findings = GaugeMetricFamily("curvecert_store_findings",
-                                 "Files of the store with a finding (not trusted, or warned).",
-                                 labels=["domain", "store"])
-    healthy = GaugeMetricFamily("curvecert_store_healthy",
-                                "1 when the store (directory or etcd prefix) could be read, "
-                                "else 0 (trusts nothing).", labels=["domain", "store"])
-    generation = GaugeMetricFamily("curvecert_store_generation",
-                                   "Snapshot generation (goes up on every reload).",
-                                   labels=["domain", "store"])
-    expiry = GaugeMetricFamily("curvecert_store_next_expiry_timestamp_seconds",
-                               "Earliest not-after still to come among the trusted "
-                               "certificates (absent when none has one).",
-                               labels=["domain", "store"])
-    # issue 17: etcd stores only (a directory has no revision); yielded when there is one
-    revision = GaugeMetricFamily("curvecert_store_revision",
-                                 "etcd revision the live snapshot reflects (etcd stores).",
-                                 labels=["domain", "store"])
-    lag = GaugeMetricFamily("curvecert_store_lag_seconds",
-                            "Seconds since etcd last confirmed the snapshot current (etcd "
-                            "stores; absent until the first confirmation).",
-                            labels=["domain", "store"])
-    staleness = GaugeMetricFamily("curvecert_store_staleness_seconds",
-                                  "Staleness bound: past this lag the store trusts nothing "
-                                  "(etcd stores).", labels=["domain", "store"])
-    connected = GaugeMetricFamily("curvecert_store_connected",
-                                  "1 while the etcd watch is established, else 0 (etcd "
-                                  "stores).", labels=["domain", "store"])
-    reconnects = CounterMetricFamily("curvecert_store_reconnects",
-                                     "etcd watch streams lost and re-established (etcd "
-                                     "stores).", labels=["domain", "store"])
-    full_reads = CounterMetricFamily("curvecert_store_full_reads",
-                                     "Complete reads of the etcd prefix: start, compaction, "
-                                     "recovery (etcd stores).", labels=["domain", "store"])
+    fam: dict[str, Any] = {key: cls(name, text, labels=["domain", "store"])
+                           for key, cls, name, text in (*_STORE_SERIES, *_ETCD_SERIES)}
     any_etcd = False
     for domain, store in policy_stores(policy):
         snap = store.snapshot
         labels = [domain, store.directory]
-        certs.add_metric(labels, len(snap))
-        findings.add_metric(labels, len(snap.findings))
-        healthy.add_metric(labels, 1 if snap.healthy else 0)
-        generation.add_metric(labels, snap.generation)
+        fam["certs"].add_metric(labels, len(snap))
+        fam["findings"].add_metric(labels, len(snap.findings))
+        fam["healthy"].add_metric(labels, 1 if snap.healthy else 0)
+        fam["generation"].add_metric(labels, snap.generation)
         soonest = getattr(snap, "next_expiry", None)  # issue 16: certs.validity
         if soonest is not None:
-            expiry.add_metric(labels, soonest)
+            fam["expiry"].add_metric(labels, soonest)
         if is_etcd_store(store):
             any_etcd = True
-            revision.add_metric(labels, store.revision)
-            seconds = store.lag
+            fam["revision"].add_metric(labels, store.revision)
+            seconds = store.lag  # read once: it moves with the clock
             if seconds is not None:  # unknown: no sample rather than NaN
-                lag.add_metric(labels, seconds)
-            staleness.add_metric(labels, store.staleness)
-            connected.add_metric(labels, 1 if store.connected else 0)
-            reconnects.add_metric(labels, store.reconnects)
-            full_reads.add_metric(labels, store.full_reads)
-    yield from (certs, findings, healthy, generation, expiry)
+                fam["lag"].add_metric(labels, seconds)
+            fam["staleness"].add_metric(labels, store.staleness)
+            fam["connected"].add_metric(labels, 1 if store.connected else 0)
+            fam["reconnects"].add_metric(labels, store.reconnects)
+            fam["full_reads"].add_metric(labels, store.full_reads)
+    yield from (fam[key] for key, *_ in _STORE_SERIES)
     if any_etcd:
-        yield from (revision, lag, staleness, connected, reconnects, full_reads)
+        yield from (fam[key] for key, *_ in _ETCD_SERIES)
 
 
 def _reload_families(info: Mapping[str, float]) -> Iterator[Metric]:
