@@ -61,6 +61,8 @@ WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_
 _SELF = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT
 _SPECIAL = IN_Q_OVERFLOW | IN_IGNORED | _SELF
 _TREE = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE
+#: A directory that went away (or cannot be entered) between the event and the watch.
+_VANISHED = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES})
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 #: One read takes up to this many bytes: a full default queue of short names fits.
 _READ_SIZE = 1 << 20
@@ -138,7 +140,9 @@ class InotifyReader:
 
     `deliver(batch)` runs in the reader's thread once per `read(2)`, with the changes of
     that buffer (see `Batch`). `overflow()` runs there when the kernel dropped events
-    (IN_Q_OVERFLOW): the caller must assume anything may have changed. Symbolic links to
+    (IN_Q_OVERFLOW), and once more when the thread gives up (`failed`: `deliver` raised,
+    or a new sub-directory could not be watched, e.g. ENOSPC): the caller must then
+    assume anything may have changed, and start a new reader. Symbolic links to
     directories below the root are not followed (the scanner does not follow them either).
 
     Raises `OSError` from `start()` when inotify cannot be set up (EMFILE: too many
@@ -157,6 +161,8 @@ class InotifyReader:
         self._root_wd = -1
         self._thread: threading.Thread | None = None
         self._fd_lock = threading.Lock()        # stop() never writes to a reused descriptor
+        #: True once the thread has given up (an error, or a directory it could not watch)
+        self.failed = False
 
     # --- lifecycle (the observer interface DirectoryWatch expects) --------------------------
 
@@ -168,7 +174,7 @@ class InotifyReader:
         self._fd = _check(lib.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC), "inotify_init1")
         try:
             self._root_wd = self._add(self.directory, root=True)
-            self._add_tree(self.directory, strict=True)
+            self._add_tree(self.directory)
             self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             self._thread = threading.Thread(target=self._run, name="curvecert-inotify",
                                             daemon=True)
@@ -206,9 +212,13 @@ class InotifyReader:
         self._paths[wd] = path
         return wd
 
-    def _add_tree(self, top: bytes, *, strict: bool = False) -> None:
-        """Watch every real directory below `top` (not `top` itself). `strict`: a limit
-        error is raised (start-up); later it is logged and the safety-net rescan covers."""
+    def _add_tree(self, top: bytes) -> None:
+        """Watch every real directory below `top` (not `top` itself).
+
+        A directory that vanished or cannot be read is skipped (the scanner reports it);
+        any other error, a limit above all (ENOSPC: `fs.inotify.max_user_watches`), is
+        raised: a directory nobody watches would hide a revocation.
+        """
         stack = [top]
         while stack:
             here = stack.pop()
@@ -221,12 +231,9 @@ class InotifyReader:
                 try:
                     self._add(sub)
                 except OSError as exc:
-                    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES):
+                    if exc.errno in _VANISHED:
                         continue
-                    if strict:
-                        raise
-                    _logger.warning("cannot watch %s: %s", os.fsdecode(sub), exc.strerror)
-                    continue
+                    raise
                 stack.append(sub)
 
     def _forget_tree(self, top: bytes) -> None:
@@ -251,11 +258,18 @@ class InotifyReader:
                 if self._wake_r in ready:
                     return
                 self._drain()
-        except Exception:  # the owner sees the thread gone and re-creates the watch
-            _logger.exception("the inotify reader of %s failed", os.fsdecode(self.directory))
-            self._overflow()
+        except OSError as exc:
+            self.failed = True
+            _logger.warning("%s: inotify: %s; starting the watch again",
+                            os.fsdecode(self.directory), exc)
+        except Exception:
+            self.failed = True
+            _logger.exception("the inotify reader of %s failed; starting the watch again",
+                              os.fsdecode(self.directory))
         finally:
             self._close()
+        if self.failed:  # the owner re-reads everything and re-creates the watch
+            self._overflow()
 
     def _drain(self) -> None:
         """Read and deliver until the queue is empty; one delivery per buffer."""
@@ -298,8 +312,10 @@ class InotifyReader:
                     self._forget_tree(path)
                     try:
                         self._add(path)
-                    except OSError:
-                        continue  # gone again, or a limit: the scanner still reads it
+                    except OSError as exc:
+                        if exc.errno in _VANISHED:
+                            continue  # gone again; its parent reported it
+                        raise
                     self._add_tree(path)
         batch: dict[bytes, int] = {}
         for wd, names in per_dir.items():

@@ -261,9 +261,10 @@ class DirectoryWatch:
         return observer
 
     def alive(self) -> bool:
-        """False when an observer was started and its thread has died since."""
+        """False when an observer was started and its thread has died or given up since."""
         observer = self.observer
-        return observer is None or observer.is_alive()
+        return observer is None or (observer.is_alive()
+                                    and not getattr(observer, "failed", False))
 
     def stop(self, timeout: float) -> None:
         """Stop the observer (if any) and join its thread within `timeout` seconds."""

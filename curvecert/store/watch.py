@@ -220,8 +220,8 @@ class CertStore(SnapshotView):
     def _on_overflow(self) -> None:
         """The kernel dropped events (one may be a revocation): re-read every trusted file
         at once, then rescan the whole store, with no quiet period."""
-        _logger.warning("%s: inotify dropped events; rescanning the whole store",
-                        self.directory)
+        _logger.warning("%s: file events may have been lost; re-reading the trusted files, "
+                        "then the whole store", self.directory)
         # the trusted files first (as possible revocations), then everything
         trusted = [self._prefix_b + os.fsencode(e.relpath) for e in self._snapshot]
         with self._cond:

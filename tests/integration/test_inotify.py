@@ -8,6 +8,7 @@ and that a revocation lost in it still takes effect.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import struct
@@ -275,3 +276,29 @@ def test_a_reader_that_dies_is_replaced(tmp_path: Path) -> None:
         path.unlink()
         assert s.wait_for(lambda snap: snap.lookup(c.public_key) is None, WAIT)
     shutil.rmtree(root)
+
+
+def test_a_directory_that_cannot_be_watched_switches_to_polling(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of inotify watches (ENOSPC, `fs.inotify.max_user_watches`) for a new
+    sub-directory: nobody would see a revocation there, so the reader gives up and the
+    store starts again, falling back to polling. The limit is injected: exhausting the
+    real one (192k watches here) would take the whole machine's."""
+    root, _c, _path = _trusted_store(tmp_path)
+    add = InotifyReader._add
+
+    def limited(self: InotifyReader, path: bytes, *, root: bool = False) -> int:
+        if path.endswith(b"/deep"):
+            raise OSError(errno.ENOSPC, "inotify_add_watch: No space left on device")
+        return add(self, path, root=root)
+
+    monkeypatch.setattr(InotifyReader, "_add", limited)
+    c = Certificate.new(name="deep")
+    with CertStore(root, debounce=0.01, rescan_interval=None, poll_interval=0.05) as s:
+        assert not s.polling
+        (root / "deep").mkdir()
+        assert s.wait_for(lambda snap: s.polling, WAIT)
+        (root / "deep" / "c.key").write_text(certfile.dump(c, secret=False))
+        assert s.wait_for(lambda snap: snap.lookup(c.public_key) is not None, WAIT)
+        (root / "deep" / "c.key").unlink()
+        assert s.wait_for(lambda snap: snap.lookup(c.public_key) is None, WAIT)
