@@ -1,11 +1,16 @@
-"""Watching a store directory with watchdog: which events, which observer, when to poll.
+"""Watching a store directory: which reader, which events, when to poll.
 
-The native observer (inotify) is used when it can start; when the kernel is out of
-inotify resources (ENOSPC, EMFILE, ENFILE, ENOMEM: FIELD-NOTES B3) the watch falls back to
-watchdog's PollingObserver with a warning, and a directory on a network file system
+On Linux the store reads inotify itself (`curvecert.store.inotify`): whole buffers of
+events, deduplicated, delivered as one batch, so a revocation is seen ahead of a burst
+queued before it. Elsewhere watchdog's platform observer is used. When the kernel is out
+of inotify resources (ENOSPC, EMFILE, ENFILE, ENOMEM: FIELD-NOTES B3) the watch falls back
+to watchdog's PollingObserver with a warning, and a directory on a network file system
 (NFS, CIFS, sshfs, 9p...), where inotify sees no remote changes, is polled from the start.
-Events go unfiltered by path to one callback (`CertStore._on_event`), which runs in
-watchdog's thread and only records what changed.
+
+Whatever the reader, changes reach one callback (`CertStore._on_changes`) as a batch:
+`(paths, root_event)`, `paths` mapping absolute paths (bytes) to inotify(7) event bits
+(watchdog's events are translated). The callback runs in the reader's thread and only
+records what changed.
 """
 
 from __future__ import annotations
@@ -37,40 +42,55 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from curvecert.store.files import SKIP_SUFFIXES
+from curvecert.store.inotify import (
+    IN_ATTRIB,
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_ISDIR,
+    IN_MODIFY,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    Batch,
+    InotifyReader,
+    available,
+)
 
-__all__ = ["IGNORED", "K8S", "NOISE", "READ", "REMOTE_FS", "DirectoryWatch", "classify",
+__all__ = ["IGNORED", "K8S", "READ", "REMOTE_FS", "Batch", "DirectoryWatch", "classify",
            "filesystem_type"]
 
 _logger = logging.getLogger(__name__)
 
-#: Errors from watchdog's inotify observer that mean "out of watches or instances".
+#: Errors from inotify that mean "out of watches or instances".
 _LIMIT_ERRORS = frozenset({errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 #: File systems on which inotify does not see changes made by other hosts.
 REMOTE_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph",
                        "glusterfs", "lustre", "gpfs", "fuse.sshfs", "fuse.rclone",
                        "fuse.s3fs", "fuse.gcsfuse", "fuse.glusterfs", "fuse.cephfs",
                        "virtiofs"})
-# The events asked for. Leaving out opened / accessed / closed-without-writing keeps the
-# kernel from queueing three events per file the store itself reads during a scan (at 100k
-# files that flood made a scan five times slower); directory "modified" is noise too.
+# The events asked of watchdog's observers. Leaving out opened / accessed /
+# closed-without-writing keeps the kernel from queueing three events per file the store
+# itself reads during a scan (at 100k files that flood made a scan five times slower).
 _EVENT_FILTER: list[type[FileSystemEvent]] = [
     FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileMovedEvent,
     DirMovedEvent, FileModifiedEvent, FileClosedEvent, FileAttribEvent, DirAttribEvent]
+# watchdog event type -> the inotify(7) bits it stands for (source path, destination path)
+_BITS = {"created": (IN_CREATE, 0), "deleted": (IN_DELETE, 0),
+         "moved": (IN_MOVED_FROM, IN_MOVED_TO),
+         "modified": (IN_MODIFY, 0), "closed": (IN_CLOSE_WRITE, 0),
+         "attrib": (IN_ATTRIB, 0)}
 
-
-# watchdog event types that cannot change what the store trusts
-NOISE = frozenset({"opened", "closed_no_write"})
-_SKIP_SUFFIXES = tuple(os.fsdecode(s) for s in SKIP_SUFFIXES)
 READ, IGNORED, K8S = 0, 1, 2
 
 
-def classify(rel: str) -> int:
+def classify(rel: str | bytes) -> int:
     """Whether an event's path (relative to the store) is READ, IGNORED, or a Kubernetes
     `..`-name, K8S (a full rescan); the rules of `curvecert.store.files.is_ignored_name`."""
-    for part in rel.split(os.sep):
-        if (not part or part[0] == "." or part.endswith(_SKIP_SUFFIXES)
-                or (len(part) > 1 and part[0] == "#" and part[-1] == "#")):
-            return K8S if part.startswith("..") else IGNORED
+    b = os.fsencode(rel)
+    for part in b.split(b"/"):
+        if (not part or part[0] == 0x2E or part.endswith(SKIP_SUFFIXES)
+                or (len(part) > 1 and part[0] == 0x23 and part[-1] == 0x23)):
+            return K8S if part.startswith(b"..") else IGNORED
     return READ
 
 
@@ -120,13 +140,29 @@ for _name in ("watchdog.observers.inotify", "watchdog.observers.inotify_c"):
 
 
 class _Handler(FileSystemEventHandler):
-    """Hands every watchdog event to one callback; does nothing else (watchdog's thread)."""
+    """Hands each watchdog event to the callback as a one-event batch (watchdog's thread)."""
 
-    def __init__(self, callback: Callable[[FileSystemEvent], None]):
+    def __init__(self, directory: str, callback: Callable[[Batch], None]):
+        self._root = os.fsencode(directory)
         self._callback = callback
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        self._callback(event)
+        bits = _BITS.get(event.event_type)
+        if bits is None or (event.event_type == "modified" and event.is_directory):
+            return  # opened/closed_no_write, or a directory "modified" (a child changed)
+        isdir = IN_ISDIR if event.is_directory else 0
+        paths: dict[bytes, int] = {}
+        root_event = False
+        for raw, bit in ((event.src_path, bits[0]), (event.dest_path, bits[1])):
+            if not raw or not bit:
+                continue
+            path = os.path.normpath(os.fsencode(raw))
+            if path == self._root and bit & (IN_DELETE | IN_MOVED_FROM):
+                root_event = True
+            else:
+                paths[path] = paths.get(path, 0) | bit | isdir
+        if paths or root_event:
+            self._callback((paths, root_event))
 
 
 class DirectoryWatch:
@@ -134,16 +170,15 @@ class DirectoryWatch:
 
     `poll`: True forces polling, False forces inotify (no fallback), None picks inotify
     and falls back to polling. `stopping()` is consulted before starting an observer, so a
-    watch is never started after its owner began to shut down.
+    watch is never started after its owner began to shut down. `callback(batch)` gets the
+    changes (see `Batch`); `overflow()` is called when the kernel dropped events. Both run
+    in the reader's thread.
     """
 
-    def __init__(self, directory: str, callback: Callable[[FileSystemEvent], None], *,
+    def __init__(self, directory: str, callback: Callable[[Batch], None], *,
                  poll: bool | None, poll_interval: float, stopping: Callable[[], bool],
                  overflow: Callable[[], None] | None = None):
-        """Configure the watch; nothing runs until `start()`.
-
-        `overflow()` is called (in watchdog's thread) when the kernel dropped events.
-        """
+        """Configure the watch; nothing runs until `start()`."""
         self.on_overflow = overflow or (lambda: None)
         self.directory = directory
         self.poll_interval = poll_interval
@@ -153,7 +188,8 @@ class DirectoryWatch:
         self._poll = poll
         self._stopping = stopping
         self._lock = threading.Lock()
-        self._handler = _Handler(callback)
+        self._callback = callback
+        self._handler = _Handler(directory, callback)
 
     def choose_mode(self) -> None:
         """Poll from the start when the directory is on a network file system."""
@@ -179,7 +215,7 @@ class DirectoryWatch:
             observer = None
             if not self.polling:
                 try:
-                    observer = self._launch(Observer())
+                    observer = self._launch(None)
                 except OSError as exc:
                     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
                         return  # gone again; the next check retries
@@ -205,6 +241,13 @@ class DirectoryWatch:
             self.watched_id = (st.st_dev, st.st_ino)
 
     def _launch(self, observer: Any) -> Any:
+        """Start `observer` (None: the native one, this module's reader on Linux)."""
+        if observer is None and available():
+            reader = InotifyReader(self.directory, self._callback, self.on_overflow)
+            reader.start()
+            return reader
+        if observer is None:
+            observer = Observer()
         try:
             observer.schedule(self._handler, self.directory, recursive=True,
                               event_filter=_EVENT_FILTER)
@@ -216,6 +259,11 @@ class DirectoryWatch:
                     observer.join(5.0)
             raise
         return observer
+
+    def alive(self) -> bool:
+        """False when an observer was started and its thread has died since."""
+        observer = self.observer
+        return observer is None or observer.is_alive()
 
     def stop(self, timeout: float) -> None:
         """Stop the observer (if any) and join its thread within `timeout` seconds."""

@@ -137,7 +137,7 @@ class Scanner:
         del cache
         return self._publish(builder.finish(), old._state)
 
-    def apply(self, paths: Iterable[str | os.PathLike[str]], *,
+    def apply(self, paths: Iterable[str | bytes | os.PathLike[str]], *,
               cancel: Callable[[], bool] | None = None) -> Snapshot:
         """Re-examine only `paths` (absolute, or relative to the store): files or sub-trees.
 
@@ -176,7 +176,7 @@ class Scanner:
             parent = os.path.dirname(parent)
         return False
 
-    def _relative(self, p: str | os.PathLike[str]) -> bytes | None:
+    def _relative(self, p: str | bytes | os.PathLike[str]) -> bytes | None:
         b = os.fsencode(p)
         if not os.path.isabs(b):
             b = os.path.join(self._dir_b, b)

@@ -233,10 +233,10 @@ class Snapshot:
             return Entry(key, st.by_key[key], self._dir_b)
         return None
 
-    def trusts_at(self, relpath: str) -> bool:
+    def trusts_at(self, relpath: str | bytes) -> bool:
         """True when a trusted key is read from `relpath` (relative to the store) or from
         a file below it: a change there may be a revocation. O(log n), no disk."""
-        rel = os.fsencode(relpath)
+        rel = relpath if isinstance(relpath, bytes) else os.fsencode(relpath)
         return self._state.may_trust(rel) and bool(self._state.range(rel))
 
     def files(self) -> Iterator[tuple[str, bytes | None, Entry | None]]:

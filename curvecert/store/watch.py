@@ -2,9 +2,10 @@
 
 `CertStore` keeps the newest `curvecert.store.snapshot.Snapshot` behind one reference. A lookup
 reads that reference and does one dict access: no lock, no disk. Changes are picked up by
-watchdog (`curvecert.store.observe`) and applied by one reload thread:
+inotify (`curvecert.store.inotify`; watchdog's observers elsewhere and for polling, see
+`curvecert.store.observe`) and applied by one reload thread:
 
-- The watchdog handler only records what changed and notifies (STYLE R9). The reload
+- The reader's callback only records what changed and notifies (STYLE R9). The reload
   thread waits for a quiet period (`debounce`, capped so a steady stream of events cannot
   postpone a reload for ever), takes the pending work, releases the lock, reloads, and
   swaps the snapshot in. `generation` then goes up by one and waiters wake.
@@ -24,8 +25,9 @@ watchdog (`curvecert.store.observe`) and applied by one reload thread:
   EMFILE, ENOMEM) the store falls back to watchdog's PollingObserver with a warning. Stores
   on network file systems (NFS, CIFS, sshfs, 9p...), where inotify sees no remote
   changes, are polled from the start.
-- A full rescan every `rescan_interval` seconds is the safety net for events the kernel
-  dropped (an inotify queue overflow is invisible to watchdog's users).
+- A kernel queue overflow (IN_Q_OVERFLOW) re-reads every trusted file first, then the
+  whole store; a reader thread that died is re-created at the next directory check. A
+  full rescan every `rescan_interval` seconds is the last safety net.
 """
 
 from __future__ import annotations
@@ -38,10 +40,8 @@ import threading
 import time
 from collections.abc import Iterable
 
-from watchdog.events import FileSystemEvent
-
 from curvecert.errors import StoreError
-from curvecert.store.observe import IGNORED, K8S, NOISE, DirectoryWatch, classify
+from curvecert.store.observe import IGNORED, K8S, Batch, DirectoryWatch, classify
 from curvecert.store.scan import ScanCancelled, Scanner
 from curvecert.store.snapshot import Snapshot
 from curvecert.store.view import ReloadCallback, SnapshotView, reload_callbacks
@@ -105,9 +105,10 @@ class CertStore(SnapshotView):
         self._snapshot: Snapshot = self._scanner.snapshot
         self._scan_lock = threading.Lock()      # one scanner user at a time
         self._cond = threading.Condition(threading.Lock())  # pending work + publication
-        self._prefix = self.directory.rstrip(os.sep) + os.sep
-        self._pending: set[str] = set()
-        self._urgent: set[str] = set()          # pending paths that trusted keys came from
+        self._dir_b = os.fsencode(self.directory)
+        self._prefix_b = self._dir_b.rstrip(b"/") + b"/"
+        self._pending: set[bytes] = set()
+        self._urgent: set[bytes] = set()        # pending paths that trusted keys came from
         self._overflowed = False                # events were lost: rescan without delay
         self._full = False
         self._root_event = False
@@ -117,7 +118,7 @@ class CertStore(SnapshotView):
         self._stopping = False
         self._started = False
         self._thread: threading.Thread | None = None
-        self._dirwatch = DirectoryWatch(self.directory, self._on_event, poll=poll,
+        self._dirwatch = DirectoryWatch(self.directory, self._on_changes, poll=poll,
                                         poll_interval=poll_interval,
                                         stopping=self._cancelled,
                                         overflow=self._on_overflow)
@@ -174,30 +175,20 @@ class CertStore(SnapshotView):
 
     # --- events (watchdog's thread) ---------------------------------------------------------
 
-    def _on_event(self, event: FileSystemEvent) -> None:
-        # Hot path: a burst of 20,000 files brings 40,000-100,000 events (issue 11 §6).
-        etype = event.event_type
-        if etype in NOISE or (etype == "modified" and event.is_directory):
-            return  # directory "modified" = a child changed, and the child's event names it
-        pending: list[str] = []
-        urgent: list[str] = []
-        full = root_event = False
-        for raw in (event.src_path, event.dest_path):
-            if not raw:
+    def _on_changes(self, batch: Batch) -> None:
+        # Hot path: a burst of 20,000 files brings 40,000-100,000 events (issue 11 §6),
+        # which arrive here deduplicated, one batch per read of the kernel's queue.
+        paths, root_event = batch
+        pending: list[bytes] = []
+        urgent: list[bytes] = []
+        full = False
+        prefix, n = self._prefix_b, len(self._prefix_b)
+        trusts_at = self._snapshot.trusts_at
+        for path in paths:
+            if not path.startswith(prefix):
+                full = True  # the directory itself (e.g. its mode changed), or outside it
                 continue
-            path = raw if isinstance(raw, str) else os.fsdecode(raw)
-            if "//" in path or "/." in path or path.endswith("/"):
-                path = os.path.normpath(path)
-            if path == self.directory:
-                if etype in ("deleted", "moved"):
-                    root_event = True
-                else:
-                    full = True  # e.g. its permissions changed
-                continue
-            if not path.startswith(self._prefix):
-                full = True
-                continue
-            rel = path[len(self._prefix):]
+            rel = path[n:]
             kind = classify(rel)
             if kind == IGNORED:
                 continue
@@ -205,7 +196,7 @@ class CertStore(SnapshotView):
                 full = True  # Kubernetes atomic writer: ..data, ..data_tmp, ..<ts>
             # a path a trusted key is read from (or a directory above one) may be a
             # revocation: it skips the quiet period and the queue
-            elif etype != "created" and self._snapshot.trusts_at(rel):
+            elif trusts_at(rel):
                 urgent.append(path)
             else:
                 pending.append(path)
@@ -232,7 +223,7 @@ class CertStore(SnapshotView):
         _logger.warning("%s: inotify dropped events; rescanning the whole store",
                         self.directory)
         # the trusted files first (as possible revocations), then everything
-        trusted = [os.path.join(self.directory, e.relpath) for e in self._snapshot]
+        trusted = [self._prefix_b + os.fsencode(e.relpath) for e in self._snapshot]
         with self._cond:
             self._urgent.update(trusted)
             self._full = self._dirty = self._overflowed = True
@@ -285,7 +276,7 @@ class CertStore(SnapshotView):
                 _logger.exception("reloading the certificate store %s failed", self.directory)
             next_check = min(next_check, time.monotonic() + self._check_period())
 
-    def _take(self) -> tuple[set[str], bool, bool]:
+    def _take(self) -> tuple[set[bytes], bool, bool]:
         """The next piece of work (called with `_cond` held).
 
         Urgent paths (possible revocations) go first and alone, without waiting for the
@@ -313,7 +304,7 @@ class CertStore(SnapshotView):
     def _cancelled(self) -> bool:
         return self._stopping
 
-    def _reload(self, paths: set[str] | None) -> None:
+    def _reload(self, paths: set[bytes] | None) -> None:
         try:
             with self._scan_lock:
                 if paths is None:
@@ -347,7 +338,8 @@ class CertStore(SnapshotView):
             return self._dirwatch.watched_id is not None or self._snapshot.healthy
         if not stat.S_ISDIR(st.st_mode):
             return self._dirwatch.watched_id is not None or self._snapshot.healthy
-        return (st.st_dev, st.st_ino) != self._dirwatch.watched_id or not self._snapshot.healthy
+        return ((st.st_dev, st.st_ino) != self._dirwatch.watched_id
+                or not self._snapshot.healthy or not self._dirwatch.alive())
 
     def _rewatch(self) -> None:
         """The directory went away or was replaced: re-create the watch, rescan everything."""
