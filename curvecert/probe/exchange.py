@@ -59,11 +59,7 @@ def req_round_trip(sock: zmq.Socket[bytes], monitor: Any, events: list[ProbeEven
     poller.register(sock, zmq.POLLIN)
     poller.register(monitor, zmq.POLLIN)
     received = sent = 0
-    while not dropped_after_handshake(events):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return Exchange("kept" if sent else "no-request", received, sent)
-        ready = dict(poller.poll(max(1, int(left * 1000))))
+    while True:
         # Requests first: one that arrived just before a drop still counts.
         while sock.poll(0):
             frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -74,10 +70,14 @@ def req_round_trip(sock: zmq.Socket[bytes], monitor: Any, events: list[ProbeEven
             if received >= 2:
                 # A strict REQ socket sends again only after it got the previous reply.
                 return Exchange("confirmed", received, sent)
-        if monitor in ready:
+        if dropped_after_handshake(events):
+            return Exchange("dropped", received, sent)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Exchange("kept" if sent else "no-request", received, sent)
+        if monitor in dict(poller.poll(max(1, int(left * 1000)))):
             while monitor.poll(0):
                 events.append(read_event(monitor, start))
-    return Exchange("dropped", received, sent)
 
 
 def _answer(sock: zmq.Socket[bytes], frames: list[bytes]) -> int:

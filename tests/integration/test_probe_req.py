@@ -43,6 +43,7 @@ class ReqServer:
 
     def __init__(self, ctx: Ctx, cert: Certificate, requests: int):
         self.requests = requests
+        self.closed = threading.Event()
         self.sent: list[bytes] = []
         self.replies: list[tuple[bytes, str]] = []
         self._stop = threading.Event()
@@ -51,6 +52,7 @@ class ReqServer:
         cert.apply_server(self._sock)
         port = self._sock.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{port}"
+        self.monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self._thread = threading.Thread(target=self._run, name="test-req-server")
         self._thread.start()
 
@@ -74,7 +76,10 @@ class ReqServer:
                 self.replies.append((frame.bytes, frame.get("User-Id")))
             self._stop.wait()  # keep the socket (and the connection) open until stopped
         finally:
+            self._sock.disable_monitor()
+            self.monitor.close(linger=0)
             self._sock.close(linger=0)
+            self.closed.set()
 
     def stop(self) -> None:
         """Stop the thread; it closes the socket (before the authenticator stops)."""
@@ -166,6 +171,25 @@ def test_server_that_never_sends_is_not_admitted(req_server: Any, server_cert: C
     assert result.exchange == Exchange("no-request")
     assert "HANDSHAKE_SUCCEEDED" in [e.name for e in result.events]
     assert "no request arrived within 1s" in result.cause
+
+
+def test_server_closing_after_the_handshake(req_server: Any, server_cert: Certificate,
+                                           client_cert: Certificate) -> None:
+    server = req_server(user_id=False, requests=0)
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(
+        _probe(server, server_cert, client_cert, timeout=30)))
+    thread.start()
+    try:
+        # The server sees the probe's handshake succeed, then closes its socket.
+        assert server.monitor.poll(10_000), "no handshake on the server"
+    finally:
+        server.stop()
+        thread.join(timeout=60)
+    [result] = results
+    assert result.verdict is V.DROPPED_AFTER_HANDSHAKE and not result.ok
+    assert result.exchange == Exchange("dropped", received=0, sent=0)
+    assert "before any request arrived" in result.cause and "user-id" not in result.fix
 
 
 def test_stranger_still_refused(req_server: Any, server_cert: Certificate) -> None:
