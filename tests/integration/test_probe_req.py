@@ -29,6 +29,7 @@ from tests.conftest import wait_until
 from tests.integration.test_json_schemas import REGISTRY, SCHEMAS
 
 Ctx = zmq.Context[zmq.Socket[bytes]]
+Certs = tuple[Certificate, Certificate]
 V = ProbeVerdict
 TIMEOUT = 3.0  # only the outcomes that are decided by the deadline wait for all of it
 
@@ -88,19 +89,15 @@ class ReqServer:
 
 
 @pytest.fixture
-def server_cert() -> Certificate:
-    return Certificate.new(name="server")
+def certs() -> Certs:
+    """The REQ server's certificate and a client certificate its ZAP domain knows."""
+    return Certificate.new(name="server"), Certificate.new(name="client")
 
 
 @pytest.fixture
-def client_cert() -> Certificate:
-    return Certificate.new(name="client")
-
-
-@pytest.fixture
-def req_server(ctx: Ctx, server_cert: Certificate,
-               client_cert: Certificate) -> Iterator[Any]:
+def req_server(ctx: Ctx, certs: Certs) -> Iterator[Any]:
     """`start(user_id=..., requests=...)`: a REQ server whose ZAP domain knows the client."""
+    server_cert, client_cert = certs
     started: list[ReqServer] = []
     auth = Authenticator(ctx)
     auth.start()
@@ -127,8 +124,8 @@ def _probe(server: ReqServer, cert: Certificate, client: Certificate | None, *,
                  timeout=timeout, server_type=server_type, stranger=stranger)
 
 
-def test_user_id_drops_the_reply(req_server: Any, server_cert: Certificate,
-                                 client_cert: Certificate) -> None:
+def test_user_id_drops_the_reply(req_server: Any, certs: Certs) -> None:
+    server_cert, client_cert = certs
     server = req_server(user_id=True, requests=1)
     result = _probe(server, server_cert, client_cert)
     assert result.verdict is V.DROPPED_AFTER_HANDSHAKE and not result.ok
@@ -140,8 +137,8 @@ def test_user_id_drops_the_reply(req_server: Any, server_cert: Certificate,
     assert server.sent == [b"job-1"] and server.replies == []
 
 
-def test_no_user_id_round_trip_confirmed(req_server: Any, server_cert: Certificate,
-                                         client_cert: Certificate) -> None:
+def test_no_user_id_round_trip_confirmed(req_server: Any, certs: Certs) -> None:
+    server_cert, client_cert = certs
     server = req_server(user_id=False, requests=2)
     result = _probe(server, server_cert, client_cert)
     assert result.verdict is V.ADMITTED and result.ok, result.cause
@@ -153,8 +150,8 @@ def test_no_user_id_round_trip_confirmed(req_server: Any, server_cert: Certifica
     assert server.replies[0] == (b"", "")
 
 
-def test_no_user_id_one_request_kept(req_server: Any, server_cert: Certificate,
-                                     client_cert: Certificate) -> None:
+def test_no_user_id_one_request_kept(req_server: Any, certs: Certs) -> None:
+    server_cert, client_cert = certs
     server = req_server(user_id=False, requests=1)
     result = _probe(server, server_cert, client_cert)
     assert result.verdict is V.ADMITTED and result.ok, result.cause
@@ -163,8 +160,8 @@ def test_no_user_id_one_request_kept(req_server: Any, server_cert: Certificate,
     assert server.replies == [(b"", "")]
 
 
-def test_server_that_never_sends_is_not_admitted(req_server: Any, server_cert: Certificate,
-                                                 client_cert: Certificate) -> None:
+def test_server_that_never_sends_is_not_admitted(req_server: Any, certs: Certs) -> None:
+    server_cert, client_cert = certs
     server = req_server(user_id=False, requests=0)
     result = _probe(server, server_cert, client_cert, timeout=1.0)
     assert result.verdict is V.NO_MESSAGE and not result.ok
@@ -173,8 +170,8 @@ def test_server_that_never_sends_is_not_admitted(req_server: Any, server_cert: C
     assert "no request arrived within 1s" in result.cause
 
 
-def test_server_closing_after_the_handshake(req_server: Any, server_cert: Certificate,
-                                           client_cert: Certificate) -> None:
+def test_server_closing_after_the_handshake(req_server: Any, certs: Certs) -> None:
+    server_cert, client_cert = certs
     server = req_server(user_id=False, requests=0)
     results: list[Any] = []
     thread = threading.Thread(target=lambda: results.append(
@@ -192,15 +189,16 @@ def test_server_closing_after_the_handshake(req_server: Any, server_cert: Certif
     assert "before any request arrived" in result.cause and "user-id" not in result.fix
 
 
-def test_stranger_still_refused(req_server: Any, server_cert: Certificate) -> None:
+def test_stranger_still_refused(req_server: Any, certs: Certs) -> None:
+    server_cert, _ = certs
     server = req_server(user_id=True, requests=1)
     result = _probe(server, server_cert, None, stranger=True)
     assert result.verdict is V.REFUSED and result.ok
     assert result.exchange is None and server.sent == []
 
 
-def test_req_server_found_without_server_type(req_server: Any, server_cert: Certificate,
-                                              client_cert: Certificate) -> None:
+def test_req_server_found_without_server_type(req_server: Any, certs: Certs) -> None:
+    server_cert, client_cert = certs
     server = req_server(user_id=False, requests=2)
     result = _probe(server, server_cert, client_cert, server_type=None)
     assert result.verdict is V.ADMITTED, result.cause
@@ -208,8 +206,9 @@ def test_req_server_found_without_server_type(req_server: Any, server_cert: Cert
     assert result.exchange is not None and result.exchange.outcome == "confirmed"
 
 
-def test_cli_outputs(req_server: Any, server_cert: Certificate, client_cert: Certificate,
+def test_cli_outputs(req_server: Any, certs: Certs,
                      tmp_path: Path, run_cli: Any) -> None:
+    server_cert, client_cert = certs
     server_cert.save(tmp_path / "server.key")
     client_cert.save(tmp_path / "client.key")
     server = req_server(user_id=True, requests=1)
