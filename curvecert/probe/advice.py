@@ -234,9 +234,8 @@ def _round_trip(cause: str, exchange: Exchange, timeout: float) -> tuple[str, st
                "reply (a REQ server that refuses a reply drops the connection at once)")
     cause += (f" Then one round trip: the REQ server sent a request, the probe answered "
               f"with an empty reply, and the server {how}.")
-    return cause, ("Nothing to fix: the server sends requests and receives the replies. Its "
-                   "application received the probe's empty reply; a server that cannot "
-                   "bear one should expect it from a probe.")
+    return cause, ("Nothing to fix: the server's requests go out and replies come back. "
+                   "Its application did receive the probe's empty reply.")
 
 
 def _user_id_off(zap_domain: str | None) -> str:
