@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -95,6 +96,11 @@ class Czmq:
             "zsock_wait": (ctypes.c_int, [_vp]),
             "zsock_set_curve_server": (None, [_vp, ctypes.c_int]),
             "zsock_set_zap_domain": (None, [_vp, _cp]),
+            "zsock_set_sndtimeo": (None, [_vp, ctypes.c_int]),
+            "zsock_set_rcvtimeo": (None, [_vp, ctypes.c_int]),
+            "zstr_send": (ctypes.c_int, [_vp, _cp]),
+            "zstr_recv": (_vp, [_vp]),
+            "zstr_free": (None, [ctypes.POINTER(_vp)]),
             "zcert_apply": (None, [_vp, _vp]),
         }
         for name, (restype, argtypes) in sig.items():
@@ -240,16 +246,23 @@ class Czmq:
 
     @contextmanager
     def ironhouse_server(self, socket_type: int, server_secret: str | os.PathLike[str],
-                         store: str | os.PathLike[str]) -> Iterator[str]:
+                         store: str | os.PathLike[str], *, requests: int = 0,
+                         replies: list[bytes] | None = None) -> Iterator[str]:
         """A CZMQ server as CZMQ's own Ironhouse example builds it: a `zauth` actor that
         allows the CURVE clients whose certificates are in `store`, and a `zsock` of
         `socket_type` (a libzmq type number) with the server certificate applied, bound
-        to a loopback port. Yields the endpoint; tears both down (auth last)."""
+        to a loopback port. Yields the endpoint; tears both down (auth last).
+
+        With `requests` (a REQ server), a thread sends up to that many text requests
+        (`job-1`, ...), each once a peer takes it and after the reply to the previous one
+        arrived, and appends each reply to `replies`."""
         lib = self.lib
         auth = _vp(lib.zactor_new(ctypes.cast(lib.zauth, _vp), None))
         if not auth:
             raise OSError("zactor_new(zauth) returned NULL")
         sock = _vp()
+        stop = threading.Event()
+        thread: threading.Thread | None = None
         try:
             if lib.zstr_sendx(auth, b"CURVE", os.fsencode(store), None) != 0:
                 raise OSError("zauth: CURVE command not sent")
@@ -264,11 +277,38 @@ class Czmq:
             port = lib.zsock_bind(sock, b"tcp://127.0.0.1:*")
             if port < 0:
                 raise OSError("zsock_bind failed")
+            if requests:
+                thread = threading.Thread(target=self._requester, name="czmq-req-server",
+                                          args=(sock, requests, replies, stop))
+                thread.start()
             yield f"tcp://127.0.0.1:{port}"
         finally:
+            stop.set()
+            if thread is not None:
+                thread.join(timeout=10)
             if sock:
                 lib.zsock_destroy(ctypes.byref(sock))
             lib.zactor_destroy(ctypes.byref(auth))
+
+
+    def _requester(self, sock: _vp, requests: int, replies: list[bytes] | None,
+                   stop: threading.Event) -> None:
+        """The REQ server's loop: short send/receive timeouts so `stop` is seen."""
+        lib = self.lib
+        lib.zsock_set_sndtimeo(sock, 20)
+        lib.zsock_set_rcvtimeo(sock, 20)
+        for i in range(requests):
+            while lib.zstr_send(sock, f"job-{i + 1}".encode()) != 0:
+                if stop.is_set():
+                    return
+            reply = _vp()
+            while not reply:
+                if stop.is_set():
+                    return
+                reply = _vp(lib.zstr_recv(sock))
+            if replies is not None:
+                replies.append(ctypes.string_at(reply))
+            lib.zstr_free(ctypes.byref(reply))
 
 
 _cached: list[Czmq | None] = []

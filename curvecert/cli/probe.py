@@ -100,6 +100,12 @@ def _render(result: ProbeResult) -> None:
                        style="dim"))
     if result.server_type_found:
         out.print(Text(f"server socket type: {result.server_type_found}", style="dim"))
+    if result.exchange is not None:
+        x = result.exchange
+        requests = "request" if x.received == 1 else "requests"
+        replies = "reply" if x.sent == 1 else "replies"
+        out.print(Text(f"round trip: {x.outcome} ({x.received} {requests} received, "
+                       f"{x.sent} {replies} sent)", style="dim"))
     out.print(Text("events:", style="dim"))
     if not result.events:
         out.print(Text("  (none)", style="dim"))
@@ -141,8 +147,10 @@ Exit codes: 0 expected outcome (admitted; with --stranger, refused), 1 otherwise
 @click.option("--server-type", type=click.Choice(sorted(SERVER_TYPES), case_sensitive=False),
               default=None,
               help="The server socket's type; the probe connects with a compatible one. "
-                   "Without it, a dropped handshake is retried as DEALER, PULL, SUB, PUSH "
-                   "and PAIR, and the type that gets an answer is reported.")
+                   "Without it, a dropped handshake is retried as DEALER, PULL, SUB, PUSH, "
+                   "PAIR and ROUTER, and the type that gets an answer is reported. A REQ "
+                   "server is admitted only after a round trip: the probe waits for its "
+                   "request and answers it with an empty reply.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True, metavar="SECONDS", help="How long to wait for a verdict.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
@@ -155,7 +163,8 @@ def probe(endpoints: tuple[str, ...], server_keys: tuple[str, ...],
     Watches the socket monitor (connection and handshake events) and prints one verdict
     with its likely cause and the fix: nothing listening, not a ZeroMQ peer, mechanism
     mismatch, wrong server key, refused (400), server error (500), stalled (300 or a hung
-    ZAP handler), admitted, or fails open (--stranger admitted).
+    ZAP handler), admitted, or fails open (--stranger admitted). For a REQ server, also
+    dropped after handshake (the reply was lost) or no message (no request came).
     """
     curve = bool(server_keys or server_certs)
     if plain_user is not None and curve:

@@ -4,7 +4,10 @@
 events are ambiguous, the server's greeting into a `ProbeVerdict` with its likely cause and
 the fix. The texts depend on the mechanism, the transport (tcp or ipc), whether the client
 key was a throwaway (then no store can hold it, so "add the client's certificate" is not the
-fix) and on the server socket type the probe found or was told.
+fix) and on the server socket type the probe found or was told. For a REQ server the
+handshake is not enough: the verdict also reads the exchange that followed it
+(`curvecert.probe.wire.Exchange`), and a drop or silence after the handshake gets its own
+verdict, `dropped-after-handshake` or `no-message`, never `admitted`.
 
 The ZAP domain is a *server* socket option (libzmq #4141): a client can neither send nor
 choose it. `zap_domain` is only what the caller believes the server uses; it appears in the
@@ -19,6 +22,7 @@ import zmq
 
 from curvecert.probe.wire import (
     SERVER_TYPES,
+    Exchange,
     Greeting,
     Observation,
     protocol_error_name,
@@ -45,6 +49,8 @@ class ProbeVerdict(enum.Enum):
     ADMITTED = "admitted"
     FAILS_OPEN = "fails-open"
     TIMEOUT = "timeout"
+    DROPPED_AFTER_HANDSHAKE = "dropped-after-handshake"
+    NO_MESSAGE = "no-message"
 
 
 # The needed greeting look per observation kind: only ambiguous client signatures need it.
@@ -55,13 +61,15 @@ def classify(obs: Observation, greeting: Greeting, *, mechanism: str, stranger: 
              throwaway: bool = False, zap_domain: str | None = None,
              server_type: str = "ROUTER", endpoint: str = "", timeout: float = 0.0,
              client_fingerprint: str | None = None, transport: str = "tcp",
-             tried: tuple[str, ...] = ()) -> tuple[ProbeVerdict, str, str]:
+             tried: tuple[str, ...] = (),
+             exchange: Exchange | None = None) -> tuple[ProbeVerdict, str, str]:
     """Turn an observation (and the greeting, if read) into `(verdict, cause, fix)`.
 
     `transport` (`tcp`, `ipc`, ...) picks the advice about addresses; `tried` lists the
     client socket types already tried when the server's type was not given (then socket
     types are not the reason for a drop); `throwaway` says the CURVE key was generated for
-    this probe, so no store can hold it.
+    this probe, so no store can hold it. `exchange` is what followed a REQ server's
+    handshake (the kinds `dropped-after-handshake` and `no-message` come from it).
     """
     V = ProbeVerdict
     srv = greeting.mechanism
@@ -99,9 +107,16 @@ def classify(obs: Observation, greeting: Greeting, *, mechanism: str, stranger: 
                 "the host are dropped (firewall), the host is down, or the address is wrong.",
                 "Check the address, routing and firewalls between the hosts; try again with a "
                 "longer --timeout.")
+    if kind in ("dropped-after-handshake", "no-message"):
+        return _after_handshake(kind, exchange or Exchange("no-request"), mechanism,
+                                timeout=timeout, zap_domain=zap_domain)
     if kind == "admitted":
-        return _admitted(mechanism, stranger=stranger, throwaway=throwaway, dom=dom,
-                         zap_domain=zap_domain, fingerprint=client_fingerprint)
+        verdict, cause, fix = _admitted(mechanism, stranger=stranger, throwaway=throwaway,
+                                        dom=dom, zap_domain=zap_domain,
+                                        fingerprint=client_fingerprint)
+        if exchange is not None and verdict is V.ADMITTED:
+            cause, fix = _round_trip(cause, exchange, timeout)
+        return verdict, cause, fix
     if kind == "auth":
         return _auth(obs.value, mechanism, stranger=stranger, dom=dom,
                      fingerprint=client_fingerprint, throwaway=throwaway)
@@ -207,6 +222,76 @@ def _admitted(mechanism: str, *, stranger: bool, throwaway: bool, dom: str,
             "Nothing to fix in the handshake. If the application still sees no messages, "
             "look above it: socket types and patterns, subscriptions, and sending before "
             "the connection is up.")
+
+
+def _round_trip(cause: str, exchange: Exchange, timeout: float) -> tuple[str, str]:
+    """The admitted texts once a REQ server's exchange made the round trip."""
+    if exchange.outcome == "confirmed":
+        how = ("took the probe's reply and sent its next request (a strict REQ socket sends "
+               "again only after it received a reply)")
+    else:
+        how = (f"kept the connection open for the rest of the {timeout:g}s after the probe's "
+               "reply (a REQ server that refuses a reply drops the connection at once)")
+    cause += (f" Then one round trip: the REQ server sent a request, the probe answered "
+              f"with an empty reply, and the server {how}.")
+    return cause, ("Nothing to fix: the server's requests go out and replies come back. "
+                   "Its application did receive the probe's empty reply.")
+
+
+def _user_id_off(zap_domain: str | None) -> str:
+    domain = f" {zap_domain!r}" if zap_domain else ""
+    return (f"turn the User-Id off in the server's ZAP domain{domain}: `user-id = false` in "
+            "the domain's table of the serve-auth configuration, or `user_id=False` in the "
+            "domain's policy with curvecert's authenticator (`configure_curve(..., "
+            "user_id=False)`, `DomainPolicy(user_id=False)`)")
+
+
+def _user_id_fix(mechanism: str, zap_domain: str | None) -> str:
+    where = ("" if mechanism != "NULL" else
+             " (a NULL server asks ZAP only when its socket sets a ZAP domain)")
+    return (f"If the server uses ZAP{where}, {_user_id_off(zap_domain)}. Clients are still "
+            "authenticated and logged; only the server's User-Id message property becomes "
+            "empty. Or bind a ROUTER or REP socket as the server: they are not affected. "
+            "Then restart the server's REQ socket, which still waits for the lost reply.")
+
+
+def _after_handshake(kind: str, exchange: Exchange, mechanism: str, *, timeout: float,
+                     zap_domain: str | None) -> tuple[ProbeVerdict, str, str]:
+    """A REQ server admitted the probe, then dropped it or sent nothing."""
+    V = ProbeVerdict
+    ok = f"The handshake succeeded (the server admitted this {mechanism} client), "
+    if kind == "dropped-after-handshake" and exchange.sent:
+        cause = (ok + "and the REQ server sent a request, but it closed the connection as "
+                 "soon as the probe's reply arrived, so the reply was lost. libzmq 4.3 does "
+                 "exactly this to a REQ socket bound as a CURVE or PLAIN server when its ZAP "
+                 "handler's 200 carried a non-empty User-Id: the REQ session refuses the "
+                 "User-Id frame that comes before the first message from the client. "
+                 "Applications see it as replies silently lost, and the server's REQ socket "
+                 "then waits for ever. A server that closed its socket at that very moment "
+                 "looks the same.")
+        return V.DROPPED_AFTER_HANDSHAKE, cause, _user_id_fix(mechanism, zap_domain)
+    if kind == "dropped-after-handshake":
+        sent = ("before any request arrived" if not exchange.received else
+                "after its request, before the probe could answer")
+        return (V.DROPPED_AFTER_HANDSHAKE,
+                ok + f"then the REQ server closed the connection {sent}: the server socket "
+                "was closed, its process ended, or it dropped this peer for another reason.",
+                "Check that the server keeps its REQ socket open and running, and read its "
+                "log; then probe again.")
+    cause = (ok + "but a REQ server speaks first and no request arrived within "
+             f"{timeout:g}s, so no message went either way. The server application did not "
+             "send on this connection: it is idle or sends rarely, its requests go to its "
+             "other peers (REQ deals them out in turn), or its REQ socket is stuck waiting "
+             "for the reply to an earlier request whose peer went away (a strict REQ socket "
+             "never sends again then).")
+    fix = ("Make sure the server application sends requests while you probe, or use a "
+           "longer --timeout if it sends rarely. A REQ socket stuck on a lost reply must be "
+           "closed and opened again (or use ZMQ_REQ_RELAXED with a retry).")
+    if mechanism != "NULL" or zap_domain:
+        fix += (" A REQ server whose clients were dropped after the handshake (verdict "
+                "dropped-after-handshake, the User-Id problem) gets stuck that way: "
+                f"{_user_id_off(zap_domain)} first.")
+    return V.NO_MESSAGE, cause, fix
 
 
 def _auth(status: int, mechanism: str, *, stranger: bool, dom: str,

@@ -19,21 +19,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from curvecert.certs import keys
 from curvecert.certs.cert import Certificate
 from curvecert.errors import CertificateError, ConfigError, OperationalError
 from curvecert.formats import z85
 from curvecert.probe.advice import NEEDS_GREETING, ProbeVerdict, classify
+from curvecert.probe.exchange import read_event, req_round_trip
 from curvecert.probe.wire import (
     COMPATIBLE_TYPES,
+    SENDS_FIRST,
     SERVER_TYPES,
     Endpoint,
+    Exchange,
     Greeting,
     Observation,
     ProbeEvent,
-    describe_event,
+    after_handshake,
     observe,
     parse_endpoint,
     parse_greeting,
@@ -48,6 +50,10 @@ _logger = logging.getLogger(__name__)
 # after it has read the peer's signature and major version, so we send those 11 octets.
 _GREETING_START = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03"
 _GREETING_LEN = 64
+
+# Observations after which the client type that connected names the server's type: an
+# admission or a ZAP answer, and the two ends of a REQ server's exchange after its handshake.
+_TYPE_FITS = ("admitted", "auth", "dropped-after-handshake", "no-message")
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class ProbeResult:
     notes: tuple[str, ...] = field(default=())
     server_type_found: str | None = None
     attempts: tuple[tuple[str, str], ...] = field(default=())
+    exchange: Exchange | None = None
 
     @property
     def server_mechanism(self) -> str | None:
@@ -100,6 +107,7 @@ class ProbeResult:
             "server_type_found": self.server_type_found,
             "attempts": [{"socket_type": t, "server_types": list(COMPATIBLE_TYPES.get(t, ())),
                           "verdict": kind} for t, kind in self.attempts],
+            "round_trip": None if self.exchange is None else self.exchange.to_dict(),
             "timeout": self.timeout,
             "elapsed": round(self.elapsed, 3),
             "events": [e.to_dict() for e in self.events],
@@ -181,19 +189,11 @@ def _watch(monitor: Any, start: float, deadline: float) -> tuple[list[ProbeEvent
             return events, True
         if not monitor.poll(max(1, int(left * 1000))):
             continue
-        msg = recv_monitor_message(monitor)
-        code, value = int(msg["event"]), int(msg["value"])
-        name, detail = describe_event(code, value)
-        ev = ProbeEvent(name, value, time.monotonic() - start, detail)
-        _logger.debug("probe event %s %s (%s) at %.3fs", name, value, detail, ev.time)
-        events.append(ev)
+        events.append(read_event(monitor, start))
         if observe(events) is not None:
             # Take what is already queued (typically the DISCONNECTED that follows).
             while monitor.poll(0):
-                msg = recv_monitor_message(monitor)
-                c, v = int(msg["event"]), int(msg["value"])
-                n, d = describe_event(c, v)
-                events.append(ProbeEvent(n, v, time.monotonic() - start, d))
+                events.append(read_event(monitor, start))
             return events, False
 
 
@@ -212,9 +212,14 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
 
     `server_type` is the server socket's type; the probe connects once with a compatible
     type. Without it (None), a dropped handshake is retried with the other client types
-    (DEALER, PULL, SUB, PUSH, PAIR; `COMPATIBLE_TYPES`) before concluding, because libzmq
+    (DEALER, PULL, SUB, PUSH, PAIR, ROUTER; `COMPATIBLE_TYPES`) before concluding, because libzmq
     drops incompatible socket types after the security handshake, which looks exactly like
     a wrong key; the type that got an answer is `server_type_found`.
+
+    A REQ server (`SENDS_FIRST`, given or found) is admitted only after a round trip:
+    the probe waits for its request, answers it and sees the reply kept
+    (`curvecert.probe.exchange`); the result's `exchange` says how it went. A stranger
+    probe stops at the handshake, whose success alone means the server fails open.
 
     Raises `ConfigError` for conflicting arguments, `CertificateError` for a client
     certificate without a secret key, `OperationalError` for an unusable endpoint.
@@ -262,9 +267,14 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
     found: str | None = None
     obs: Observation | None = None
     events: list[ProbeEvent] = []
+    exchange: Exchange | None = None
     for client_type in order:
-        events, timed_out = _attempt(ep, client_type, creds, timeout)
-        obs = observe(events, timed_out=timed_out)
+        targets = ((server_type,) if server_type is not None
+                   else COMPATIBLE_TYPES.get(client_type, ()))
+        round_trip = not stranger and bool(targets) and set(targets) <= SENDS_FIRST
+        events, timed_out, exchange = _attempt(ep, client_type, creds, timeout, round_trip)
+        obs = observe(events, timed_out=timed_out) if exchange is None else after_handshake(
+            exchange)
         assert obs is not None
         attempts.append((client_type, obs.kind))
         if peek and obs.kind in NEEDS_GREETING and greeting.status == "skipped":
@@ -274,7 +284,7 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
         other_peer = greeting.status in ("not-zmtp", "closed", "silent") or (
             greeting.is_zmtp and greeting.mechanism not in (None, mechanism))
         if not dropped or other_peer:
-            if obs.kind in ("admitted", "auth") or server_type is not None:
+            if obs.kind in _TYPE_FITS or server_type is not None:
                 found = "/".join(COMPATIBLE_TYPES.get(client_type, ()))
             break
     if server_type is not None:
@@ -285,7 +295,7 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
                                    throwaway=throwaway, zap_domain=zap_domain,
                                    server_type=shown_type, endpoint=ep.text, timeout=timeout,
                                    client_fingerprint=fingerprint, transport=ep.transport,
-                                   tried=tuple(t for t, _ in attempts)
+                                   exchange=exchange, tried=tuple(t for t, _ in attempts)
                                    if server_type is None else ())
     ok = verdict is (ProbeVerdict.REFUSED if stranger else ProbeVerdict.ADMITTED)
     notes: list[str] = []
@@ -303,7 +313,8 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
                     else None),
         client_fingerprint=fingerprint, stranger=stranger, zap_domain=zap_domain,
         server_type=shown_type, timeout=timeout, elapsed=time.monotonic() - start,
-        notes=tuple(notes), server_type_found=found, attempts=tuple(attempts))
+        notes=tuple(notes), server_type_found=found, attempts=tuple(attempts),
+        exchange=exchange)
 
 
 @dataclass
@@ -316,9 +327,10 @@ class _Credentials:
     client_secret: bytes | None = None
 
 
-def _attempt(ep: Endpoint, client_type: str, creds: _Credentials,
-             timeout: float) -> tuple[list[ProbeEvent], bool]:
-    """One monitored connection as `client_type`; the events and whether time ran out."""
+def _attempt(ep: Endpoint, client_type: str, creds: _Credentials, timeout: float,
+             round_trip: bool = False) -> tuple[list[ProbeEvent], bool, Exchange | None]:
+    """One monitored connection as `client_type`: the events, whether time ran out, and
+    (with `round_trip`, once the handshake succeeded) the exchange with a REQ server."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         sock = context.socket(getattr(zmq, client_type))
@@ -342,9 +354,12 @@ def _attempt(ep: Endpoint, client_type: str, creds: _Credentials,
         except zmq.ZMQError as exc:
             raise OperationalError(f"{ep.text}: libzmq cannot connect: {exc.strerror}") from exc
         events, timed_out = _watch(monitor, start, start + timeout)
+        exchange = None
+        if round_trip and not timed_out and observe(events) == Observation("admitted"):
+            exchange = req_round_trip(sock, monitor, events, start, start + timeout)
         sock.disable_monitor()
         monitor.close()
         sock.close()
-        return events, timed_out
+        return events, timed_out, exchange
     finally:
         context.destroy(linger=0)

@@ -28,6 +28,13 @@ Several failures share one signature, so the client may also read the server's Z
 greeting over a raw socket; `parse_greeting` reads it (RFC 23: signature, version,
 20-octet mechanism).
 
+A handshake that succeeds is not always the end. A REQ socket bound as a server speaks
+first, and libzmq 4.3 drops such a CURVE/PLAIN server's connection when the first message
+*to* it arrives after a ZAP reply with a non-empty User-Id (its REQ session refuses the
+User-Id frame libzmq puts before that message). So for a REQ server the probe also takes
+part in one exchange (`curvecert.probe.exchange`); `Exchange` records it and
+`after_handshake` reads it.
+
 Nothing here opens a socket.
 """
 
@@ -45,12 +52,16 @@ from curvecert.errors import OperationalError
 
 __all__ = [
     "COMPATIBLE_TYPES",
+    "SENDS_FIRST",
     "SERVER_TYPES",
     "Endpoint",
+    "Exchange",
     "Greeting",
     "Observation",
     "ProbeEvent",
+    "after_handshake",
     "describe_event",
+    "dropped_after_handshake",
     "observe",
     "parse_endpoint",
     "parse_greeting",
@@ -79,13 +90,20 @@ SERVER_TYPES: dict[str, str] = {
 
 #: client socket type -> the server socket types it fits (RFC 28-31), in the order the
 #: probe tries them when the server's type is not given and the handshake is dropped.
+#: ROUTER comes last: it also fits ROUTER and DEALER servers, but DEALER found those first.
 COMPATIBLE_TYPES: dict[str, tuple[str, ...]] = {
     "DEALER": ("ROUTER", "REP", "DEALER"),
     "PULL": ("PUSH",),
     "SUB": ("PUB", "XPUB"),
     "PUSH": ("PULL",),
     "PAIR": ("PAIR",),
+    "ROUTER": ("REQ",),
 }
+
+#: Server socket types that send the first message of a connection (RFC 28: REQ sends a
+#: request and then waits for the reply). For these the probe answers one request before
+#: it says admitted.
+SENDS_FIRST = frozenset({"REQ"})
 
 # RFC 23 greeting: the mechanism name is octets 12..31 of the 64-octet greeting.
 _MECHANISM_END = 32
@@ -153,6 +171,60 @@ class Observation:
     value: int = 0
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One exchange with a server that sends first, after its handshake succeeded.
+
+    `received` counts the server's requests that reached the probe and `sent` the replies
+    the probe sent (each an empty body). `outcome` is one of:
+
+    - `confirmed`: a second request arrived. A REQ socket sends again only after it has
+      received the reply to its previous request (RFC 28, strict REQ), so the server took
+      the probe's reply.
+    - `kept`: the probe answered, and the connection was still up at the deadline. A REQ
+      server that refuses the reply drops the connection as soon as it arrives.
+    - `dropped`: the connection closed after the handshake (`sent` tells whether the probe
+      had answered by then).
+    - `no-request`: nothing arrived before the deadline; no message went either way.
+    """
+
+    outcome: str
+    received: int = 0
+    sent: int = 0
+
+    @property
+    def round_trip(self) -> bool:
+        """True when a request went one way and its reply the other, and was kept."""
+        return self.outcome in ("confirmed", "kept")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return {"outcome": self.outcome, "received": self.received, "sent": self.sent}
+
+
+def after_handshake(exchange: Exchange) -> Observation:
+    """The decisive fact once the handshake succeeded and `exchange` followed it.
+
+    `admitted` only for a round trip; a drop is `dropped-after-handshake` (value: replies
+    sent before it), no request at all is `no-message`.
+    """
+    if exchange.round_trip:
+        return Observation("admitted")
+    if exchange.outcome == "dropped":
+        return Observation("dropped-after-handshake", exchange.sent)
+    return Observation("no-message")
+
+
+def dropped_after_handshake(events: Sequence[ProbeEvent]) -> bool:
+    """True when `DISCONNECTED` follows `HANDSHAKE_SUCCEEDED` in `events`."""
+    succeeded = False
+    for ev in events:
+        code = _event_code(ev.name)
+        if code == _SUCCEEDED:
+            succeeded = True
+        elif code == _DISCONNECTED and succeeded:
+            return True
+    return False
 
 
 def parse_endpoint(text: str) -> Endpoint:

@@ -463,7 +463,7 @@ def test_socket_type_must_fit(ctx: Ctx, zap: Callable[[Rule], ZapHandler],
     # A wrong key is dropped whatever the type: every type is tried, then the verdict.
     wrong = probe(endpoint, server_key=client_cert.public_key, timeout=FAST)
     assert wrong.verdict is V.WRONG_SERVER_KEY
-    assert len(wrong.attempts) == 5 and "--server-type" not in wrong.fix
+    assert len(wrong.attempts) == 6 and "--server-type" not in wrong.fix
 
 
 def test_ipc_admitted(ctx: Ctx, tmp_path: Path, server_cert: Certificate) -> None:

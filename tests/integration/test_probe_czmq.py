@@ -70,3 +70,23 @@ def test_unknown_client_refused(czmq: Czmq, keys: dict[str, Path],  # noqa: F811
     assert doc["verdict"] == "refused"
     # A throwaway key cannot be added to a store: the advice must not say so.
     assert "store add" not in doc["fix"] and "--cert" in doc["fix"]
+
+
+def test_req_server_loses_the_reply_with_zauth(czmq: Czmq, keys: dict[str, Path],  # noqa: F811
+                                               run_cli: Run) -> None:
+    """CZMQ's zauth puts the client key in the User-Id, so libzmq drops a CZMQ REQ server's
+    connection when the reply arrives: the probe sees the request, and never says admitted."""
+    replies: list[bytes] = []
+    with czmq.ironhouse_server(zmq.REQ, keys["server"].with_name("server_secret"),
+                               keys["store"], requests=2, replies=replies) as endpoint:
+        r = run_cli("probe", endpoint, "--server-cert", str(keys["server"]), "--cert",
+                    str(keys["client"].with_name("client_secret")), "--json",
+                    "--timeout", "3")
+        stranger = run_cli("probe", endpoint, "--server-cert", str(keys["server"]),
+                           "--stranger", "--json", "--timeout", "3")
+    doc = json.loads(r.out)
+    assert (r.code, doc["verdict"]) == (1, "dropped-after-handshake"), doc["cause"]
+    assert doc["server_type_found"] == "REQ" and doc["attempts"][-1]["socket_type"] == "ROUTER"
+    assert doc["round_trip"] == {"outcome": "dropped", "received": 1, "sent": 1}
+    assert "user-id = false" in doc["fix"] and replies == []
+    assert json.loads(stranger.out)["verdict"] == "refused" and stranger.code == 0

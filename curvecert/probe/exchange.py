@@ -1,0 +1,98 @@
+"""The live half of a round trip with a server that sends first (a REQ socket).
+
+For most servers a successful handshake is the answer. A REQ socket bound as a server is
+different: libzmq 4.3 completes its handshake (both monitors show `HANDSHAKE_SUCCEEDED`)
+and then, when the ZAP reply carried a non-empty User-Id, drops the connection as soon as
+the first message from the client arrives. Its REQ session accepts only an empty
+delimiter frame first and refuses the User-Id frame that libzmq puts in front of that
+message. The server's request goes out; the reply is lost, and a strict REQ socket then
+waits for it for ever.
+
+So, after the handshake, `req_round_trip` waits on the probe's ROUTER socket for the
+server's request, answers it with an empty reply, and watches what follows until the
+deadline: a second request (the first reply was taken), a `DISCONNECTED` (it was not), or
+nothing. Every request that arrives is answered, so the probe does not leave the server
+waiting. `curvecert.probe.wire.Exchange` records the result.
+
+`read_event` turns one socket-monitor message into a `ProbeEvent`; `curvecert.probe.client`
+uses it while it watches the handshake.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from curvecert.probe.wire import Exchange, ProbeEvent, describe_event, dropped_after_handshake
+
+__all__ = ["read_event", "req_round_trip"]
+
+_logger = logging.getLogger(__name__)
+
+
+def read_event(monitor: Any, start: float) -> ProbeEvent:
+    """Receive one monitor message; `time` is seconds since `start` (monotonic clock)."""
+    msg = recv_monitor_message(monitor)
+    code, value = int(msg["event"]), int(msg["value"])
+    name, detail = describe_event(code, value)
+    event = ProbeEvent(name, value, time.monotonic() - start, detail)
+    _logger.debug("probe event %s %s (%s) at %.3fs", name, value, detail, event.time)
+    return event
+
+
+def req_round_trip(sock: zmq.Socket[bytes], monitor: Any, events: list[ProbeEvent],
+                   start: float, deadline: float) -> Exchange:
+    """Take part in one request/reply with a REQ server whose handshake just succeeded.
+
+    `sock` is the probe's connected ROUTER socket (the peer type a REQ server accepts,
+    RFC 28), `monitor` its monitor socket, `events` the monitor events so far; new events
+    are appended to it. Returns no later than `deadline` (monotonic seconds). Raises
+    nothing for a peer that goes away; libzmq errors on send are counted as an unsent
+    reply.
+    """
+    sock.router_mandatory = True  # a reply to a peer that is gone fails instead of vanishing
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(monitor, zmq.POLLIN)
+    received = sent = 0
+    while True:
+        # Requests first: one that arrived just before a drop still counts.
+        while sock.poll(0):
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+            received += 1
+            _logger.debug("probe: request %d from the REQ server (%d frames, %d octets)",
+                          received, len(frames), sum(len(f) for f in frames))
+            sent += _answer(sock, frames)
+            if received >= 2:
+                # A strict REQ socket sends again only after it got the previous reply.
+                return Exchange("confirmed", received, sent)
+        if dropped_after_handshake(events):
+            return Exchange("dropped", received, sent)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Exchange("kept" if sent else "no-request", received, sent)
+        if monitor in dict(poller.poll(max(1, int(left * 1000)))):
+            while monitor.poll(0):
+                events.append(read_event(monitor, start))
+
+
+def _answer(sock: zmq.Socket[bytes], frames: list[bytes]) -> int:
+    """Send an empty reply to the request `frames` (ROUTER view); 1 if it went out.
+
+    The reply keeps the request's envelope: every frame up to and including the empty
+    delimiter (RFC 28), here the routing id and the delimiter.
+    """
+    try:
+        cut = frames.index(b"", 1) + 1
+    except ValueError:
+        cut = 1
+    try:
+        sock.send_multipart([*frames[:cut], b""], zmq.NOBLOCK)
+    except zmq.ZMQError as exc:
+        _logger.debug("probe: the reply could not be sent: %s", exc.strerror)
+        return 0
+    return 1
