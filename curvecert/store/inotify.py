@@ -60,7 +60,9 @@ WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_
               | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 _SELF = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT
 _SPECIAL = IN_Q_OVERFLOW | IN_IGNORED | _SELF
-_TREE = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE
+#: Events on a sub-directory that make its watches be re-synchronised with the disk;
+#: IN_ATTRIB: a directory made readable (chmod, chown) can be watched only from then on.
+_TREE = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB
 #: A directory that went away (or cannot be entered) between the event and the watch.
 _VANISHED = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EACCES})
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
@@ -307,7 +309,7 @@ class InotifyReader:
             if base is None:
                 continue
             for name, mask in names.items():
-                if mask & IN_ISDIR and mask & _TREE:
+                if name and mask & IN_ISDIR and mask & _TREE:
                     path = base + b"/" + name
                     self._forget_tree(path)
                     try:

@@ -12,6 +12,8 @@ import errno
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -302,3 +304,53 @@ def test_a_directory_that_cannot_be_watched_switches_to_polling(
         assert s.wait_for(lambda snap: snap.lookup(c.public_key) is not None, WAIT)
         (root / "deep" / "c.key").unlink()
         assert s.wait_for(lambda snap: snap.lookup(c.public_key) is None, WAIT)
+
+
+# --- a store that permission bits apply to ---------------------------------------------------
+
+_CHILD = """
+import sys
+from curvecert.store.watch import CertStore
+s = CertStore(sys.argv[1], debounce=0.01, rescan_interval=None, poll=False).start()
+print("ready", flush=True)
+for line in sys.stdin:  # "trusted KEYHEX" / "denied KEYHEX": wait for it, answer True/False
+    want, key = line.split()
+    print(s.wait_for(lambda snap: (snap.lookup(bytes.fromhex(key)) is not None)
+                     == (want == "trusted"), float(sys.argv[2])), flush=True)
+"""
+
+
+def test_a_subdirectory_readable_only_later_is_watched_from_then(tmp_path: Path) -> None:
+    """A store that runs without root's override (as it should) cannot watch a sub-directory
+    it cannot read; once it is made readable (chmod, an IN_ATTRIB on the parent) it must be
+    watched, or a key found there would stay trusted after its file is removed."""
+    from tests.faults.support import ROOT, unprivileged
+
+    u = unprivileged()
+    root, c, _path = _trusted_store(tmp_path)
+    sub = root / "sub"
+    sub.mkdir()
+    (root / "revoked.key").rename(sub / "revoked.key")
+    u.prepare(root)
+    os.chmod(sub, 0)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(root), str(WAIT)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             preexec_fn=u.preexec_fn, env=env, cwd=ROOT)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "ready"
+
+        def reached(state: str) -> bool:
+            child.stdin.write(f"{state} {c.public_key.hex()}\n")  # type: ignore[union-attr]
+            child.stdin.flush()  # type: ignore[union-attr]
+            return child.stdout.readline().strip() == "True"  # type: ignore[union-attr]
+
+        assert reached("denied")  # unreadable: nothing below it is trusted
+        os.chmod(sub, 0o755)
+        assert reached("trusted")
+        (sub / "revoked.key").unlink()
+        assert reached("denied")
+    finally:
+        child.stdin.close()
+        child.wait(WAIT)
