@@ -165,6 +165,11 @@ class Scanner:
             _logger.debug("incremental update failed (%s); rescanning", exc)
             return self.scan(cancel=cancel)
 
+    def keep(self, snap: Snapshot) -> None:
+        """Make `snap`, the snapshot before the last scan, current again: that scan found
+        nothing new (`Snapshot.same_as`), so it does not count as a new generation."""
+        self._snapshot, self._generation = snap, snap.generation
+
     # -- internals
 
     @staticmethod

@@ -2,8 +2,8 @@
 
 `CertStore` keeps the newest `curvecert.store.snapshot.Snapshot` behind one reference. A lookup
 reads that reference and does one dict access: no lock, no disk. Changes are picked up by
-inotify (`curvecert.store.inotify`; watchdog's observers elsewhere and for polling, see
-`curvecert.store.observe`) and applied by one reload thread:
+inotify (`curvecert.store.inotify`; watchdog's observers elsewhere, polling as a rescan
+every `poll_interval`, see `curvecert.store.observe`) and applied by one reload thread:
 
 - The reader's callback only records what changed and notifies (STYLE R9). The reload
   thread waits for a quiet period (`debounce`, capped so a steady stream of events cannot
@@ -22,7 +22,8 @@ inotify (`curvecert.store.inotify`; watchdog's observers elsewhere and for polli
   directory is then checked five times a second, and when it is back the watch is
   re-created and the store rescanned.
 - inotify limits (FIELD-NOTES B3): when the native observer cannot start (ENOSPC,
-  EMFILE, ENOMEM) the store falls back to watchdog's PollingObserver with a warning. Stores
+  EMFILE, ENOMEM) the store falls back to polling (a full rescan every `poll_interval`;
+  one that changed nothing is not published) with a warning. Stores
   on network file systems (NFS, CIFS, sshfs, 9p...), where inotify sees no remote
   changes, are polled from the start.
 - A kernel queue overflow (IN_Q_OVERFLOW) re-reads every trusted file first, then the
@@ -70,7 +71,7 @@ class CertStore(SnapshotView):
     ```
 
     `watch=False` reads the directory only on `start()` and `reload()`. `poll=True`
-    forces watchdog's PollingObserver (every `poll_interval` seconds), `poll=False` forces
+    forces polling (a rescan every `poll_interval` seconds), `poll=False` forces
     the native observer (inotify; no fallback), `poll=None` picks inotify and falls back
     to polling when inotify is out of resources or the directory is on a network file
     system. `debounce` is the quiet period that ends a burst of events;
@@ -233,7 +234,7 @@ class CertStore(SnapshotView):
 
     def _run(self) -> None:
         now = time.monotonic()
-        next_rescan = now + self._rescan_interval if self._rescan_interval else float("inf")
+        next_rescan = now + self._rescan_period()
         next_check = now + self._check_period()
         while True:
             with self._cond:
@@ -258,7 +259,7 @@ class CertStore(SnapshotView):
             now = time.monotonic()
             if now >= next_rescan:
                 full = True
-                next_rescan = now + (self._rescan_interval or float("inf"))
+                next_rescan = now + self._rescan_period()
             root_changed = root_event
             if root_event or now >= next_check or paths or full:
                 root_changed = root_changed or self._root_changed()
@@ -274,7 +275,9 @@ class CertStore(SnapshotView):
                 return
             except Exception:  # never let the reload thread die: the store would go stale
                 _logger.exception("reloading the certificate store %s failed", self.directory)
-            next_check = min(next_check, time.monotonic() + self._check_period())
+            now = time.monotonic()
+            next_check = min(next_check, now + self._check_period())
+            next_rescan = min(next_rescan, now + self._rescan_period())  # polling from now?
 
     def _take(self) -> tuple[set[bytes], bool, bool]:
         """The next piece of work (called with `_cond` held).
@@ -298,6 +301,12 @@ class CertStore(SnapshotView):
         self._dirty = bool(self._pending)  # the rest is already due: no new quiet period
         return paths, full, root_event
 
+    def _rescan_period(self) -> float:
+        """Seconds between full rescans: `poll_interval` when polling (the rescan is the
+        poll), else `rescan_interval` (the safety net)."""
+        period = self._rescan_interval or float("inf")
+        return min(period, self._dirwatch.poll_interval) if self._dirwatch.polling else period
+
     def _check_period(self) -> float:
         return _ROOT_CHECK if self._dirwatch.watched_id is not None else _REAPPEAR_CHECK
 
@@ -308,7 +317,11 @@ class CertStore(SnapshotView):
         try:
             with self._scan_lock:
                 if paths is None:
+                    before = self._scanner.snapshot
                     snap = self._scanner.scan(cancel=self._preempt)
+                    if snap.same_as(before):  # a poll or a safety-net rescan: nothing new
+                        self._scanner.keep(before)
+                        return
                 else:
                     snap = self._scanner.apply(sorted(paths), cancel=self._preempt)
         except ScanCancelled:

@@ -339,6 +339,54 @@ def test_stop_joins_threads_and_is_idempotent(root: Path) -> None:
     assert left == [], left
 
 
+def test_polling_revokes_a_key_read_between_two_polls(
+        root: Path, open_store: Callable[..., CertStore]) -> None:
+    """A key the store read in between two polls (here by `reload()`; a rescan or a
+    sub-directory walk does the same) and removed before the next poll. A poller with its
+    own picture of the disk saw neither change and the key stayed trusted; polling by
+    rescanning compares with what the store trusts."""
+    s = open_store(root, poll=True, poll_interval=0.5)
+    c = make("between")
+    write(root / "c.key", c)
+    assert s.reload().lookup(c.public_key) is not None
+    (root / "c.key").unlink()
+    assert s.wait_for(denied(s, c), WAIT)
+
+
+def test_a_rescan_that_finds_nothing_new_is_not_published(
+        root: Path, open_store: Callable[..., CertStore]) -> None:
+    write(root / "c.key", make("c"))
+    s = open_store(root, poll=True, poll_interval=0.01)
+    g0 = s.generation
+    c = make("d")
+    write(root / "d.key", c)
+    assert s.wait_for(trusted(s, c), WAIT)
+    g1 = s.generation
+    s._scanner.scan = counted = CountedScan(s._scanner.scan)  # type: ignore[method-assign]
+    assert counted.wait(20)  # twenty polls later: still the same generation
+    assert s.generation == g1 == g0 + 1
+
+
+class CountedScan:
+    """Wraps `Scanner.scan` to wait until it has run `n` times."""
+
+    def __init__(self, scan: Callable[..., Snapshot]):
+        self._scan = scan
+        self._cond = threading.Condition()
+        self.calls = 0
+
+    def __call__(self, **kw: object) -> Snapshot:
+        snap = self._scan(**kw)
+        with self._cond:
+            self.calls += 1
+            self._cond.notify_all()
+        return snap
+
+    def wait(self, n: int) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.calls >= n, WAIT)
+
+
 def test_periodic_rescan_is_a_safety_net(root: Path,
                                          open_store: Callable[..., CertStore]) -> None:
     c = make("c")
