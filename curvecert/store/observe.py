@@ -5,12 +5,11 @@ events, deduplicated, delivered as one batch, so a revocation is seen ahead of a
 queued before it. Elsewhere watchdog's platform observer is used. When the kernel is out
 of inotify resources (ENOSPC, EMFILE, ENFILE, ENOMEM: FIELD-NOTES B3) the watch falls back
 to polling with a warning, and a directory on a network file system (NFS, CIFS, sshfs,
-9p...), where inotify sees no remote changes, is polled from the start.
-
-Polling starts no observer: the owner rescans the store every `poll_interval` (its stat
-cache parses only files that changed). A poller with its own picture of the disk (such
-as watchdog's PollingObserver) misses a file the store read between two of its polls and
-that was removed before the next one: neither poll shows it, so it would stay trusted.
+9p...), where inotify sees no remote changes, is polled from the start. Polling has no
+observer here: the owner rescans every `poll_interval` seconds with its stat cache, so
+there is one view of the directory. (watchdog's poller kept a second one, and a file
+that came and went between its polls was never reported gone, though the store had read
+it.)
 
 Whatever the reader, changes reach one callback (`CertStore._on_changes`) as a batch:
 `(paths, root_event)`, `paths` mapping absolute paths (bytes) to inotify(7) event bits
@@ -172,9 +171,8 @@ class _Handler(FileSystemEventHandler):
 class DirectoryWatch:
     """One recursive watch on a directory, re-creatable when the directory is replaced.
 
-    `poll`: True forces polling (no observer: `polling` tells the owner to rescan every
-    `poll_interval` seconds), False forces inotify (no fallback), None picks inotify and
-    falls back to polling. `stopping()` is consulted before starting an observer, so a
+    `poll`: True forces polling, False forces inotify (no fallback), None picks inotify
+    and falls back to polling. `stopping()` is consulted before starting an observer, so a
     watch is never started after its owner began to shut down. `callback(batch)` gets the
     changes (see `Batch`); `overflow()` is called when the kernel dropped events. Both run
     in the reader's thread.
@@ -235,7 +233,7 @@ class DirectoryWatch:
                                     "polling every %.1fs", self.directory,
                                     exc.strerror or exc, hint, self.poll_interval)
                     self.polling = True
-            # polling: no observer; the owner rescans every `poll_interval` (module doc)
+            # polling: no observer; the owner rescans every `poll_interval` seconds
             self.observer = observer
             _SPY.watches.add(self)
             self.watched_id = (st.st_dev, st.st_ino)

@@ -339,20 +339,6 @@ def test_stop_joins_threads_and_is_idempotent(root: Path) -> None:
     assert left == [], left
 
 
-def test_polling_revokes_a_key_read_between_two_polls(
-        root: Path, open_store: Callable[..., CertStore]) -> None:
-    """A key the store read in between two polls (here by `reload()`; a rescan or a
-    sub-directory walk does the same) and removed before the next poll. A poller with its
-    own picture of the disk saw neither change and the key stayed trusted; polling by
-    rescanning compares with what the store trusts."""
-    s = open_store(root, poll=True, poll_interval=0.5)
-    c = make("between")
-    write(root / "c.key", c)
-    assert s.reload().lookup(c.public_key) is not None
-    (root / "c.key").unlink()
-    assert s.wait_for(denied(s, c), WAIT)
-
-
 def test_a_rescan_that_finds_nothing_new_is_not_published(
         root: Path, open_store: Callable[..., CertStore]) -> None:
     write(root / "c.key", make("c"))
