@@ -95,6 +95,7 @@ class Scanner:
         self._reader = FileReader(self._dir_b, strict=strict)
         self._new: list[StoreFinding] = []  # findings to log at the next publication
         self._dirs: set[bytes] = set()      # where `_walk` records the directories it saw
+        self._links: set[bytes] = set()     # ... and the symbolic links
 
     @property
     def parsed(self) -> int:
@@ -124,7 +125,7 @@ class Scanner:
             if self.strict and root:
                 return self._publish_unhealthy(f"{root[0].path}: {root[0].message}")
             builder = Builder()
-            self._dirs = builder.state.dirs
+            self._dirs, self._links = builder.state.dirs, builder.state.links
             if root:
                 self._fresh((b"", None, None, None, tuple(root)), cache)
                 builder.state.put_other(b"", (None, None, None, tuple(root)))
@@ -155,6 +156,9 @@ class Scanner:
             rels.add(rel)
         if not self._snapshot.healthy:
             return self.scan(cancel=cancel)
+        # a file read through a symbolic link changes with what it points at (another
+        # path, maybe below a dot-directory), which is no event on the link: look again
+        rels |= self._snapshot._state.links
         # drop paths inside another named path: walking the parent covers them
         pruned = [rel for rel in sorted(rels) if not self._below_any(rel, rels)]
         if not pruned:
@@ -215,7 +219,7 @@ class Scanner:
 
         `exposed`: `top` is or lies below a directory group/others can write.
         """
-        dir_b, strict, dirs = self._dir_b, self.strict, self._dirs
+        dir_b, strict, dirs, links = self._dir_b, self.strict, self._dirs, self._links
         stack = [(top, exposed)]
         count = 0
         read, special = self._reader.read, self._reader.special
@@ -257,6 +261,8 @@ class Scanner:
                             stack.append((rel, exposed or found is not None))
                             continue
                         regular = entry.is_file()
+                        if entry.is_symlink():
+                            links.add(rel)
                     except OSError:
                         continue
                     count += 1
@@ -305,6 +311,8 @@ class Scanner:
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
             return
+        if stat.S_ISLNK(st.st_mode):
+            self._links.add(rel)
         if stat.S_ISDIR(st.st_mode):
             found = directory_finding(dir_b, rel, st.st_mode, strict=self.strict)
             if found is not None:
@@ -349,9 +357,10 @@ class Scanner:
             if p in state.dirs:
                 sub = p + b"/"
                 state.dirs = {d for d in state.dirs if d != p and not d.startswith(sub)}
-        # 2. read what is there now
+        # 2. read what is there now (every link is at or below a prefix: seen again)
         fresh: list[Scanned] = []
-        self._dirs = state.dirs
+        state.links.clear()
+        self._dirs, self._links = state.dirs, state.links
         for p in prefixes:
             self._examine(p, old, fresh, cancel)
         # 3. re-decide every touched key: fresh files, surviving duplicates, current winner

@@ -187,12 +187,19 @@ class Snapshot:
         """A snapshot that trusts nothing (before the first scan, or when unreadable)."""
         return cls(directory, State(), generation=generation, problem=problem)
 
+    @property
+    def reads_links(self) -> bool:
+        """True when a file of the store is a symbolic link: a change to an ignored name
+        (a dot-directory, say) may then change what is trusted."""
+        return bool(self._state.links)
+
     def same_as(self, other: Snapshot) -> bool:
         """True when `other` trusts and reports exactly what this snapshot does (the
         generation aside): a rescan that changed nothing need not be published."""
         a, b = self._state, other._state
         return (self.problem == other.problem and a.by_key == b.by_key
-                and a.others == b.others and a.notes == b.notes and a.dirs == b.dirs)
+                and a.others == b.others and a.notes == b.notes and a.dirs == b.dirs
+                and a.links == b.links)
 
     def lookup(self, key: bytes | str) -> Entry | None:
         """The entry for a 32-byte public key (or its Z85 text), or None. No disk access."""

@@ -113,22 +113,25 @@ class State:
 
     Every structure is indexed so that a change to one path costs O(log n), never a pass
     over every finding: `dupkeys` finds a key's duplicates, `dirs` says which paths were
-    directories (only those can have files below them in `others`).
+    directories (only those can have files below them in `others`), `links` which files
+    were read through a symbolic link (a change to what they point at is no event on them).
     """
 
-    __slots__ = ("bloom", "by_key", "dirs", "dupkeys", "notes", "order", "others")
+    __slots__ = ("bloom", "by_key", "dirs", "dupkeys", "links", "notes", "order", "others")
 
     def __init__(self, by_key: dict[bytes, bytes] | None = None,
                  order: list[bytes] | None = None, others: dict[bytes, Other] | None = None,
                  notes: dict[bytes, tuple[StoreFinding, ...]] | None = None,
                  dupkeys: dict[bytes, tuple[bytes, ...]] | None = None,
-                 dirs: set[bytes] | None = None, bloom: bytearray | None = None):
+                 dirs: set[bytes] | None = None, bloom: bytearray | None = None,
+                 links: set[bytes] | None = None):
         self.by_key = {} if by_key is None else by_key  # winner key -> record
         self.order = [] if order is None else order     # winner keys, sorted by rel. path
         self.others = {} if others is None else others  # rel -> Other (bad, dup, dirs)
         self.notes = {} if notes is None else notes     # rel -> warnings of a winner
         self.dupkeys = {} if dupkeys is None else dupkeys  # key -> rels of its duplicates
         self.dirs = set() if dirs is None else dirs     # rels of sub-directories seen
+        self.links = set() if links is None else links  # rels of symbolic links seen
         # A Bloom filter of the paths trusted keys were read from (and their directories):
         # `may_trust` answers "certainly not" in ~0.3 µs, so a watcher can tell a possible
         # revocation from the thousands of other events of a burst without a bisection.
@@ -138,7 +141,7 @@ class State:
     def copy(self) -> State:
         return State(self.by_key.copy(), self.order.copy(), self.others.copy(),
                      self.notes.copy(), self.dupkeys.copy(), self.dirs.copy(),
-                     self.bloom.copy())
+                     self.bloom.copy(), self.links.copy())
 
     def rebuild_bloom(self) -> None:
         """Size the Bloom filter for the trusted files (16 bits each) and fill it."""

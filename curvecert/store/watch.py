@@ -23,8 +23,9 @@ inotify (`curvecert.store.inotify`; watchdog's observers elsewhere and for polli
   re-created and the store rescanned.
 - inotify limits (FIELD-NOTES B3): when the native observer cannot start (ENOSPC,
   EMFILE, ENOMEM) the store falls back to polling with a warning: a full rescan (stat
-  cache) every `poll_interval` seconds; one that finds nothing new publishes nothing. Stores on network file systems (NFS, CIFS,
-  sshfs, 9p...), where inotify sees no remote changes, are polled from the start.
+  cache) every `poll_interval` seconds; one that finds nothing new publishes nothing.
+  Stores on network file systems (NFS, CIFS, sshfs, 9p...), where inotify sees no remote
+  changes, are polled from the start.
 - A kernel queue overflow (IN_Q_OVERFLOW) re-reads every trusted file first, then the
   whole store; a reader thread that died is re-created at the next directory check. A
   full rescan every `rescan_interval` seconds is the last safety net.
@@ -70,8 +71,9 @@ class CertStore(SnapshotView):
     ```
 
     `watch=False` reads the directory only on `start()` and `reload()`. `poll=True`
-    forces polling (a full rescan with the stat cache every `poll_interval` seconds), `poll=False` forces
-    the native observer (inotify; no fallback), `poll=None` picks inotify and falls back
+    forces polling (a full rescan with the stat cache every `poll_interval` seconds),
+    `poll=False` forces the native observer (inotify; no fallback), `poll=None` picks
+    inotify and falls back
     to polling when inotify is out of resources or the directory is on a network file
     system. `debounce` is the quiet period that ends a burst of events;
     `rescan_interval` (None: never) the period of the safety-net full rescan.
@@ -183,7 +185,7 @@ class CertStore(SnapshotView):
         urgent: list[bytes] = []
         full = False
         prefix, n = self._prefix_b, len(self._prefix_b)
-        trusts_at = self._snapshot.trusts_at
+        trusts_at, links = self._snapshot.trusts_at, self._snapshot.reads_links
         for path in paths:
             if not path.startswith(prefix):
                 full = True  # the directory itself (e.g. its mode changed), or outside it
@@ -191,6 +193,8 @@ class CertStore(SnapshotView):
             rel = path[n:]
             kind = classify(rel)
             if kind == IGNORED:
+                if links:  # not read itself, but a symbolic link may point there
+                    pending.append(path)
                 continue
             if kind == K8S:
                 full = True  # Kubernetes atomic writer: ..data, ..data_tmp, ..<ts>

@@ -199,6 +199,41 @@ def test_kubernetes_swap_alone_triggers_a_rescan(root: Path,
 
 # --- sub-directories and the directory itself ----------------------------------------------
 
+def test_a_change_to_what_a_symlink_points_at(root: Path,
+                                             open_store: Callable[..., CertStore]) -> None:
+    """`enabled/` holds symbolic links into `available/` (the sites-enabled pattern): the
+    events name the target, never the link, and the link read the old key."""
+    a, b = make("a"), make("b")
+    write(root / "available" / "a.key", a)
+    (root / "enabled").mkdir()
+    (root / "enabled" / "a.key").symlink_to("../available/a.key")
+    s = open_store(root)
+    assert s.lookup(a.public_key).relpath == "available/a.key"
+    write(root / "available" / "a.key", b)  # rewritten in place: a revoked, b trusted
+    assert s.wait_for(lambda snap: snap.lookup(a.public_key) is None
+                      and snap.lookup(b.public_key) is not None, WAIT)
+    (root / "available" / "a.key").unlink()  # the link now dangles
+    assert s.wait_for(denied(s, b), WAIT)
+    write(root / "available" / "a.key", a)  # and points at a file again: read, a duplicate
+    assert s.wait_for(lambda snap: ("enabled/a.key", a.public_key, None) in snap.files(),
+                      WAIT)
+
+
+def test_a_symlink_into_a_dot_directory(root: Path,
+                                        open_store: Callable[..., CertStore]) -> None:
+    """Files below a dot-directory are never read themselves, so their events were dropped;
+    a link pointing there still read them."""
+    a = make("a")
+    write(root / ".versions" / "a.key", a)
+    (root / "a.key").symlink_to(".versions/a.key")
+    s = open_store(root)
+    assert s.lookup(a.public_key).relpath == "a.key"
+    (root / ".versions" / "a.key").unlink()
+    assert s.wait_for(denied(s, a), WAIT)
+    write(root / ".versions" / "a.key", a)  # the dangling link is read again
+    assert s.wait_for(trusted(s, a), WAIT)
+
+
 @pytest.mark.parametrize("poll", MODES)
 def test_subdirectories(root: Path, tmp_path: Path, open_store: Callable[..., CertStore],
                         poll: bool) -> None:
