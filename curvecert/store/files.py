@@ -261,18 +261,15 @@ def directory_finding(dir_b: bytes, rel: bytes, mode: int, *,
 
 
 def parent_findings(directory: str, *, strict: bool) -> list[StoreFinding]:
-    """`writable-parent` findings for the directories above the store.
+    """`writable-parent` findings for the directories a lookup of the store goes through.
 
-    A parent others can write (without the sticky bit) lets them rename the store away and
-    put their own in its place.
+    A directory others can write (without the sticky bit) lets them rename the store away
+    and put their own in its place; that includes each directory holding a symbolic link
+    on the way (`/srv/app/current -> releases/7`: whoever can write `/srv/app` can point
+    `current` at a store of their own). Nearest first.
     """
     out: list[StoreFinding] = []
-    path = os.path.realpath(directory)
-    while True:
-        parent = os.path.dirname(path)
-        if parent == path:
-            return out
-        path = parent
+    for path in reversed(_lookup_dirs(directory)):
         try:
             mode = os.stat(path).st_mode
         except OSError:
@@ -281,3 +278,33 @@ def parent_findings(directory: str, *, strict: bool) -> list[StoreFinding]:
             out.append(StoreFinding(path, None, "writable-parent", writable_message(
                 "a directory above the store", path, mode, strict=strict),
                 "error" if strict else "warning"))
+    return out
+
+
+def _lookup_dirs(directory: str) -> list[str]:
+    """The directories whose entries a lookup of `directory` reads, symbolic links
+    followed as the kernel does (at most 40 of them, its ELOOP limit), root first."""
+    out: list[str] = []
+    parts = os.path.abspath(directory).split("/")[::-1]  # a stack: next component last
+    head, hops = "/", 0
+    while parts:
+        part = parts.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            head = os.path.dirname(head)
+            continue
+        if head not in out:
+            out.append(head)
+        here = os.path.join(head, part)
+        try:
+            target = os.readlink(here) if hops < 40 else None
+        except OSError:  # not a link (or gone): go down into it
+            target = None
+        if target is None:
+            head = here
+            continue
+        hops += 1
+        head = "/" if target.startswith("/") else head
+        parts.extend(target.split("/")[::-1])
+    return out

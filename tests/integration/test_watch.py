@@ -234,6 +234,36 @@ def test_a_symlink_into_a_dot_directory(root: Path,
     assert s.wait_for(trusted(s, a), WAIT)
 
 
+def test_strict_modes_see_a_writable_directory_holding_a_symlink_on_the_way(
+        tmp_path: Path, open_store: Callable[..., CertStore]) -> None:
+    """`app/current -> ../releases/1`: whoever can write `app` can point `current` (and so
+    the store) at a directory of their own; only the resolved path's parents were checked."""
+    from tests.faults.support import unprivileged
+
+    u = unprivileged()
+    c, evil = make("release"), make("evil")
+    write(tmp_path / "releases" / "1" / "certs" / "c.key", c)
+    write(tmp_path / "mine" / "certs" / "e.key", evil)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "current").symlink_to("../releases/1")
+    app.chmod(0o777)  # others can write it
+    u.prepare(app, tmp_path / "mine" / "certs" / "e.key")
+    s = open_store(app / "current" / "certs", strict_modes=True)
+    assert not s.healthy and s.lookup(c.public_key) is None
+    assert s.snapshot.problem is not None and s.snapshot.problem.startswith(f"{app}: ")
+    # another user repoints the link at a store of their own: still nothing trusted
+    code = ("import os, sys; os.symlink(sys.argv[1], sys.argv[2] + '/new'); "
+            "os.rename(sys.argv[2] + '/new', sys.argv[2] + '/current')")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "mine"), str(app)],
+                   preexec_fn=u.preexec_fn, check=True, timeout=30)
+    s._scanner.scan = counted = CountedScan(s._scanner.scan)  # type: ignore[method-assign]
+    assert counted.wait(2)  # the store re-read the directory the link points at now
+    mine = os.stat(tmp_path / "mine" / "certs")
+    assert s._dirwatch.watched_id == (mine.st_dev, mine.st_ino)
+    assert s.lookup(evil.public_key) is None and not s.healthy
+
+
 @pytest.mark.parametrize("poll", MODES)
 def test_subdirectories(root: Path, tmp_path: Path, open_store: Callable[..., CertStore],
                         poll: bool) -> None:
