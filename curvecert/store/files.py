@@ -41,7 +41,7 @@ from curvecert.store.fastparse import SECRET_REASON, encode_meta, fast_parse, pa
 from curvecert.store.state import Scanned, StoreFinding, make_finding, make_record
 
 __all__ = ["CZMQ_METADATA_LIMIT", "MAX_FILE_SIZE", "FileReader", "is_ignored_name",
-           "parse_data", "sig_of", "writable_message"]
+           "lookup_steps", "parse_data", "sig_of", "writable_message"]
 
 _logger = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def parent_findings(directory: str, *, strict: bool) -> list[StoreFinding]:
     `current` at a store of their own). Nearest first.
     """
     out: list[StoreFinding] = []
-    for path in reversed(_lookup_dirs(directory)):
+    for path in reversed(dict.fromkeys(d for d, _name, _link in lookup_steps(directory))):
         try:
             mode = os.stat(path).st_mode
         except OSError:
@@ -281,10 +281,11 @@ def parent_findings(directory: str, *, strict: bool) -> list[StoreFinding]:
     return out
 
 
-def _lookup_dirs(directory: str) -> list[str]:
-    """The directories whose entries a lookup of `directory` reads, symbolic links
-    followed as the kernel does (at most 40 of them, its ELOOP limit), root first."""
-    out: list[str] = []
+def lookup_steps(directory: str) -> list[tuple[str, str, bool]]:
+    """How the kernel looks `directory` up: `(dir, name, is_link)` for each name read,
+    in order, symbolic links followed (at most 40, its ELOOP limit). The path is taken
+    as `os.path.abspath` leaves it, as the store does."""
+    out: list[tuple[str, str, bool]] = []
     parts = os.path.abspath(directory).split("/")[::-1]  # a stack: next component last
     head, hops = "/", 0
     while parts:
@@ -294,13 +295,12 @@ def _lookup_dirs(directory: str) -> list[str]:
         if part == "..":
             head = os.path.dirname(head)
             continue
-        if head not in out:
-            out.append(head)
         here = os.path.join(head, part)
         try:
             target = os.readlink(here) if hops < 40 else None
         except OSError:  # not a link (or gone): go down into it
             target = None
+        out.append((head, part, target is not None))
         if target is None:
             head = here
             continue

@@ -31,6 +31,8 @@ import struct
 import threading
 from collections.abc import Callable, Iterable
 
+from curvecert.store.files import lookup_steps
+
 __all__ = ["WATCH_MASK", "Batch", "InotifyReader", "available", "fold"]
 
 _logger = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
 IN_DONT_FOLLOW = 0x02000000
+IN_MASK_ADD = 0x20000000
 IN_ISDIR = 0x40000000
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
@@ -59,6 +62,9 @@ _IN_CLOEXEC = os.O_CLOEXEC
 WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO
               | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 _SELF = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT
+#: On a directory holding a name the store's path goes through (see `_guard`).
+_GUARD_MASK = (IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF
+               | IN_MOVE_SELF | IN_ONLYDIR | IN_MASK_ADD)
 _SPECIAL = IN_Q_OVERFLOW | IN_IGNORED | _SELF
 #: Events on a sub-directory that make its watches be re-synchronised with the disk;
 #: IN_ATTRIB: a directory made readable (chmod, chown) can be watched only from then on.
@@ -161,6 +167,7 @@ class InotifyReader:
         self._wake_r = self._wake_w = -1
         self._paths: dict[int, bytes] = {}      # watch descriptor -> directory path
         self._root_wd = -1
+        self._guards: dict[int, set[bytes]] = {}  # watch descriptor -> names on the way
         self._thread: threading.Thread | None = None
         self._fd_lock = threading.Lock()        # stop() never writes to a reused descriptor
         #: True once the thread has given up (an error, or a directory it could not watch)
@@ -177,6 +184,7 @@ class InotifyReader:
         try:
             self._root_wd = self._add(self.directory, root=True)
             self._add_tree(self.directory)
+            self._guard()
             self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             self._thread = threading.Thread(target=self._run, name="curvecert-inotify",
                                             daemon=True)
@@ -237,6 +245,22 @@ class InotifyReader:
                         continue
                     raise
                 stack.append(sub)
+
+    def _guard(self) -> None:
+        """Watch the directories holding the store's own name and each symbolic link its
+        path goes through (`/srv/app/current -> releases/7`): a change of one of those
+        names is a root event, so a repointed link is seen at once rather than at the
+        owner's next identity check. Best effort: a directory that cannot be watched
+        (EACCES, ENOSPC) is left to that check."""
+        lib = _load()
+        assert lib is not None
+        steps = lookup_steps(os.fsdecode(self.directory))
+        for i, (parent, name, link) in enumerate(steps):
+            if not (link or i == len(steps) - 1):
+                continue
+            wd = lib.inotify_add_watch(self._fd, os.fsencode(parent), _GUARD_MASK)
+            if wd >= 0:
+                self._guards.setdefault(wd, set()).add(os.fsencode(name))
 
     def _forget_tree(self, top: bytes) -> None:
         """Drop the watches on `top` and below (moved away or deleted)."""
@@ -302,9 +326,12 @@ class InotifyReader:
             elif mask & IN_IGNORED:
                 if wd != self._root_wd:
                     paths.pop(wd, None)
-            elif wd == self._root_wd:
+            elif wd == self._root_wd or wd in self._guards:
                 root_event = True
         for wd, names in per_dir.items():
+            guarded = self._guards.get(wd)
+            if guarded is not None and not guarded.isdisjoint(names):
+                root_event = True  # a name on the store's path was replaced
             base = paths.get(wd)
             if base is None:
                 continue
@@ -338,6 +365,7 @@ class InotifyReader:
                     with contextlib.suppress(OSError):
                         os.close(fd)
             self._paths.clear()
+            self._guards.clear()
 
     def watched(self) -> Iterable[bytes]:
         """The directories watched now (for diagnostics and tests)."""

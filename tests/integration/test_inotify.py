@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from curvecert.certs import certfile
 from curvecert.certs.cert import Certificate
-from curvecert.store import inotify
+from curvecert.store import inotify, watch
 from curvecert.store.inotify import (
     IN_CLOSE_WRITE,
     IN_CREATE,
@@ -317,6 +317,25 @@ def test_polling_drops_a_file_that_lived_shorter_than_one_poll(tmp_path: Path) -
         assert s.reload().lookup(c.public_key) is not None
         (root / "brief.key").unlink()
         assert s.wait_for(lambda snap: snap.lookup(c.public_key) is None, WAIT)
+
+
+def test_a_repointed_store_symlink_is_a_root_event(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store is `current -> v1`, and `ln -sfn v2 current` swaps the link: nothing
+    happens inside v1, so only the owner's identity check (once a second, pushed out of
+    the way here) used to notice. The directory holding the link is watched for its name."""
+    monkeypatch.setattr(watch, "_ROOT_CHECK", 3600.0)
+    _v1, c, _path = _trusted_store(tmp_path)
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "current").symlink_to("store")
+    with CertStore(tmp_path / "current", debounce=0.01, rescan_interval=None) as s:
+        assert s.lookup(c.public_key) is not None
+        (tmp_path / "new").symlink_to("v2")
+        os.rename(tmp_path / "new", tmp_path / "current")
+        assert s.wait_for(lambda snap: snap.lookup(c.public_key) is None, WAIT)
+        d = Certificate.new(name="v2")
+        (tmp_path / "v2" / "d.key").write_text(certfile.dump(d, secret=False))
+        assert s.wait_for(lambda snap: snap.lookup(d.public_key) is not None, WAIT)
 
 
 # --- a store that permission bits apply to ---------------------------------------------------
