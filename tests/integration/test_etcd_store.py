@@ -314,4 +314,7 @@ def test_status_and_metrics_show_revision_and_lag(url: str, tmp_path: Path,
         assert re.search(r"^    etcd revision \d+, lag [0-9.]+ s \(bound [0-9.]+ s\), watch "
                          r"(connected|DISCONNECTED), \d+ reconnect\(s\), \d+ full read\(s\)$",
                          text.out, re.MULTILINE), text.out
+        top = run_cli("top", "--once", "--endpoint", control)
+        assert top.code == 0, top.err
+        assert re.search(r"^  etcd revision \d+, ", top.out, re.MULTILINE), top.out
     promtool("check", "metrics", stdin=scraped[-1])  # last: it skips without promtool
