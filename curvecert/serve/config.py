@@ -125,6 +125,8 @@ class ServerConfig:
     """A store directory of the public certificates of admitted forwarders."""
     next_cert: Path | None = None
     """A second secret certificate served on `next-zap-endpoint` (rotation overlap)."""
+    strict_modes: bool = False
+    """`strict-modes = true`: StrictModes for the forwarders store (as for a domain's)."""
 
 
 @dataclass(frozen=True)
@@ -315,11 +317,12 @@ def _parse(data: Mapping[str, Any], base: Path | None, path: Path | None) -> Dae
         sr = TableReader(st, "server", base)
         cert, forwarders = _secret_ref(sr, "cert"), sr.path("forwarders")
         next_cert = _secret_ref(sr, "next-cert")
+        strict = sr.get("strict-modes", bool, False)
         sr.finish()
         if cert is None or forwarders is None:
             raise ConfigError("server: needs both `cert` (the daemon's secret certificate) "
                               "and `forwarders` (a store of forwarder certificates)")
-        server = ServerConfig(cert=cert, forwarders=forwarders, next_cert=next_cert)
+        server = ServerConfig(cert, forwarders, next_cert, strict)
 
     gateway = None
     gt = r.table_of("gateway")
