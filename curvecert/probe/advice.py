@@ -20,7 +20,9 @@ import enum
 
 import zmq
 
+from curvecert.probe.exchange import FLOOD_BUDGET
 from curvecert.probe.wire import (
+    MAX_FRAME,
     SERVER_TYPES,
     Exchange,
     Greeting,
@@ -107,6 +109,15 @@ def classify(obs: Observation, greeting: Greeting, *, mechanism: str, stranger: 
                 "the host are dropped (firewall), the host is down, or the address is wrong.",
                 "Check the address, routing and firewalls between the hosts; try again with a "
                 "longer --timeout.")
+    if kind == "flooded":
+        return (V.PROTOCOL_ERROR,
+                "The handshake succeeded, then the REQ server sent a message that did not "
+                "end: the probe took frames until its memory grew by "
+                f"{FLOOD_BUDGET >> 20} MiB and then stopped. A REQ socket sends one request "
+                "and waits for the reply; this peer is not behaving as one (a broken or "
+                "hostile implementation).",
+                "Check what really listens at this endpoint and which ZeroMQ library it "
+                "uses; the server's own log and socket monitor show what it sends.")
     if kind in ("dropped-after-handshake", "no-message"):
         return _after_handshake(kind, exchange or Exchange("no-request"), mechanism,
                                 timeout=timeout, zap_domain=zap_domain)
@@ -274,8 +285,10 @@ def _after_handshake(kind: str, exchange: Exchange, mechanism: str, *, timeout: 
         sent = ("before any request arrived" if not exchange.received else
                 "after its request, before the probe could answer")
         return (V.DROPPED_AFTER_HANDSHAKE,
-                ok + f"then the REQ server closed the connection {sent}: the server socket "
-                "was closed, its process ended, or it dropped this peer for another reason.",
+                ok + f"then the connection closed {sent}: the server socket was closed, its "
+                "process ended, or it dropped this peer for another reason; or the probe's "
+                f"own libzmq closed it because the server sent a frame over {MAX_FRAME >> 20} "
+                "MiB (the probe's limit) or bytes that are not valid ZMTP.",
                 "Check that the server keeps its REQ socket open and running, and read its "
                 "log; then probe again.")
     cause = (ok + "but a REQ server speaks first and no request arrived within "

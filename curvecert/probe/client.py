@@ -28,6 +28,7 @@ from curvecert.probe.advice import NEEDS_GREETING, ProbeVerdict, classify
 from curvecert.probe.exchange import read_event, req_round_trip
 from curvecert.probe.wire import (
     COMPATIBLE_TYPES,
+    MAX_FRAME,
     SENDS_FIRST,
     SERVER_TYPES,
     Endpoint,
@@ -41,7 +42,7 @@ from curvecert.probe.wire import (
     parse_greeting,
 )
 
-__all__ = ["ProbeResult", "peek_greeting", "probe"]
+__all__ = ["MAX_TIMEOUT", "ProbeResult", "peek_greeting", "probe"]
 
 _logger = logging.getLogger(__name__)
 
@@ -51,9 +52,12 @@ _logger = logging.getLogger(__name__)
 _GREETING_START = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03"
 _GREETING_LEN = 64
 
+#: The longest --timeout (seconds): one day. libzmq's poll takes milliseconds in a C long.
+MAX_TIMEOUT = 86400
+
 # Observations after which the client type that connected names the server's type: an
 # admission or a ZAP answer, and the two ends of a REQ server's exchange after its handshake.
-_TYPE_FITS = ("admitted", "auth", "dropped-after-handshake", "no-message")
+_TYPE_FITS = ("admitted", "auth", "dropped-after-handshake", "no-message", "flooded")
 
 
 @dataclass(frozen=True)
@@ -221,11 +225,13 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
     (`curvecert.probe.exchange`); the result's `exchange` says how it went. A stranger
     probe stops at the handshake, whose success alone means the server fails open.
 
-    Raises `ConfigError` for conflicting arguments, `CertificateError` for a client
-    certificate without a secret key, `OperationalError` for an unusable endpoint.
+    Raises `ConfigError` for conflicting arguments or a `timeout` (seconds) outside
+    (0, `MAX_TIMEOUT`], `CertificateError` for a client certificate without a secret
+    key, `OperationalError` for an unusable endpoint.
     """
-    if timeout <= 0:
-        raise ConfigError("timeout must be positive")
+    if not 0 < timeout <= MAX_TIMEOUT:  # also refuses NaN
+        raise ConfigError(f"timeout must be more than 0 and at most {MAX_TIMEOUT} seconds, "
+                          f"not {timeout}")
     if server_type is not None:
         server_type = server_type.upper()
         if server_type not in SERVER_TYPES:
@@ -335,6 +341,8 @@ def _attempt(ep: Endpoint, client_type: str, creds: _Credentials, timeout: float
     try:
         sock = context.socket(getattr(zmq, client_type))
         sock.linger = 0
+        sock.maxmsgsize = MAX_FRAME  # a larger frame from the peer ends the connection
+        sock.rcvhwm = 8  # the probe reads at most two messages; libzmq buffers no more
         if ep.host is not None and ":" in ep.host:
             sock.ipv6 = True
         if creds.server_public is not None:
