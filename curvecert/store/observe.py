@@ -4,8 +4,12 @@ On Linux the store reads inotify itself (`curvecert.store.inotify`): whole buffe
 events, deduplicated, delivered as one batch, so a revocation is seen ahead of a burst
 queued before it. Elsewhere watchdog's platform observer is used. When the kernel is out
 of inotify resources (ENOSPC, EMFILE, ENFILE, ENOMEM: FIELD-NOTES B3) the watch falls back
-to watchdog's PollingObserver with a warning, and a directory on a network file system
-(NFS, CIFS, sshfs, 9p...), where inotify sees no remote changes, is polled from the start.
+to polling with a warning, and a directory on a network file system (NFS, CIFS, sshfs,
+9p...), where inotify sees no remote changes, is polled from the start. Polling has no
+observer here: the owner rescans every `poll_interval` seconds with its stat cache, so
+there is one view of the directory. (watchdog's poller kept a second one, and a file
+that came and went between its polls was never reported gone, though the store had read
+it.)
 
 Whatever the reader, changes reach one callback (`CertStore._on_changes`) as a batch:
 `(paths, root_event)`, `paths` mapping absolute paths (bytes) to inotify(7) event bits
@@ -39,7 +43,6 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.polling import PollingObserver
 
 from curvecert.store.files import SKIP_SUFFIXES
 from curvecert.store.inotify import (
@@ -230,12 +233,7 @@ class DirectoryWatch:
                                     "polling every %.1fs", self.directory,
                                     exc.strerror or exc, hint, self.poll_interval)
                     self.polling = True
-            if observer is None:
-                try:
-                    observer = self._launch(PollingObserver(timeout=self.poll_interval))
-                except OSError as exc:
-                    _logger.error("cannot watch %s: %s", self.directory, exc)
-                    return
+            # polling: no observer; the owner rescans every `poll_interval` seconds
             self.observer = observer
             _SPY.watches.add(self)
             self.watched_id = (st.st_dev, st.st_ino)

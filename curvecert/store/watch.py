@@ -22,9 +22,9 @@ inotify (`curvecert.store.inotify`; watchdog's observers elsewhere and for polli
   directory is then checked five times a second, and when it is back the watch is
   re-created and the store rescanned.
 - inotify limits (FIELD-NOTES B3): when the native observer cannot start (ENOSPC,
-  EMFILE, ENOMEM) the store falls back to watchdog's PollingObserver with a warning. Stores
-  on network file systems (NFS, CIFS, sshfs, 9p...), where inotify sees no remote
-  changes, are polled from the start.
+  EMFILE, ENOMEM) the store falls back to polling with a warning: a full rescan (stat
+  cache) every `poll_interval` seconds. Stores on network file systems (NFS, CIFS,
+  sshfs, 9p...), where inotify sees no remote changes, are polled from the start.
 - A kernel queue overflow (IN_Q_OVERFLOW) re-reads every trusted file first, then the
   whole store; a reader thread that died is re-created at the next directory check. A
   full rescan every `rescan_interval` seconds is the last safety net.
@@ -70,7 +70,7 @@ class CertStore(SnapshotView):
     ```
 
     `watch=False` reads the directory only on `start()` and `reload()`. `poll=True`
-    forces watchdog's PollingObserver (every `poll_interval` seconds), `poll=False` forces
+    forces polling (a full rescan with the stat cache every `poll_interval` seconds), `poll=False` forces
     the native observer (inotify; no fallback), `poll=None` picks inotify and falls back
     to polling when inotify is out of resources or the directory is on a network file
     system. `debounce` is the quiet period that ends a burst of events;
@@ -231,15 +231,23 @@ class CertStore(SnapshotView):
 
     # --- reload thread ----------------------------------------------------------------------
 
+    def _rescan_period(self) -> float:
+        """Seconds between full rescans: `poll_interval` when polling, else
+        `rescan_interval` (infinite when None)."""
+        period = self._rescan_interval or float("inf")
+        if self._dirwatch.polling:
+            period = min(period, self._dirwatch.poll_interval)
+        return period
+
     def _run(self) -> None:
         now = time.monotonic()
-        next_rescan = now + self._rescan_interval if self._rescan_interval else float("inf")
+        last_full = now
         next_check = now + self._check_period()
         while True:
             with self._cond:
                 while not (self._stopping or self._dirty):
                     now = time.monotonic()
-                    deadline = min(next_rescan, next_check)
+                    deadline = min(last_full + self._rescan_period(), next_check)
                     if now >= deadline:
                         break
                     self._cond.wait(deadline - now)
@@ -256,9 +264,10 @@ class CertStore(SnapshotView):
                 paths, full, root_event = self._take()
             # -- outside the lock: the handler keeps queueing while we read the disk
             now = time.monotonic()
-            if now >= next_rescan:
+            if now >= last_full + self._rescan_period():
                 full = True
-                next_rescan = now + (self._rescan_interval or float("inf"))
+            if full:
+                last_full = now
             root_changed = root_event
             if root_event or now >= next_check or paths or full:
                 root_changed = root_changed or self._root_changed()
@@ -266,6 +275,7 @@ class CertStore(SnapshotView):
             try:
                 if root_changed:
                     self._rewatch()
+                    last_full = time.monotonic()
                 elif full:
                     self._reload(None)
                 elif paths:

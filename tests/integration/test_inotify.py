@@ -302,3 +302,16 @@ def test_a_directory_that_cannot_be_watched_switches_to_polling(
         assert s.wait_for(lambda snap: snap.lookup(c.public_key) is not None, WAIT)
         (root / "deep" / "c.key").unlink()
         assert s.wait_for(lambda snap: snap.lookup(c.public_key) is None, WAIT)
+
+
+def test_polling_drops_a_file_that_lived_shorter_than_one_poll(tmp_path: Path) -> None:
+    """Polling keeps one view of the directory (the store's own rescans). A file read by
+    an explicit reload and removed before the next poll must still be dropped; with
+    watchdog's poller, which kept a second view, it never was."""
+    root, _c, _path = _trusted_store(tmp_path)
+    c = Certificate.new(name="brief")
+    with CertStore(root, poll=True, poll_interval=0.5, rescan_interval=None) as s:
+        (root / "brief.key").write_text(certfile.dump(c, secret=False))
+        assert s.reload().lookup(c.public_key) is not None
+        (root / "brief.key").unlink()
+        assert s.wait_for(lambda snap: snap.lookup(c.public_key) is None, WAIT)
