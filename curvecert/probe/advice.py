@@ -246,7 +246,9 @@ def _round_trip(cause: str, exchange: Exchange, timeout: float) -> tuple[str, st
     cause += (f" Then one round trip: the REQ server sent a request, the probe answered "
               f"with an empty reply, and the server {how}.")
     return cause, ("Nothing to fix: the server's requests go out and replies come back. "
-                   "Its application did receive the probe's empty reply.")
+                   "Its application did receive the probe's empty replies, and a request it "
+                   "sent to the probe as the probe left is lost: a strict REQ socket with "
+                   "no other peer now waits for that reply (restart it if so).")
 
 
 def _user_id_off(zap_domain: str | None) -> str:
