@@ -161,7 +161,8 @@ Exit codes: 0 expected outcome (admitted; with --stranger, refused), 1 otherwise
                    "request and answers it with an empty reply.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True, max=MAX_TIMEOUT),
               default=5.0, show_default=True, metavar="SECONDS", callback=_finite,
-              help="How long to wait for a verdict (at most a day).")
+              help="How long to wait for a verdict, retries with other socket types "
+                   "included (at most a day).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def probe(endpoints: tuple[str, ...], server_keys: tuple[str, ...],
           server_certs: tuple[str, ...],

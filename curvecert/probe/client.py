@@ -216,9 +216,10 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
 
     `server_type` is the server socket's type; the probe connects once with a compatible
     type. Without it (None), a dropped handshake is retried with the other client types
-    (DEALER, PULL, SUB, PUSH, PAIR, ROUTER; `COMPATIBLE_TYPES`) before concluding, because libzmq
-    drops incompatible socket types after the security handshake, which looks exactly like
-    a wrong key; the type that got an answer is `server_type_found`.
+    (DEALER, PULL, SUB, PUSH, PAIR, ROUTER; `COMPATIBLE_TYPES`) before concluding, because
+    libzmq drops incompatible socket types after the security handshake, which looks
+    exactly like a wrong key; the type that got an answer is `server_type_found`. All
+    attempts share one `timeout` (seconds); the greeting look may add up to one second.
 
     A REQ server (`SENDS_FIRST`, given or found) is admitted only after a round trip:
     the probe waits for its request, answers it and sees the reply kept
@@ -274,11 +275,18 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
     obs: Observation | None = None
     events: list[ProbeEvent] = []
     exchange: Exchange | None = None
+    deadline = start + timeout  # shared by every attempt (the greeting look adds <= 1 s)
+    out_of_time = False
     for client_type in order:
+        left = deadline - time.monotonic()
+        if attempts and left <= 0:
+            out_of_time = True  # the remaining client types are not tried
+            break
         targets = ((server_type,) if server_type is not None
                    else COMPATIBLE_TYPES.get(client_type, ()))
         round_trip = not stranger and bool(targets) and set(targets) <= SENDS_FIRST
-        events, timed_out, exchange = _attempt(ep, client_type, creds, timeout, round_trip)
+        events, timed_out, exchange = _attempt(ep, client_type, creds, max(left, 0.001),
+                                               round_trip)
         obs = observe(events, timed_out=timed_out) if exchange is None else after_handshake(
             exchange)
         assert obs is not None
@@ -302,13 +310,17 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
                                    server_type=shown_type, endpoint=ep.text, timeout=timeout,
                                    client_fingerprint=fingerprint, transport=ep.transport,
                                    exchange=exchange, tried=tuple(t for t, _ in attempts)
-                                   if server_type is None else ())
+                                   if server_type is None and not out_of_time else ())
     ok = verdict is (ProbeVerdict.REFUSED if stranger else ProbeVerdict.ADMITTED)
     notes: list[str] = []
     if server_type is None and found and len(attempts) > 1:
         notes.append(f"The server's socket type is {found}: the probe got an answer as "
                      f"{attempts[-1][0]} after {', '.join(t for t, _ in attempts[:-1])} "
                      "were dropped; pass --server-type to connect that way at once.")
+    if out_of_time:
+        notes.append(f"The --timeout of {timeout:g}s ran out after the probe tried "
+                     f"{', '.join(t for t, _ in attempts)}; it did not try the other client "
+                     "types. Pass --server-type, or a longer --timeout.")
     if zap_domain:
         notes.append(f"ZAP domain {zap_domain!r} is a server socket option; the probe cannot "
                      "send it and only uses it in this advice.")

@@ -39,14 +39,17 @@ def _ready(socket_type: bytes) -> bytes:
 
 
 class RawZmtpServer:
-    """Each connection in turn: a ZMTP 3.0 greeting naming `mechanism`, READY, `script`.
-
-    After the script the connection stays open until the probe closes it or `stop()`.
+    """Every connection (each in its own thread): a ZMTP 3.0 greeting naming `mechanism`,
+    READY, then `script`. After the script the connection stays open until the probe closes
+    it or `stop()`. With `hold`, the server sends only the greeting and closes the
+    connection `hold` seconds later.
     """
 
     def __init__(self, script: Script, *, mechanism: bytes = b"NULL",
-                 socket_type: bytes = b"REQ") -> None:
+                 socket_type: bytes = b"REQ", hold: float | None = None) -> None:
         self._script = script
+        self._hold = hold
+        self._threads: list[threading.Thread] = []
         self._greeting = (b"\xff" + b"\x00" * 8 + b"\x7f\x03\x00" + mechanism.ljust(20, b"\x00")
                           + b"\x01" + b"\x00" * 31)
         self._ready = _ready(socket_type)
@@ -63,12 +66,22 @@ class RawZmtpServer:
                 conn, _ = self._listener.accept()
             except TimeoutError:
                 continue
-            with conn:
-                conn.settimeout(0.05)
-                try:
-                    self._serve(conn)
-                except OSError:
-                    pass  # the probe went away
+            thread = threading.Thread(target=self._connection, args=(conn,),
+                                      name="test-raw-zmtp-conn")
+            self._threads.append(thread)
+            thread.start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(0.05)
+            try:
+                if self._hold is not None:
+                    conn.sendall(self._greeting)
+                    self._stop.wait(self._hold)
+                    return
+                self._serve(conn)
+            except OSError:
+                pass  # the probe went away
 
     def _serve(self, conn: socket.socket) -> None:
         conn.sendall(self._greeting)
@@ -93,6 +106,8 @@ class RawZmtpServer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
         self._listener.close()
 
 
@@ -161,6 +176,16 @@ def test_greeting_text_reaches_the_terminal_escaped(raw_server: Any, run_cli: An
     assert r.out.startswith("MECHANISM MISMATCH")
     assert "\x1b" not in r.out and "\x07" not in r.out and "\x00" not in r.out
     assert "\\x1b]0;x" in r.out
+
+
+def test_socket_type_retries_share_the_timeout(raw_server: Any) -> None:
+    # A ZMTP server that drops every connection a while after its greeting looks like a
+    # socket-type mismatch, so the probe tries the next client type. Each drop comes after
+    # more than half of --timeout: one deadline for all attempts leaves room for two at most
+    # (with a fresh timeout per attempt the probe tried all six, six times as long).
+    server = raw_server(lambda conn: None, hold=1.2)
+    result = probe(server.endpoint, timeout=2.0)
+    assert 1 <= len(result.attempts) <= 2, result.attempts
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "1e300", "86401"])
