@@ -121,7 +121,7 @@ def classify(obs: Observation, greeting: Greeting, *, mechanism: str, stranger: 
     if kind in ("dropped-after-handshake", "no-message"):
         return _after_handshake(kind, exchange or Exchange("no-request"), mechanism,
                                 timeout=timeout, zap_domain=zap_domain)
-    if kind == "admitted":
+    if kind in ("admitted", "not-req"):
         verdict, cause, fix = _admitted(mechanism, stranger=stranger, throwaway=throwaway,
                                         dom=dom, zap_domain=zap_domain,
                                         fingerprint=client_fingerprint)
@@ -237,6 +237,12 @@ def _admitted(mechanism: str, *, stranger: bool, throwaway: bool, dom: str,
 
 def _round_trip(cause: str, exchange: Exchange, timeout: float) -> tuple[str, str]:
     """The admitted texts once a REQ server's exchange made the round trip."""
+    if exchange.outcome == "not-req":
+        kind = exchange.socket_type
+        return cause + (f" Its message says the server is a {kind}, not a REQ socket (a "
+                        "ROUTER probe also connects to DEALER and ROUTER sockets), so its "
+                        "handling of a reply was not checked."), (
+            f"Probe again with --server-type {kind}, or without --server-type.")
     if exchange.outcome == "confirmed":
         how = ("took the probe's reply and sent its next request (a strict REQ socket sends "
                "again only after it received a reply)")

@@ -57,7 +57,8 @@ MAX_TIMEOUT = 86400
 
 # Observations after which the client type that connected names the server's type: an
 # admission or a ZAP answer, and the two ends of a REQ server's exchange after its handshake.
-_TYPE_FITS = ("admitted", "auth", "dropped-after-handshake", "no-message", "flooded")
+_TYPE_FITS = ("admitted", "auth", "dropped-after-handshake", "no-message", "flooded",
+              "not-req")
 
 
 @dataclass(frozen=True)

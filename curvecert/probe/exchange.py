@@ -90,11 +90,17 @@ def req_round_trip(sock: zmq.Socket[bytes], monitor: Any, events: list[ProbeEven
     while True:
         # Requests first: one that arrived just before a drop still counts.
         while sock.poll(0):
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            frames = [p.bytes for p in parts]
             received += 1
             _logger.debug("probe: request %d from the REQ server (%d frames, %d octets)",
                           received, len(frames), sum(len(f) for f in frames))
             sent += _answer(sock, frames)
+            peer = _socket_type(parts[-1])
+            if peer and peer != "REQ":  # "": no metadata (ZMTP 2 peers); take its word
+                # libzmq's ROUTER also takes DEALER and ROUTER peers, which may send any
+                # number of messages: a second one would prove nothing.
+                return Exchange("not-req", received, sent, peer)
             if received >= 2:
                 # A strict REQ socket sends again only after it got the previous reply.
                 return Exchange("confirmed", received, sent)
@@ -110,6 +116,14 @@ def req_round_trip(sock: zmq.Socket[bytes], monitor: Any, events: list[ProbeEven
         if monitor in dict(poller.poll(max(1, int(min(left, _MEMORY_CHECK) * 1000)))):
             while monitor.poll(0):
                 events.append(read_event(monitor, start))
+
+
+def _socket_type(frame: zmq.Frame) -> str:
+    """The sender's socket type from its READY metadata (RFC 23), as libzmq reports it."""
+    try:
+        return str(frame.get("Socket-Type"))
+    except zmq.ZMQError:
+        return ""
 
 
 def _answer(sock: zmq.Socket[bytes], frames: list[bytes]) -> int:

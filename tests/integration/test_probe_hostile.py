@@ -19,6 +19,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import zmq
 
 from curvecert.errors import ConfigError
 from curvecert.probe.client import probe
@@ -163,7 +164,8 @@ def test_a_message_that_never_ends_is_cut_off(raw_server: Any, run_cli: Any) -> 
     assert r.code == 1, r.err
     doc = json.loads(r.out)
     assert doc["verdict"] == "protocol-error"
-    assert doc["round_trip"] == {"outcome": "flooded", "received": 0, "sent": 0}
+    assert doc["round_trip"] == {"outcome": "flooded", "received": 0, "sent": 0,
+                                 "socket_type": None}
     validator = jsonschema.Draft202012Validator(SCHEMAS["probe"], registry=REGISTRY)
     assert not list(validator.iter_errors(doc))
 
@@ -176,6 +178,28 @@ def test_greeting_text_reaches_the_terminal_escaped(raw_server: Any, run_cli: An
     assert r.out.startswith("MECHANISM MISMATCH")
     assert "\x1b" not in r.out and "\x07" not in r.out and "\x00" not in r.out
     assert "\\x1b]0;x" in r.out
+
+
+def test_a_dealer_sending_like_a_req_is_not_taken_for_one(ctx: zmq.Context[Any]) -> None:
+    # A DEALER server sends two "requests" at once, envelope and all. Counting the second
+    # as proof that the first reply was taken would call it a working REQ server.
+    server = ctx.socket(zmq.DEALER)
+    server.linger = 0
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+
+    def send_two() -> None:
+        if server.poll(20_000, zmq.POLLOUT):  # once the probe is connected
+            server.send_multipart([b"", b"job-1"])
+            server.send_multipart([b"", b"job-2"])
+
+    sender = threading.Thread(target=send_two, name="test-dealer-server")
+    sender.start()
+    result = probe(f"tcp://127.0.0.1:{port}", server_type="REQ", timeout=20)
+    sender.join(timeout=30)
+    assert result.exchange is not None
+    assert (result.exchange.outcome, result.exchange.socket_type) == ("not-req", "DEALER")
+    assert "--server-type DEALER" in result.fix
+    server.close()
 
 
 def test_socket_type_retries_share_the_timeout(raw_server: Any) -> None:
