@@ -188,6 +188,16 @@ class Policy:
 
 
 
+def _miss_reason(source: object) -> str:
+    """"unknown key", saying so when a store that could not be read is why (fail closed:
+    an unreadable store trusts nothing, and an operator should not hunt for a key)."""
+    for item in source.lookups if isinstance(source, KeyChain) else (source,):
+        if getattr(item, "healthy", True) is False:
+            problem = getattr(item, "problem", None) or "cannot be read"
+            return f"unknown key (store unavailable: {problem})"
+    return "unknown key"
+
+
 def _decide_curve(request: zap.ZapRequest, source: CurveSource) -> Decision | Pending:
     key = request.credentials[0]
     if isinstance(source, UnsafeAllowAny):
@@ -201,7 +211,7 @@ def _decide_curve(request: zap.ZapRequest, source: CurveSource) -> Decision | Pe
         return error(request, f"key lookup failed: {type(exc).__name__}", key_text(key))
     text = key_text(key)
     if entry is None:
-        return deny(request, "unknown key", text)
+        return deny(request, _miss_reason(source), text)
     try:
         meta = check_metadata(entry.metadata)
     except (ZapError, AttributeError, TypeError) as exc:

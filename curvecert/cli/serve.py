@@ -99,7 +99,7 @@ def _options_config(*, stores: tuple[str, ...], zap_endpoint: str | None,
                 raise click.UsageError("--next-zap-endpoint needs --next-server-cert")
             next_cert = Path(next_server_cert)
         server = ServerConfig(cert=Path(server_cert), forwarders=Path(forwarders),
-                              next_cert=next_cert)
+                              next_cert=next_cert, strict_modes=strict_modes)
     elif forwarders is not None:
         raise click.UsageError("--forwarders only applies to a tcp:// --zap-endpoint")
     if next_server_cert is not None and next_front is None and next_zap_endpoint is None:

@@ -125,6 +125,9 @@ class ServerConfig:
     """A store directory of the public certificates of admitted forwarders."""
     next_cert: Path | None = None
     """A second secret certificate served on `next-zap-endpoint` (rotation overlap)."""
+    strict_modes: bool = False
+    """`strict-modes = true`: the forwarders store is read with sshd's StrictModes, as a
+    domain's store is (`DomainConfig.strict_modes`)."""
 
 
 @dataclass(frozen=True)
@@ -315,11 +318,13 @@ def _parse(data: Mapping[str, Any], base: Path | None, path: Path | None) -> Dae
         sr = TableReader(st, "server", base)
         cert, forwarders = _secret_ref(sr, "cert"), sr.path("forwarders")
         next_cert = _secret_ref(sr, "next-cert")
+        server_strict = sr.get("strict-modes", bool, False)
         sr.finish()
         if cert is None or forwarders is None:
             raise ConfigError("server: needs both `cert` (the daemon's secret certificate) "
                               "and `forwarders` (a store of forwarder certificates)")
-        server = ServerConfig(cert=cert, forwarders=forwarders, next_cert=next_cert)
+        server = ServerConfig(cert=cert, forwarders=forwarders, next_cert=next_cert,
+                              strict_modes=server_strict)
 
     gateway = None
     gt = r.table_of("gateway")

@@ -159,7 +159,7 @@ class Daemon(Reloading):
                 server_cert = _load_secret_cert(str(cfg.server.cert), "daemon certificate")
                 self._forwarder_policy = build_policy((DomainConfig(
                     name=FORWARDER_DOMAIN, stores=(cfg.server.forwarders,),
-                    mechanisms=("CURVE",)),))
+                    mechanisms=("CURVE",), strict_modes=cfg.server.strict_modes),))
                 self._forwarder_auth = Authenticator(
                     self.context, self._forwarder_policy.policy, log_decisions=False,
                     on_decision=lambda _request, decision: self._record_forwarder(decision))

@@ -70,10 +70,11 @@ class CertStore(SnapshotView):
     ```
 
     `watch=False` reads the directory only on `start()` and `reload()`. `poll=True`
-    forces polling (a full rescan with the stat cache every `poll_interval` seconds), `poll=False` forces
-    the native observer (inotify; no fallback), `poll=None` picks inotify and falls back
-    to polling when inotify is out of resources or the directory is on a network file
-    system. `debounce` is the quiet period that ends a burst of events;
+    forces polling (a full rescan with the stat cache every `poll_interval` seconds),
+    `poll=False` forces the native observer (inotify; no fallback), `poll=None` picks
+    inotify and falls back to polling when inotify is out of resources or the directory
+    is on a network file system. `debounce` is the quiet period that ends a burst of
+    events;
     `rescan_interval` (None: never) the period of the safety-net full rescan.
     `on_reload` callbacks run after every new snapshot, in the reloading thread.
     `strict_modes` (sshd's StrictModes): do not trust files, sub-directories or a store

@@ -24,8 +24,9 @@ import zmq
 from curvecert import store
 from curvecert.auth.authenticator import Authenticator
 from curvecert.certs.cert import Certificate
+from curvecert.serve.forwarder import ZapForwarder
 from tests.faults.support import NOBODY, Unprivileged, client_outcome, wait_outcome
-from tests.serveproc import ServeAuth
+from tests.serveproc import ServeAuth, Server, handshake, retry_until
 
 pytestmark = pytest.mark.slow
 
@@ -128,3 +129,41 @@ def test_serve_auth_strict_modes(tmp_path: Path, ctx: zmq.Context[Any],
             assert ask(owner) == 400
             daemon.wait_stderr(re.escape("not trusted (strict modes)"))
         assert daemon.proc.poll() is None
+
+
+@pytest.mark.parametrize("how", ["default", "--strict-modes", "[server] strict-modes"])
+def test_forwarders_store_strict_modes(tmp_path: Path, ctx: zmq.Context[Any],
+                                       cli_env: Callable[..., dict[str, str]], how: str) -> None:
+    """The store of admitted forwarders (a tcp:// ZAP endpoint) follows strict modes too:
+    another local user who plants a forwarder key in a writable directory gets no answers.
+    """
+    fwd_dir, _owner, intruder = _store_with_planted_key(tmp_path)
+    clients = tmp_path / "clients"
+    alice, server = Certificate.new(name="alice"), Certificate.new(name="server")
+    store.add_certificate(clients, alice)
+    daemon_cert = Certificate.new(name="daemon")
+    daemon_cert.save(tmp_path / "daemon")
+    secret = tmp_path / "daemon_secret"
+    if how == "[server] strict-modes":
+        conf = tmp_path / "serve-auth.toml"
+        conf.write_text(f'zap-endpoint = "tcp://127.0.0.1:*"\n\n[domains."*"]\n'
+                        f'stores = ["{clients}"]\n\n[server]\ncert = "{secret}"\n'
+                        f'forwarders = "{fwd_dir}"\nstrict-modes = true\n')
+        args = ["--config", str(conf)]
+    else:
+        args = ["--store", str(clients), "--zap-endpoint", "tcp://127.0.0.1:*",
+                "--server-cert", str(secret), "--forwarders", str(fwd_dir)]
+        if how == "--strict-modes":
+            args.append("--strict-modes")
+    with ServeAuth(args, cli_env(None)) as daemon:
+        # the application process: a forwarder holding the planted key, then a CURVE server
+        with ZapForwarder(ctx, daemon.endpoint, server_key=daemon_cert.public_key,
+                          cert=intruder, timeout=0.3):
+            srv = Server(ctx, server)
+            try:
+                want = 200 if how == "default" else 500  # 500: the daemon never answers
+                retry_until(lambda: handshake(srv, alice), lambda o: o.status == want)
+            finally:
+                srv.close()
+        if how != "default":
+            daemon.wait_stderr("refused a forwarder connection")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from curvecert.certs.cert import Certificate
 from curvecert.errors import ConfigError
 from curvecert.formats import z85, zmtp
 from curvecert.formats.zap import ZapRequest
+from curvecert.store.watch import CertStore
 
 ALICE = bytes(range(32))
 MALLORY = bytes(range(1, 33))
@@ -200,6 +202,21 @@ def test_curve_unknown_key() -> None:
     decision = decide(curve(MALLORY), one(DomainPolicy(curve=StaticKeys.from_keys([ALICE]))))
     assert (decision.status, decision.reason, decision.user_id) == ("400", "unknown key", b"")
     assert decision.subject == z85.encode(MALLORY)
+
+
+def test_an_unreadable_store_says_so(tmp_path: Path) -> None:
+    """Fail closed, and say why: a store that cannot be read trusts nothing, and the
+    reason names it rather than leaving an operator to hunt for a missing key."""
+    good = StaticKeys.from_keys([MALLORY])
+    gone = CertStore(tmp_path / "missing", watch=False).start()
+    decision = decide(curve(ALICE), one(DomainPolicy(curve=KeyChain([gone, good]))))
+    assert decision.status == "400"
+    assert decision.reason.startswith("unknown key (store unavailable: ")
+    assert decision.reason.endswith(")") and len(decision.reason) > 40
+    assert decide(curve(MALLORY), one(DomainPolicy(curve=KeyChain([gone, good])))
+                  ).status == "200"
+    healthy = CertStore(tmp_path, watch=False).start()
+    assert decide(curve(ALICE), one(DomainPolicy(curve=healthy))).reason == "unknown key"
 
 
 def test_curve_not_configured_and_unsafe_allow_any() -> None:
