@@ -25,6 +25,7 @@ from curvecert.errors import ConfigError
 from curvecert.probe.client import probe
 from curvecert.probe.wire import MAX_FRAME
 from tests.integration.test_json_schemas import REGISTRY, SCHEMAS
+from tests.integration.test_probe import RawServer
 
 Script = Callable[[socket.socket], None]
 
@@ -39,7 +40,7 @@ def _ready(socket_type: bytes) -> bytes:
                     + struct.pack(">I", len(socket_type)) + socket_type)
 
 
-class RawZmtpServer:
+class RawZmtpServer(RawServer):
     """Every connection (each in its own thread): a ZMTP 3.0 greeting naming `mechanism`,
     READY, then `script`. After the script the connection stays open until the probe closes
     it or `stop()`. With `hold`, the server sends only the greeting and closes the
@@ -54,23 +55,13 @@ class RawZmtpServer:
         self._greeting = (b"\xff" + b"\x00" * 8 + b"\x7f\x03\x00" + mechanism.ljust(20, b"\x00")
                           + b"\x01" + b"\x00" * 31)
         self._ready = _ready(socket_type)
-        self._stop = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.05)
-        self.endpoint = f"tcp://127.0.0.1:{self._listener.getsockname()[1]}"
-        self._thread = threading.Thread(target=self._run, name="test-raw-zmtp")
-        self._thread.start()
+        super().__init__(None)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            thread = threading.Thread(target=self._connection, args=(conn,),
-                                      name="test-raw-zmtp-conn")
-            self._threads.append(thread)
-            thread.start()
+    def _on_accept(self, conn: socket.socket) -> None:
+        thread = threading.Thread(target=self._connection, args=(conn,),
+                                  name="test-raw-zmtp-conn")
+        self._threads.append(thread)
+        thread.start()
 
     def _connection(self, conn: socket.socket) -> None:
         with conn:
@@ -109,7 +100,7 @@ class RawZmtpServer:
         self._thread.join(timeout=10)
         for thread in self._threads:
             thread.join(timeout=10)
-        self._listener.close()
+        super().stop()
 
 
 @pytest.fixture
