@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from curvecert.cli.replytext import as_list, dicts, items_of, number, shown
+from curvecert.cli.replytext import as_list, dicts, etcd_line, items_of, number, shown
 from curvecert.formats.sanitize import field, json_line
 from curvecert.serve import config as cfgmod
 from curvecert.serve.control import ControlClient, control_endpoint_for
@@ -57,18 +57,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 # --- status ---------------------------------------------------------------------------------
 
-def _etcd_line(store: dict[str, Any]) -> str:
-    """`etcd revision 42, lag 0.3 s (bound 30 s), watch connected, 0 reconnect(s), 1 full
-    read(s)` for an etcd store's status entry."""
-    lag = store.get("lag_seconds")
-    lag_text = "never confirmed" if lag is None else f"lag {number(lag, '.1f')} s"
-    watch = "watch connected" if store.get("connected") else "watch DISCONNECTED"
-    return (f"etcd revision {number(store.get('revision'), 'd')}, {lag_text} (bound "
-            f"{number(store.get('staleness_seconds'), 'g')} s), {watch}, "
-            f"{number(store.get('reconnects'), 'd')} reconnect(s), "
-            f"{number(store.get('full_reads'), 'd')} full read(s)")
-
-
 def status_lines(st: dict[str, Any]) -> list[str]:
     """Plain-text status, every value from the daemon escaped."""
     head = "healthy" if st.get("healthy") is True else "UNHEALTHY"
@@ -87,7 +75,7 @@ def status_lines(st: dict[str, Any]) -> list[str]:
                          f"{number(store.get('certificates'))} certificate(s), {state}, "
                          f"{number(store.get('finding_count'))} finding(s)")
             if store.get("backend") == "etcd":
-                lines.append(f"    {_etcd_line(store)}")
+                lines.append(f"    {etcd_line(store)}")
     decisions = st.get("decisions", {})
     if isinstance(decisions, dict) and decisions:
         for mech, by_status in sorted(decisions.items(), key=lambda kv: str(kv[0])):

@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from curvecert.cli.replytext import dicts, number
+from curvecert.cli.replytext import dicts, etcd_line, etcd_short, number
 from curvecert.formats.sanitize import escape
 from curvecert.serve.control import ControlClient
 
@@ -67,6 +67,8 @@ def _plain(st: dict[str, Any], totals: dict[str, int], rates: dict[str, float],
             ok = "healthy" if store.get("healthy") is True else "UNHEALTHY"
             lines.append(f"store {escape(str(store.get('path')))} "
                          f"{number(store.get('certificates'))} certs {ok}")
+            if store.get("backend") == "etcd":
+                lines.append(f"  {etcd_line(store)}")
     for d in dicts(denials):
         lines.append(f"denied {number(d.get('status'))} {escape(str(d.get('mechanism')))} "
                      f"{escape(str(d.get('address') or '?'))} "
@@ -91,16 +93,23 @@ def _rich(st: dict[str, Any], totals: dict[str, int], rates: dict[str, float],
         counts.add_row(Text(s, style=_STYLE[s]), str(totals.get(s, 0)),
                        f"{rates.get(s, 0.0):.1f}")
     stores = Table(title="stores", title_justify="left")
-    for col in ("domain", "path", "certs", "health"):
+    columns = ["domain", "path", "certs", "health"]
+    etcd = any(store.get("backend") == "etcd" for dom in dicts(st.get("domains", []))
+               for store in dicts(dom.get("stores", [])))
+    for col in [*columns, "etcd"] if etcd else columns:
         stores.add_column(col)
     for dom in dicts(st.get("domains", [])):
         for store in dicts(dom.get("stores", [])):
             ok = store.get("healthy") is True
             # Text, never a markup string: "[link=...]" from a reply must stay text
-            stores.add_row(Text(escape(str(dom.get("name")))), Text(escape(str(store.get("path")))),
-                           Text(number(store.get("certificates"))),
-                           Text("healthy" if ok else "UNHEALTHY",
-                                style="green" if ok else "bold red"))
+            cells = [Text(escape(str(dom.get("name")))), Text(escape(str(store.get("path")))),
+                     Text(number(store.get("certificates"))),
+                     Text("healthy" if ok else "UNHEALTHY",
+                          style="green" if ok else "bold red")]
+            if etcd:
+                cells.append(Text(etcd_short(store),
+                                  style="" if store.get("connected") else "bold red"))
+            stores.add_row(*cells)
     last = Table(title="last denials", title_justify="left")
     for col in ("time", "status", "mech", "address", "reason"):
         last.add_column(col)

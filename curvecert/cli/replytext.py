@@ -13,7 +13,7 @@ from typing import Any
 
 from curvecert.formats.sanitize import escape
 
-__all__ = ["as_list", "dicts", "items_of", "number", "shown"]
+__all__ = ["as_list", "dicts", "etcd_line", "etcd_short", "items_of", "number", "shown"]
 
 
 def shown(value: Any) -> str:
@@ -44,3 +44,26 @@ def as_list(value: Any) -> list[Any]:
 def items_of(result: Any) -> list[dict[str, Any]]:
     """The `items` objects of a `trusted` or `decisions` result."""
     return dicts(result.get("items", [])) if isinstance(result, dict) else []
+
+
+def etcd_line(store: dict[str, Any]) -> str:
+    """`etcd revision 42, lag 0.3 s (bound 30 s), watch connected, 0 reconnect(s), 1 full
+    read(s)` for an etcd store's status entry."""
+    lag = store.get("lag_seconds")
+    lag_text = "never confirmed" if lag is None else f"lag {number(lag, '.1f')} s"
+    watch = "watch connected" if store.get("connected") else "watch DISCONNECTED"
+    return (f"etcd revision {number(store.get('revision'), 'd')}, {lag_text} (bound "
+            f"{number(store.get('staleness_seconds'), 'g')} s), {watch}, "
+            f"{number(store.get('reconnects'), 'd')} reconnect(s), "
+            f"{number(store.get('full_reads'), 'd')} full read(s)")
+
+
+def etcd_short(store: dict[str, Any]) -> str:
+    """`rev 42, lag 0.3 s, watch ok` (or `watch DOWN`): an etcd store's sync state in a
+    table cell; empty for a directory store."""
+    if store.get("backend") != "etcd":
+        return ""
+    lag = store.get("lag_seconds")
+    lag_text = "lag never confirmed" if lag is None else f"lag {number(lag, '.1f')} s"
+    watch = "watch ok" if store.get("connected") else "watch DOWN"
+    return f"rev {number(store.get('revision'), 'd')}, {lag_text}, {watch}"

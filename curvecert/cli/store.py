@@ -269,7 +269,9 @@ def remove(ctx: click.Context, selectors: tuple[str, ...], as_json: bool,
         return
     for path in removed:
         click.echo(escape(path))
-    render.status("INFO", f"removed {len(removed)} file(s) from {directory}")
+    noun = "etcd key" if etcd else "file"
+    count = f"{len(removed)} {noun}{'' if len(removed) == 1 else 's'}"
+    render.status("INFO", f"removed {count} from {directory}")
 
 
 def _entry_json(entry: store_mod.Entry) -> dict[str, Any]:

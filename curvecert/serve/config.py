@@ -126,8 +126,7 @@ class ServerConfig:
     next_cert: Path | None = None
     """A second secret certificate served on `next-zap-endpoint` (rotation overlap)."""
     strict_modes: bool = False
-    """`strict-modes = true`: the forwarders store is read with sshd's StrictModes, as a
-    domain's store is (`DomainConfig.strict_modes`)."""
+    """`strict-modes = true`: StrictModes for the forwarders store (as for a domain's)."""
 
 
 @dataclass(frozen=True)
@@ -318,13 +317,12 @@ def _parse(data: Mapping[str, Any], base: Path | None, path: Path | None) -> Dae
         sr = TableReader(st, "server", base)
         cert, forwarders = _secret_ref(sr, "cert"), sr.path("forwarders")
         next_cert = _secret_ref(sr, "next-cert")
-        server_strict = sr.get("strict-modes", bool, False)
+        strict = sr.get("strict-modes", bool, False)
         sr.finish()
         if cert is None or forwarders is None:
             raise ConfigError("server: needs both `cert` (the daemon's secret certificate) "
                               "and `forwarders` (a store of forwarder certificates)")
-        server = ServerConfig(cert=cert, forwarders=forwarders, next_cert=next_cert,
-                              strict_modes=server_strict)
+        server = ServerConfig(cert, forwarders, next_cert, strict)
 
     gateway = None
     gt = r.table_of("gateway")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -107,9 +106,10 @@ def fold(buf: bytes) -> tuple[dict[int, dict[bytes, int]], list[tuple[int, int]]
 def _load() -> ctypes.CDLL | None:
     global _libc
     if _libc is None:
-        name = ctypes.util.find_library("c")
         try:
-            lib = ctypes.CDLL(name, use_errno=True)
+            # the process's own symbols: the C library is loaded already (no subprocess,
+            # unlike ctypes.util.find_library); no inotify there -> not Linux
+            lib = ctypes.CDLL(None, use_errno=True)
             for fn, argtypes in (("inotify_init1", [ctypes.c_int]),
                                  ("inotify_add_watch", [ctypes.c_int, ctypes.c_char_p,
                                                         ctypes.c_uint32]),

@@ -182,6 +182,7 @@ def test_remove_by_each_kind_of_selector(run_cli: Run, tmp_path: Path,
         assert r.code == 0, (selector, r.err)
         assert r.out.split() == [str(d / name_of[gone])]
         assert files(d) == set(name_of.values()) - {name_of[gone]}
+        assert f"removed 1 file from {d}" in r.err
 
 
 def test_ambiguous_remove_exits_2_and_removes_nothing(run_cli: Run, tmp_path: Path,

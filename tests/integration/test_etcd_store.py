@@ -121,7 +121,7 @@ def test_cli_add_list_check_remove(url: str, tmp_path: Path, run_cli: Callable[.
     assert run_cli("store", "check", "--store", url).code == 1
     r = run_cli("store", "--store", url, "remove", "alice")
     assert r.code == 0, r.err
-    assert store_mod.Snapshot is not None
+    assert "removed 1 etcd key from etcd://" in r.err
     assert EtcdWriter(parse_url(url)).certificates() == {}
     r = run_cli("store", "--store", url, "remove", "alice")
     assert r.code == 3
@@ -314,4 +314,7 @@ def test_status_and_metrics_show_revision_and_lag(url: str, tmp_path: Path,
         assert re.search(r"^    etcd revision \d+, lag [0-9.]+ s \(bound [0-9.]+ s\), watch "
                          r"(connected|DISCONNECTED), \d+ reconnect\(s\), \d+ full read\(s\)$",
                          text.out, re.MULTILINE), text.out
+        top = run_cli("top", "--once", "--endpoint", control)
+        assert top.code == 0, top.err
+        assert re.search(r"^  etcd revision \d+, ", top.out, re.MULTILINE), top.out
     promtool("check", "metrics", stdin=scraped[-1])  # last: it skips without promtool

@@ -94,6 +94,27 @@ def test_text_shows_the_etcd_line_escaped() -> None:
     assert "\x1b" not in text and "never confirmed" in text and "watch DISCONNECTED" in text
 
 
+def test_top_shows_the_etcd_state_escaped() -> None:
+    """`curvecert top`: the sync state in the plain text and in the live table."""
+    from rich.console import Console
+
+    from curvecert.cli.opstop import _plain, _rich
+
+    entry = {**store_summary(FakeEtcdStore(lag=None)), "revision": "4\x1b[2J2"}
+    plain_entry = store_summary(FakeEtcdStore(lag=0.5))
+    st = {"healthy": True, "pid": 1, "uptime": 1.0, "generation": 0,
+          "domains": [{"name": "*", "mechanisms": ["CURVE"], "stores": [plain_entry]}]}
+    text = _plain(st, {}, {}, [])
+    assert "\x1b" not in text
+    assert "  etcd revision 42, lag 0.5 s (bound 30 s), watch connected" in text
+    st["domains"][0]["stores"] = [entry]  # type: ignore[index]
+    console = Console(width=200, record=True, color_system=None)
+    console.print(_rich(st, {}, {}, []))
+    shown = console.export_text()
+    assert "\x1b" not in shown and "etcd" in shown
+    assert "lag never confirmed, watch DOWN" in shown
+
+
 def test_metrics_of_an_etcd_store() -> None:
     families = _scrape(FakeEtcdStore(lag=0.5))
     labels = {"domain": "*", "store": URL}
