@@ -21,6 +21,7 @@ report a missing or unusable file as an operational error.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -294,16 +295,52 @@ def _run(argv: list[str] | None, verbose: bool) -> int:
     return rv if isinstance(rv, int) else EXIT_OK
 
 
+class _Stdout:
+    """sys.stdout for the length of one command: once its reader has gone (`| head -1`),
+    the rest of the output is dropped instead of ending the command, so the exit status
+    stays the command's own (a verdict is not turned into 0 or 1 by a closed pipe).
+    Binary output (`store export`) is not covered: losing the data is an error there."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return int(self._inner.write(text))
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._inner.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self._gone = True
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._inner.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with the documented code; the one place errors become text."""
     args = argv if argv is not None else sys.argv[1:]
     verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"})
                   for a in args)
-    code = _run(argv, verbose)
-    if code == EXIT_OK:
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # The reader went away (`| head`): not an error; keep Python from complaining.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    real = sys.stdout
+    sys.stdout = _Stdout(real)
+    try:
+        code = _run(argv, verbose)
+        sys.stdout.flush()
+    finally:
+        sys.stdout = real
     sys.exit(code)

@@ -10,6 +10,7 @@ when the outcome is the expected one (admitted; with `--stranger`, refused) and 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 
 import click
@@ -20,7 +21,7 @@ from curvecert.cli import UsageProblem, Verdict, render
 from curvecert.errors import InvalidKey, OperationalError
 from curvecert.formats.sanitize import escape
 from curvecert.probe.advice import ProbeVerdict
-from curvecert.probe.client import ProbeResult
+from curvecert.probe.client import MAX_TIMEOUT, ProbeResult
 from curvecert.probe.client import probe as run_probe
 from curvecert.probe.wire import SERVER_TYPES, parse_endpoint
 
@@ -44,6 +45,13 @@ def _read_password(user: str) -> str:
         raise click.UsageError("--plain needs a password on stdin (one line) or a terminal "
                                "to prompt on")
     return line.rstrip("\r\n")
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """Refuse NaN, which passes every range check."""
+    if math.isnan(value):
+        raise click.BadParameter("not a number", ctx=ctx, param=param)
+    return value
 
 
 def _server_keys(server_keys: tuple[str, ...], server_certs: tuple[str, ...]) -> list[bytes]:
@@ -151,8 +159,10 @@ Exit codes: 0 expected outcome (admitted; with --stranger, refused), 1 otherwise
                    "PAIR and ROUTER, and the type that gets an answer is reported. A REQ "
                    "server is admitted only after a round trip: the probe waits for its "
                    "request and answers it with an empty reply.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
-              show_default=True, metavar="SECONDS", help="How long to wait for a verdict.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True, max=MAX_TIMEOUT),
+              default=5.0, show_default=True, metavar="SECONDS", callback=_finite,
+              help="How long to wait for a verdict, retries with other socket types "
+                   "included (at most a day).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def probe(endpoints: tuple[str, ...], server_keys: tuple[str, ...],
           server_certs: tuple[str, ...],

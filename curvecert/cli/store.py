@@ -34,7 +34,7 @@ from curvecert.certs.cert import Certificate
 from curvecert.certs.fileio import PUBLIC_MODE, atomic_write
 from curvecert.certs.verify import Finding
 from curvecert.cli import Verdict, render
-from curvecert.errors import CertificateError, StoreError
+from curvecert.errors import CertificateError, OperationalError, StoreError
 from curvecert.formats.sanitize import escape, field
 from curvecert.store import bulk
 from curvecert.store.etcdurl import is_etcd_url
@@ -402,8 +402,12 @@ def export(ctx: click.Context, fmt: str, output: str | None, as_json: bool,
     snap = _scan(directory)
     write = bulk.export_tar if fmt == "tar" else bulk.export_jsonl
     if output is None:
-        count = write(snap, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
+        try:
+            count = write(snap, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # the export is the data: losing it is an error
+            raise OperationalError("standard output: the reader went away before the "
+                                   "export was complete") from None
     else:
         buf = io.BytesIO()
         count = write(snap, buf)

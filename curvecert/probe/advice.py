@@ -20,7 +20,9 @@ import enum
 
 import zmq
 
+from curvecert.probe.exchange import FLOOD_BUDGET
 from curvecert.probe.wire import (
+    MAX_FRAME,
     SERVER_TYPES,
     Exchange,
     Greeting,
@@ -107,10 +109,19 @@ def classify(obs: Observation, greeting: Greeting, *, mechanism: str, stranger: 
                 "the host are dropped (firewall), the host is down, or the address is wrong.",
                 "Check the address, routing and firewalls between the hosts; try again with a "
                 "longer --timeout.")
+    if kind == "flooded":
+        return (V.PROTOCOL_ERROR,
+                "The handshake succeeded, then the REQ server sent a message that did not "
+                "end: the probe took frames until its memory grew by "
+                f"{FLOOD_BUDGET >> 20} MiB and then stopped. A REQ socket sends one request "
+                "and waits for the reply; this peer is not behaving as one (a broken or "
+                "hostile implementation).",
+                "Check what really listens at this endpoint and which ZeroMQ library it "
+                "uses; the server's own log and socket monitor show what it sends.")
     if kind in ("dropped-after-handshake", "no-message"):
         return _after_handshake(kind, exchange or Exchange("no-request"), mechanism,
                                 timeout=timeout, zap_domain=zap_domain)
-    if kind == "admitted":
+    if kind in ("admitted", "not-req"):
         verdict, cause, fix = _admitted(mechanism, stranger=stranger, throwaway=throwaway,
                                         dom=dom, zap_domain=zap_domain,
                                         fingerprint=client_fingerprint)
@@ -226,6 +237,12 @@ def _admitted(mechanism: str, *, stranger: bool, throwaway: bool, dom: str,
 
 def _round_trip(cause: str, exchange: Exchange, timeout: float) -> tuple[str, str]:
     """The admitted texts once a REQ server's exchange made the round trip."""
+    if exchange.outcome == "not-req":
+        kind = exchange.socket_type
+        return cause + (f" Its message says the server is a {kind}, not a REQ socket (a "
+                        "ROUTER probe also connects to DEALER and ROUTER sockets), so its "
+                        "handling of a reply was not checked."), (
+            f"Probe again with --server-type {kind}, or without --server-type.")
     if exchange.outcome == "confirmed":
         how = ("took the probe's reply and sent its next request (a strict REQ socket sends "
                "again only after it received a reply)")
@@ -235,7 +252,9 @@ def _round_trip(cause: str, exchange: Exchange, timeout: float) -> tuple[str, st
     cause += (f" Then one round trip: the REQ server sent a request, the probe answered "
               f"with an empty reply, and the server {how}.")
     return cause, ("Nothing to fix: the server's requests go out and replies come back. "
-                   "Its application did receive the probe's empty reply.")
+                   "Its application did receive the probe's empty replies, and a request it "
+                   "sent to the probe as the probe left is lost: a strict REQ socket with "
+                   "no other peer now waits for that reply (restart it if so).")
 
 
 def _user_id_off(zap_domain: str | None) -> str:
@@ -274,8 +293,10 @@ def _after_handshake(kind: str, exchange: Exchange, mechanism: str, *, timeout: 
         sent = ("before any request arrived" if not exchange.received else
                 "after its request, before the probe could answer")
         return (V.DROPPED_AFTER_HANDSHAKE,
-                ok + f"then the REQ server closed the connection {sent}: the server socket "
-                "was closed, its process ended, or it dropped this peer for another reason.",
+                ok + f"then the connection closed {sent}: the server socket was closed, its "
+                "process ended, or it dropped this peer for another reason; or the probe's "
+                f"own libzmq closed it because the server sent a frame over {MAX_FRAME >> 20} "
+                "MiB (the probe's limit) or bytes that are not valid ZMTP.",
                 "Check that the server keeps its REQ socket open and running, and read its "
                 "log; then probe again.")
     cause = (ok + "but a REQ server speaks first and no request arrived within "

@@ -28,6 +28,7 @@ from curvecert.probe.advice import NEEDS_GREETING, ProbeVerdict, classify
 from curvecert.probe.exchange import read_event, req_round_trip
 from curvecert.probe.wire import (
     COMPATIBLE_TYPES,
+    MAX_FRAME,
     SENDS_FIRST,
     SERVER_TYPES,
     Endpoint,
@@ -41,7 +42,7 @@ from curvecert.probe.wire import (
     parse_greeting,
 )
 
-__all__ = ["ProbeResult", "peek_greeting", "probe"]
+__all__ = ["MAX_TIMEOUT", "ProbeResult", "peek_greeting", "probe"]
 
 _logger = logging.getLogger(__name__)
 
@@ -51,9 +52,13 @@ _logger = logging.getLogger(__name__)
 _GREETING_START = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03"
 _GREETING_LEN = 64
 
+#: The longest --timeout (seconds): one day. libzmq's poll takes milliseconds in a C long.
+MAX_TIMEOUT = 86400
+
 # Observations after which the client type that connected names the server's type: an
 # admission or a ZAP answer, and the two ends of a REQ server's exchange after its handshake.
-_TYPE_FITS = ("admitted", "auth", "dropped-after-handshake", "no-message")
+_TYPE_FITS = ("admitted", "auth", "dropped-after-handshake", "no-message", "flooded",
+              "not-req")
 
 
 @dataclass(frozen=True)
@@ -212,20 +217,23 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
 
     `server_type` is the server socket's type; the probe connects once with a compatible
     type. Without it (None), a dropped handshake is retried with the other client types
-    (DEALER, PULL, SUB, PUSH, PAIR, ROUTER; `COMPATIBLE_TYPES`) before concluding, because libzmq
-    drops incompatible socket types after the security handshake, which looks exactly like
-    a wrong key; the type that got an answer is `server_type_found`.
+    (DEALER, PULL, SUB, PUSH, PAIR, ROUTER; `COMPATIBLE_TYPES`) before concluding, because
+    libzmq drops incompatible socket types after the security handshake, which looks
+    exactly like a wrong key; the type that got an answer is `server_type_found`. All
+    attempts share one `timeout` (seconds); the greeting look may add up to one second.
 
     A REQ server (`SENDS_FIRST`, given or found) is admitted only after a round trip:
     the probe waits for its request, answers it and sees the reply kept
     (`curvecert.probe.exchange`); the result's `exchange` says how it went. A stranger
     probe stops at the handshake, whose success alone means the server fails open.
 
-    Raises `ConfigError` for conflicting arguments, `CertificateError` for a client
-    certificate without a secret key, `OperationalError` for an unusable endpoint.
+    Raises `ConfigError` for conflicting arguments or a `timeout` (seconds) outside
+    (0, `MAX_TIMEOUT`], `CertificateError` for a client certificate without a secret
+    key, `OperationalError` for an unusable endpoint.
     """
-    if timeout <= 0:
-        raise ConfigError("timeout must be positive")
+    if not 0 < timeout <= MAX_TIMEOUT:  # also refuses NaN
+        raise ConfigError(f"timeout must be more than 0 and at most {MAX_TIMEOUT} seconds, "
+                          f"not {timeout}")
     if server_type is not None:
         server_type = server_type.upper()
         if server_type not in SERVER_TYPES:
@@ -268,11 +276,18 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
     obs: Observation | None = None
     events: list[ProbeEvent] = []
     exchange: Exchange | None = None
+    deadline = start + timeout  # shared by every attempt (the greeting look adds <= 1 s)
+    out_of_time = False
     for client_type in order:
+        left = deadline - time.monotonic()
+        if attempts and left <= 0:
+            out_of_time = True  # the remaining client types are not tried
+            break
         targets = ((server_type,) if server_type is not None
                    else COMPATIBLE_TYPES.get(client_type, ()))
         round_trip = not stranger and bool(targets) and set(targets) <= SENDS_FIRST
-        events, timed_out, exchange = _attempt(ep, client_type, creds, timeout, round_trip)
+        events, timed_out, exchange = _attempt(ep, client_type, creds, max(left, 0.001),
+                                               round_trip)
         obs = observe(events, timed_out=timed_out) if exchange is None else after_handshake(
             exchange)
         assert obs is not None
@@ -296,13 +311,17 @@ def probe(endpoint: str, *, server_key: bytes | str | None = None,
                                    server_type=shown_type, endpoint=ep.text, timeout=timeout,
                                    client_fingerprint=fingerprint, transport=ep.transport,
                                    exchange=exchange, tried=tuple(t for t, _ in attempts)
-                                   if server_type is None else ())
+                                   if server_type is None and not out_of_time else ())
     ok = verdict is (ProbeVerdict.REFUSED if stranger else ProbeVerdict.ADMITTED)
     notes: list[str] = []
     if server_type is None and found and len(attempts) > 1:
         notes.append(f"The server's socket type is {found}: the probe got an answer as "
                      f"{attempts[-1][0]} after {', '.join(t for t, _ in attempts[:-1])} "
                      "were dropped; pass --server-type to connect that way at once.")
+    if out_of_time:
+        notes.append(f"The --timeout of {timeout:g}s ran out after the probe tried "
+                     f"{', '.join(t for t, _ in attempts)}; it did not try the other client "
+                     "types. Pass --server-type, or a longer --timeout.")
     if zap_domain:
         notes.append(f"ZAP domain {zap_domain!r} is a server socket option; the probe cannot "
                      "send it and only uses it in this advice.")
@@ -335,6 +354,8 @@ def _attempt(ep: Endpoint, client_type: str, creds: _Credentials, timeout: float
     try:
         sock = context.socket(getattr(zmq, client_type))
         sock.linger = 0
+        sock.maxmsgsize = MAX_FRAME  # a larger frame from the peer ends the connection
+        sock.rcvhwm = 8  # the probe reads at most two messages; libzmq buffers no more
         if ep.host is not None and ":" in ep.host:
             sock.ipv6 = True
         if creds.server_public is not None:

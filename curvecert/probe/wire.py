@@ -52,6 +52,7 @@ from curvecert.errors import OperationalError
 
 __all__ = [
     "COMPATIBLE_TYPES",
+    "MAX_FRAME",
     "SENDS_FIRST",
     "SERVER_TYPES",
     "Endpoint",
@@ -104,6 +105,11 @@ COMPATIBLE_TYPES: dict[str, tuple[str, ...]] = {
 #: request and then waits for the reply). For these the probe answers one request before
 #: it says admitted.
 SENDS_FIRST = frozenset({"REQ"})
+
+#: The largest frame (octets) the probe's socket takes from a server (ZMQ_MAXMSGSIZE):
+#: without it libzmq allocates whatever size an untrusted peer announces. A larger frame
+#: makes the probe's libzmq close the connection.
+MAX_FRAME = 1 << 20
 
 # RFC 23 greeting: the mechanism name is octets 12..31 of the 64-octet greeting.
 _MECHANISM_END = 32
@@ -186,11 +192,18 @@ class Exchange:
     - `dropped`: the connection closed after the handshake (`sent` tells whether the probe
       had answered by then).
     - `no-request`: nothing arrived before the deadline; no message went either way.
+    - `not-req`: the server's message says (libzmq's `Socket-Type` property) that its
+      socket is not a REQ socket (`socket_type`): a DEALER or ROUTER, which libzmq lets a
+      ROUTER probe connect to, sends what it likes; the probe stopped after answering.
+    - `flooded`: the server sent more than the probe takes (a multipart message that did
+      not end while the probe grew by `curvecert.probe.exchange.FLOOD_BUDGET` octets); the
+      probe stopped listening.
     """
 
     outcome: str
     received: int = 0
     sent: int = 0
+    socket_type: str = ""
 
     @property
     def round_trip(self) -> bool:
@@ -199,17 +212,21 @@ class Exchange:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
-        return {"outcome": self.outcome, "received": self.received, "sent": self.sent}
+        return {"outcome": self.outcome, "received": self.received, "sent": self.sent,
+                "socket_type": self.socket_type or None}
 
 
 def after_handshake(exchange: Exchange) -> Observation:
     """The decisive fact once the handshake succeeded and `exchange` followed it.
 
     `admitted` only for a round trip; a drop is `dropped-after-handshake` (value: replies
-    sent before it), no request at all is `no-message`.
+    sent before it), no request at all is `no-message`, a flood is `flooded`, a server
+    that is not a REQ socket `not-req`.
     """
     if exchange.round_trip:
         return Observation("admitted")
+    if exchange.outcome in ("flooded", "not-req"):
+        return Observation(exchange.outcome)
     if exchange.outcome == "dropped":
         return Observation("dropped-after-handshake", exchange.sent)
     return Observation("no-message")

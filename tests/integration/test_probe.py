@@ -180,8 +180,11 @@ class RawServer:
                 continue
             self.accepted += 1
             self._conns.append(conn)
-            if self.banner is not None:
-                conn.sendall(self.banner)
+            self._on_accept(conn)
+
+    def _on_accept(self, conn: socket.socket) -> None:
+        if self.banner is not None:
+            conn.sendall(self.banner)
 
     def stop(self) -> None:
         """Stop accepting and close every connection."""

@@ -224,7 +224,8 @@ def test_cli_outputs(req_server: Any, certs: Certs,
     r = run_cli(args[0], server.endpoint, *args[2:], "--json")
     doc = json.loads(r.out)
     assert r.code == 0 and doc["verdict"] == "admitted", r.err
-    assert doc["round_trip"] == {"outcome": "confirmed", "received": 2, "sent": 2}
+    assert doc["round_trip"] == {"outcome": "confirmed", "received": 2, "sent": 2,
+                                 "socket_type": None}
     validator = jsonschema.Draft202012Validator(SCHEMAS["probe"], registry=REGISTRY)
     assert not list(validator.iter_errors(doc))
 
