@@ -126,7 +126,7 @@ class Daemon(Reloading):
     def wakeup_fd(self) -> int:
         """A non-blocking fd for `signal.set_wakeup_fd`.
 
-        Signals may land on any thread (watchdog runs several), and Python runs its handlers
+        Signals may land on any thread (store readers run several), and Python runs its handlers
         only in the main thread between bytecodes; while `run()` blocks in `poll` nothing
         would run them. With this fd as the wakeup fd, the C-level handler writes a byte
         that wakes the poll, and the Python handler runs right after.

@@ -2,8 +2,8 @@
 
 `CertStore` keeps the newest `curvecert.store.snapshot.Snapshot` behind one reference. A lookup
 reads that reference and does one dict access: no lock, no disk. Changes are picked up by
-inotify (`curvecert.store.inotify`; watchdog's observers elsewhere and for polling, see
-`curvecert.store.observe`) and applied by one reload thread:
+inotify (`curvecert.store.inotify`; watchdog's observer off Linux; polling is this
+module's own rescan, see `curvecert.store.observe`) and applied by one reload thread:
 
 - The reader's callback only records what changed and notifies (STYLE R9). The reload
   thread waits for a quiet period (`debounce`, capped so a steady stream of events cannot
@@ -175,7 +175,7 @@ class CertStore(SnapshotView):
         self._publish(snap)
         return snap
 
-    # --- events (watchdog's thread) ---------------------------------------------------------
+    # --- events (the reader's thread) -----------------------------------------------------
 
     def _on_changes(self, batch: Batch) -> None:
         # Hot path: a burst of 20,000 files brings 40,000-100,000 events (issue 11 §6),
