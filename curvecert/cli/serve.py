@@ -194,9 +194,10 @@ Docs: docs/serve-auth.md""")
                    "Default: $CURVECERT_STORE, else ~/.config/curvecert/store.")
 @click.option("--strict-modes", is_flag=True,
               help="Do not trust certificate files or store directories that group/others "
-                   "can write (like sshd's StrictModes; default: trusted with a warning). "
-                   "etcd:// stores ignore it. With --config: `strict-modes = true` per "
-                   "domain.")
+                   "can write (like sshd's StrictModes; default: trusted with a warning), "
+                   "in the --store directories and in --forwarders. etcd:// stores ignore "
+                   "it. In a --config file: `strict-modes = true` per domain, and in "
+                   "[server] for the forwarders store.")
 @click.option("--zap-endpoint", metavar="EP",
               help="ipc://PATH or tcp://HOST:PORT for forwarders. Default: "
                    "ipc://$XDG_RUNTIME_DIR/curvecert/zap.sock, else "
