@@ -426,7 +426,7 @@ class Scanner:
     def _publish_unhealthy(self, problem: str) -> Snapshot:
         was = self._snapshot
         if was.problem != problem and self._log:
-            _logger.error("%s; trusting NO key from it until it can be read", problem)
+            _logger.error("%s; trusting NO key from it until that is fixed", problem)
         self._generation += 1
         self._new = []
         self._snapshot = Snapshot.empty(self.directory, problem=problem,
