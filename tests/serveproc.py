@@ -227,3 +227,25 @@ def retry_until(attempt: Callable[[], Outcome], want: Callable[[Outcome], bool],
             return outcome
         if time.monotonic() > deadline:
             raise AssertionError(f"last outcome {outcome} after {timeout}s")
+
+
+def zap_asker(ctx: zmq.Context[Any], daemon: ServeAuth) -> Callable[[Certificate], int]:
+    """Ask the daemon's ZAP endpoint directly, as a forwarder would: `ask(cert)` sends one
+    CURVE request for `cert`'s key and returns the reply's status code (200, 400, ...)."""
+    req = daemon.secure(ctx.socket(zmq.REQ))
+    req.linger = 0
+    req.connect(daemon.endpoint)
+    counter = [0]
+
+    def ask(cert: Certificate) -> int:
+        counter[0] += 1
+        rid = str(counter[0]).encode()
+        req.send_multipart([b"1.0", rid, b"", b"127.0.0.1", b"", b"CURVE", cert.public_key])
+        assert req.poll(5000), f"serve-auth did not answer request {counter[0]}"
+        reply = req.recv_multipart()
+        assert reply[:2] == [b"1.0", rid] and len(reply) == 6
+        if counter[0] % 50 == 0:
+            daemon.json_lines()  # drain the decision log, or its pipe fills and blocks it
+        return int(reply[2])
+
+    return ask

@@ -20,29 +20,9 @@ import zmq
 from curvecert import store
 from curvecert.certs.cert import Certificate
 from tests.faults.support import wait_outcome
-from tests.serveproc import ServeAuth
+from tests.serveproc import ServeAuth, zap_asker
 
 pytestmark = pytest.mark.slow
-
-
-def _asker(ctx: zmq.Context[Any], daemon: ServeAuth) -> Callable[[Certificate], int]:
-    req = daemon.secure(ctx.socket(zmq.REQ))
-    req.linger = 0
-    req.connect(daemon.endpoint)
-    counter = [0]
-
-    def ask(cert: Certificate) -> int:
-        counter[0] += 1
-        rid = str(counter[0]).encode()
-        req.send_multipart([b"1.0", rid, b"", b"127.0.0.1", b"", b"CURVE", cert.public_key])
-        assert req.poll(5000), f"serve-auth did not answer request {counter[0]}"
-        reply = req.recv_multipart()
-        assert reply[:2] == [b"1.0", rid] and len(reply) == 6
-        if counter[0] % 50 == 0:
-            daemon.json_lines()  # drain the decision log, or its pipe fills and blocks it
-        return int(reply[2])
-
-    return ask
 
 
 def test_store_deleted_and_recreated(tmp_path: Path, ctx: zmq.Context[Any],
@@ -53,7 +33,7 @@ def test_store_deleted_and_recreated(tmp_path: Path, ctx: zmq.Context[Any],
     args = ["--store", str(sd), "--zap-endpoint", f"ipc://{tmp_path}/run/zap.sock",
             "--log-format", "json", "--log-stream", "stdout"]
     with ServeAuth(args, cli_env(None)) as daemon:
-        ask = _asker(ctx, daemon)
+        ask = zap_asker(ctx, daemon)
         assert ask(alice) == 200
         assert ask(bob) == 400
 

@@ -26,7 +26,7 @@ from curvecert.auth.authenticator import Authenticator
 from curvecert.certs.cert import Certificate
 from curvecert.serve.forwarder import ZapForwarder
 from tests.faults.support import NOBODY, Unprivileged, client_outcome, wait_outcome
-from tests.serveproc import ServeAuth, Server, handshake, retry_until
+from tests.serveproc import ServeAuth, Server, handshake, retry_until, zap_asker
 
 pytestmark = pytest.mark.slow
 
@@ -86,24 +86,6 @@ def test_authenticator_refuses_a_planted_key_with_strict_modes(
         auth.stop()
 
 
-def _asker(ctx: zmq.Context[Any], daemon: ServeAuth) -> Callable[[Certificate], int]:
-    req = daemon.secure(ctx.socket(zmq.REQ))
-    req.linger = 0
-    req.connect(daemon.endpoint)
-    counter = [0]
-
-    def ask(cert: Certificate) -> int:
-        counter[0] += 1
-        rid = str(counter[0]).encode()
-        req.send_multipart([b"1.0", rid, b"", b"127.0.0.1", b"", b"CURVE", cert.public_key])
-        assert req.poll(5000), f"serve-auth did not answer request {counter[0]}"
-        reply = req.recv_multipart()
-        assert reply[:2] == [b"1.0", rid] and len(reply) == 6
-        return int(reply[2])
-
-    return ask
-
-
 @pytest.mark.parametrize("how", ["default", "--strict-modes", "strict-modes = true"])
 def test_serve_auth_strict_modes(tmp_path: Path, ctx: zmq.Context[Any],
                                  cli_env: Callable[..., dict[str, str]], how: str) -> None:
@@ -119,7 +101,7 @@ def test_serve_auth_strict_modes(tmp_path: Path, ctx: zmq.Context[Any],
         if how == "--strict-modes":
             args.append("--strict-modes")
     with ServeAuth(args, cli_env(None)) as daemon:
-        ask = _asker(ctx, daemon)
+        ask = zap_asker(ctx, daemon)
         if how == "default":
             assert ask(intruder) == 200
             assert ask(owner) == 200
