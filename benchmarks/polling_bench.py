@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -113,7 +112,6 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "polling.json").write_text(json.dumps(results, indent=2) + "\n")
-    os.sync()
 
 
 if __name__ == "__main__":

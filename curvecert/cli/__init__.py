@@ -295,11 +295,11 @@ def _run(argv: list[str] | None, verbose: bool) -> int:
     return rv if isinstance(rv, int) else EXIT_OK
 
 
-class _Stdout:
-    """sys.stdout for the length of one command: once its reader has gone (`| head -1`),
-    the rest of the output is dropped instead of ending the command, so the exit status
-    stays the command's own (a verdict is not turned into 0 or 1 by a closed pipe).
-    Binary output (`store export`) is not covered: losing the data is an error there."""
+class _Output:
+    """sys.stdout or sys.stderr for the length of one command: once its reader has gone
+    (`| head -1`), the rest of the text is dropped instead of ending the command, so the
+    exit status stays the command's own (a verdict is not turned into 0 or 1 by a closed
+    pipe). Binary output (`store export`) is not covered: losing the data is an error."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -336,11 +336,12 @@ def main(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
     verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"})
                   for a in args)
-    real = sys.stdout
-    sys.stdout = _Stdout(real)
+    real_out, real_err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Output(real_out), _Output(real_err)
     try:
         code = _run(argv, verbose)
         sys.stdout.flush()
+        sys.stderr.flush()
     finally:
-        sys.stdout = real
+        sys.stdout, sys.stderr = real_out, real_err
     sys.exit(code)

@@ -71,24 +71,16 @@ def use_colour(stream: IO[str]) -> bool:
 def console(*, stderr: bool = False) -> Console:
     """A rich `Console` on stdout (data) or stderr (diagnostics), coloured only on a TTY.
 
-    When the reader of the stream goes away (`curvecert store list | head -1`), the rest
-    of the output is dropped and the command still ends with its own exit status (rich
-    alone would exit 1, which for `probe` or `verify` means a negative verdict).
+    A reader that goes away (`| head -1`) is handled below rich, by the streams the CLI
+    installs for each command (`curvecert.cli._Output`), so rich never sees it.
     """
     from rich.console import Console
 
-    class _Console(Console):
-        def on_broken_pipe(self) -> None:
-            self.quiet = True
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, stream.fileno())
-            os.close(devnull)
-
     stream = sys.stderr if stderr else sys.stdout
     colour = use_colour(stream)
-    return _Console(file=stream, stderr=stderr, highlight=False, emoji=False, markup=False,
-                    no_color=not colour, color_system="auto" if colour else None,
-                    force_terminal=colour, soft_wrap=True)
+    return Console(file=stream, stderr=stderr, highlight=False, emoji=False, markup=False,
+                   no_color=not colour, color_system="auto" if colour else None,
+                   force_terminal=colour, soft_wrap=True)
 
 
 def status(level: str, message: str) -> None:

@@ -235,7 +235,8 @@ def _parse(data: Mapping[str, Any], base: Path | None, path: Path | None) -> Dae
         if cert is None or forwarders is None:
             raise ConfigError("server: needs both `cert` (the daemon's secret certificate) "
                               "and `forwarders` (a store of forwarder certificates)")
-        server = ServerConfig(cert, forwarders, next_cert, strict)
+        server = ServerConfig(cert=cert, forwarders=forwarders, next_cert=next_cert,
+                              strict_modes=strict)
 
     gateway = None
     gt = r.table_of("gateway")
